@@ -1,0 +1,50 @@
+package smime
+
+import (
+	"bytes"
+	"crypto/x509"
+	"errors"
+	"fmt"
+
+	"smimeproxy/cms"
+)
+
+// EncryptOptions tune Encrypt; nil means the defaults.
+type EncryptOptions struct {
+	Cipher cms.Cipher // cms.AES256CBC by default; GCM makes authEnveloped-data
+	OAEP   bool       // RSAES-OAEP for RSA recipients
+}
+
+// Encrypt encrypts the RFC 5322 message msg to every recipient certificate.
+// As in Sign, the content fields and the body become the encrypted entity and
+// every other header field stays outside, so Encrypt(Sign(msg)) makes a
+// signed-then-encrypted message.
+func Encrypt(msg []byte, recipients []*x509.Certificate, opts *EncryptOptions) ([]byte, error) {
+	if len(recipients) == 0 {
+		return nil, errors.New("smime: encrypt: no recipients")
+	}
+	if opts == nil {
+		opts = &EncryptOptions{}
+	}
+	p, err := prepare(msg)
+	if err != nil {
+		return nil, err // ErrMalformed, which names the package already
+	}
+	der, err := cms.Encrypt(p.innerContent, recipients, &cms.EncryptOptions{Cipher: opts.Cipher, OAEP: opts.OAEP})
+	if err != nil {
+		return nil, fmt.Errorf("smime: encrypt: %w", err)
+	}
+	smimeType := "enveloped-data"
+	if opts.Cipher.AEAD() {
+		smimeType = "authEnveloped-data" // RFC 8551 3.4
+	}
+	var b bytes.Buffer
+	b.Grow(len(der)*4/3 + len(der)/28 + 4096)
+	p.writeOuter(&b,
+		"Content-Type: application/pkcs7-mime; smime-type="+smimeType+"; name=smime.p7m",
+		"Content-Transfer-Encoding: base64",
+		"Content-Disposition: attachment; filename=smime.p7m")
+	b.Write(appendBase64(b.AvailableBuffer(), der))
+	b.WriteString("\r\n")
+	return b.Bytes(), nil
+}

@@ -1,0 +1,407 @@
+package smime
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/mail"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-message/textproto"
+
+	"smimeproxy/cms"
+)
+
+// maxLayers bounds how many S/MIME layers Open peels.
+const maxLayers = 8
+
+// KeyPair is one of the reader's decryption keys: a crypto.Decrypter for RSA,
+// an ecdh.KeyExchanger or *ecdsa.PrivateKey for EC.
+type KeyPair struct {
+	Cert *x509.Certificate
+	Key  crypto.PrivateKey
+}
+
+// OpenOptions tune Open; nil means no keys and the default verification.
+type OpenOptions struct {
+	Keys   []KeyPair
+	Verify VerifyOptions
+}
+
+// Opened is what Open found and what the reader should see.
+type Opened struct {
+	// Message is the message to serve: the original header block with its
+	// Content-* (and MIME-Version) fields replaced by those of the innermost
+	// entity to show, then that entity's body. It is the input itself when
+	// nothing was unwrapped.
+	Message []byte
+
+	Encrypted  bool  // an encrypted layer was met
+	Decrypted  bool  // every encrypted layer met was opened
+	DecryptErr error // why an encrypted layer stayed closed; wraps cms.ErrNoRecipient when no key fits
+	Recipients []cms.Recipient
+	Cipher     cms.Cipher // of the outermost encrypted layer
+
+	// Signatures holds every signature layer met, outermost first.
+	Signatures []*Signature
+
+	// HeaderProtection is the innermost entity's hp Content-Type parameter
+	// ("cipher" or "clear", RFC 9788), "v1" for the older
+	// protected-headers="v1", or empty when it carries none.
+	HeaderProtection string
+	// ProtectedHeaders are the header fields, other than Content-*, that the
+	// innermost entity carries when HeaderProtection is set.
+	ProtectedHeaders textproto.Header
+}
+
+// Open peels the S/MIME layers of msg from the outside: it decrypts enveloped
+// layers with the first key that fits, verifies signatures, unwraps opaque
+// signed-data so that any client can show it, and keeps multipart/signed as
+// it is (clients without S/MIME show its first part). It returns an error
+// only when msg cannot be read as an RFC 5322 message at all; every S/MIME
+// failure is reported in Opened, and the message is then served as it is.
+func Open(msg []byte, opts *OpenOptions) (*Opened, error) {
+	if opts == nil {
+		opts = &OpenOptions{}
+	}
+	top, err := parseEntity(msg)
+	if err != nil {
+		return nil, err
+	}
+	w := &walker{
+		opts: opts,
+		v:    verifier{opts: &opts.Verify, from: fromAddresses(top.header), now: time.Now()},
+		o:    &Opened{Message: msg},
+	}
+	served := w.peel(top)
+	if served != top {
+		w.o.Message = serve(top, served)
+	}
+	w.headerProtection(top, served)
+	return w.o, nil
+}
+
+// Verify checks every signature layer of msg, without decrypting.
+func Verify(msg []byte, opts *VerifyOptions) ([]*Signature, error) {
+	o := &OpenOptions{}
+	if opts != nil {
+		o.Verify = *opts
+	}
+	opened, err := Open(msg, o)
+	if err != nil {
+		return nil, err
+	}
+	return opened.Signatures, nil
+}
+
+type walker struct {
+	opts *OpenOptions
+	v    verifier
+	o    *Opened
+	// vouched: an enclosing signature verified and chained, so the From
+	// address is that signer's, not the inner ones'.
+	vouched bool
+}
+
+// peel walks the layers from top and returns the entity to serve.
+func (w *walker) peel(top *entity) *entity {
+	served, cur := top, top
+	for range maxLayers {
+		switch Classify(cur.header) {
+		case Signed, PGPSigned:
+			inner := w.detached(cur)
+			if inner == nil || !Classify(inner.header).SMIME() {
+				return served
+			}
+			// The signed content is itself S/MIME: what it holds is shown
+			// instead, so this layer can no longer be kept.
+			cur = inner
+		case SignedOpaque, Encrypted, CertsOnly:
+			inner := w.pkcs7(cur)
+			if inner == nil {
+				return served
+			}
+			served, cur = inner, inner
+		default:
+			return served
+		}
+	}
+	return served
+}
+
+// detached verifies a multipart/signed layer (RFC 1847, RFC 8551 3.5.3) and
+// returns its first part; PGP signatures are not checked, only stepped over.
+func (w *walker) detached(e *entity) *entity {
+	kind := Classify(e.header)
+	_, params := mediaType(e.header)
+	m, err := splitMultipart(e.body, params["boundary"])
+	if err != nil || len(m.parts) < 2 {
+		if kind == Signed {
+			w.o.Signatures = append(w.o.Signatures, &Signature{Status: StatusError, Reason: "malformed multipart/signed"})
+		}
+		return nil
+	}
+	if kind == Signed {
+		w.verifyDetached(m.parts[0], m.parts[1])
+	}
+	inner, err := parseEntity(m.parts[0])
+	if err != nil {
+		return nil
+	}
+	return inner
+}
+
+func (w *walker) verifyDetached(signed, sigPart []byte) {
+	fail := func(st Status, reason string) {
+		w.o.Signatures = append(w.o.Signatures, &Signature{Status: st, Reason: reason})
+	}
+	pe, err := parseEntity(sigPart)
+	if err != nil {
+		fail(StatusError, "malformed signature part")
+		return
+	}
+	if t, _ := mediaType(pe.header); t != "application/pkcs7-signature" && t != "application/x-pkcs7-signature" {
+		fail(StatusError, "signature part is "+t)
+		return
+	}
+	der, err := decodeBody(pe)
+	if err != nil {
+		fail(StatusError, "malformed signature part")
+		return
+	}
+	sd, err := cms.ParseSignedData(der)
+	if err != nil {
+		fail(cryptoStatus(err))
+		return
+	}
+	// The signature covers the canonical form (RFC 8551 3.1.1), whatever line
+	// breaks the message was stored with.
+	content := toCRLF(signed)
+	mismatch := sd.Content != nil && !bytes.Equal(sd.Content, content)
+	w.signers(sd, content, mismatch)
+}
+
+// signers checks every signer of one layer and records the results.
+func (w *walker) signers(sd *cms.SignedData, content []byte, mismatch bool) {
+	if len(sd.Signers) == 0 {
+		w.o.Signatures = append(w.o.Signatures, &Signature{Status: StatusError, Reason: "no signer", Certificates: sd.Certificates})
+		return
+	}
+	vouches := false
+	for _, s := range sd.Signers {
+		var sig *Signature
+		if mismatch {
+			// A detached signature that carries other content must never
+			// pass for the content shown beside it.
+			sig = &Signature{Status: StatusInvalid, Reason: "signature carries content other than the signed part",
+				Certificates: sd.Certificates, Capabilities: s.Capabilities, SigningTime: s.SigningTime, Hash: s.Hash,
+				Signer: sd.FindCertificate(s, w.v.opts.Certificates)}
+		} else {
+			sig = w.v.check(sd, s, content, !w.vouched)
+		}
+		vouches = vouches || sig.Status == StatusValid || sig.Status == StatusWeak
+		w.o.Signatures = append(w.o.Signatures, sig)
+	}
+	w.vouched = w.vouched || vouches
+}
+
+// pkcs7 opens an application/pkcs7-mime layer by what its content is, not by
+// what its label says, and returns the entity inside, or nil.
+func (w *walker) pkcs7(e *entity) *entity {
+	kind := Classify(e.header)
+	_, params := mediaType(e.header)
+	declared := params["smime-type"] != "" // sniffed ones may be anything
+	der, err := decodeBody(e)
+	if err != nil {
+		if kind == Encrypted && declared {
+			w.o.Encrypted = true
+			w.o.DecryptErr = fmt.Errorf("smime: decrypt: %w", err)
+		}
+		return nil
+	}
+	t, err := cms.Identify(der)
+	if err != nil {
+		t = cms.TypeOther
+	}
+	switch t {
+	case cms.TypeSignedData:
+		sd, err := cms.ParseSignedData(der)
+		if err != nil {
+			if kind == SignedOpaque {
+				st, reason := cryptoStatus(err)
+				w.o.Signatures = append(w.o.Signatures, &Signature{Status: st, Reason: reason})
+			}
+			return nil
+		}
+		if len(sd.Signers) == 0 || sd.Content == nil {
+			return nil // certs-only, or a detached signature on its own
+		}
+		w.signers(sd, nil, false)
+		return parseContent(sd.Content)
+	case cms.TypeEnvelopedData, cms.TypeAuthEnvelopedData:
+		return w.decrypt(der)
+	default:
+		if kind == Encrypted && declared {
+			w.o.Encrypted = true
+			w.o.DecryptErr = errors.New("smime: decrypt: content is not an enveloped CMS message")
+		}
+		return nil
+	}
+}
+
+func (w *walker) decrypt(der []byte) *entity {
+	first := !w.o.Encrypted
+	w.o.Encrypted = true
+	env, err := cms.ParseEnvelope(der)
+	if err != nil {
+		w.o.Decrypted = false
+		w.o.DecryptErr = fmt.Errorf("smime: decrypt: %w", err)
+		return nil
+	}
+	if first {
+		w.o.Recipients, w.o.Cipher = env.Recipients, env.Cipher
+	}
+	var firstErr error
+	for _, kp := range w.opts.Keys {
+		content, err := env.Decrypt(kp.Cert, kp.Key)
+		if err == nil {
+			w.o.Decrypted = true
+			w.o.DecryptErr = nil
+			return parseContent(content)
+		}
+		if firstErr == nil && !errors.Is(err, cms.ErrNoRecipient) {
+			firstErr = err
+		}
+	}
+	if firstErr == nil {
+		firstErr = cms.ErrNoRecipient
+	}
+	w.o.Decrypted = false
+	w.o.DecryptErr = fmt.Errorf("smime: decrypt: %w", firstErr)
+	return nil
+}
+
+// serve builds the served message: top's header block, byte for byte, with
+// its content fields replaced by inner's, then inner's body, in top's line
+// break convention.
+func serve(top, inner *entity) []byte {
+	crlf := usesCRLF(top.fields)
+	conv := func(b []byte) []byte {
+		if crlf {
+			return toCRLF(b)
+		}
+		return toLF(b)
+	}
+	eol := "\n"
+	if crlf {
+		eol = "\r\n"
+	}
+	var innerFields [][]byte
+	innerMIMEVer := false
+	for _, f := range inner.fields {
+		if isContentField(f.name) || f.name == "Mime-Version" {
+			raw := conv(f.raw)
+			if !bytes.HasSuffix(raw, []byte("\n")) {
+				raw = append(raw[:len(raw):len(raw)], eol...)
+			}
+			innerFields = append(innerFields, raw)
+			innerMIMEVer = innerMIMEVer || f.name == "Mime-Version"
+		}
+	}
+	var b bytes.Buffer
+	b.Grow(len(inner.body) + 4096)
+	inserted, mimeVer := false, innerMIMEVer
+	for _, f := range top.fields {
+		replaced := isContentField(f.name) || f.name == "Mime-Version" && innerMIMEVer
+		if !replaced {
+			b.Write(f.raw)
+			if !bytes.HasSuffix(f.raw, []byte("\n")) {
+				b.WriteString(eol)
+			}
+			mimeVer = mimeVer || f.name == "Mime-Version"
+			continue
+		}
+		if !inserted {
+			for _, r := range innerFields {
+				b.Write(r)
+			}
+			inserted = true
+		}
+	}
+	if !mimeVer {
+		b.WriteString("MIME-Version: 1.0" + eol)
+	}
+	if !inserted {
+		for _, r := range innerFields {
+			b.Write(r)
+		}
+	}
+	b.WriteString(eol)
+	b.Write(conv(inner.body))
+	return b.Bytes()
+}
+
+// headerProtection reports the protected header fields of the innermost
+// entity e (RFC 9788, and draft-autocrypt protected-headers="v1"). The top
+// level's own fields are never protected ones.
+func (w *walker) headerProtection(top, e *entity) {
+	// Within a kept multipart/signed, the protected fields sit on its first part.
+	for range maxLayers {
+		if k := Classify(e.header); k != Signed && k != PGPSigned {
+			break
+		}
+		_, params := mediaType(e.header)
+		m, err := splitMultipart(e.body, params["boundary"])
+		if err != nil {
+			return
+		}
+		if e, err = parseEntity(m.parts[0]); err != nil {
+			return
+		}
+	}
+	if e == top {
+		return
+	}
+	_, params := mediaType(e.header)
+	mode := strings.ToLower(params["hp"])
+	if mode == "" && strings.EqualFold(params["protected-headers"], "v1") {
+		mode = "v1"
+	}
+	if mode == "" {
+		return
+	}
+	var fields []field
+	for _, f := range e.fields {
+		if !isContentField(f.name) && f.name != "Mime-Version" {
+			fields = append(fields, f)
+		}
+	}
+	w.o.HeaderProtection = mode
+	w.o.ProtectedHeaders = headerOf(fields)
+}
+
+// fromAddresses returns the addresses in h's From field, lower case.
+func fromAddresses(h textproto.Header) []string {
+	v := h.Get("From")
+	if v == "" {
+		return nil
+	}
+	var out []string
+	if list, err := mail.ParseAddressList(v); err == nil {
+		for _, a := range list {
+			out = append(out, strings.ToLower(a.Address))
+		}
+		return out
+	}
+	// Unparseable (often an undecodable display name): take the angle-addr.
+	if i, j := strings.LastIndexByte(v, '<'), strings.LastIndexByte(v, '>'); i >= 0 && j > i {
+		return []string{strings.ToLower(strings.TrimSpace(v[i+1 : j]))}
+	}
+	if a := strings.TrimSpace(v); strings.Contains(a, "@") && !strings.ContainsAny(a, " \t,") {
+		return []string{strings.ToLower(a)}
+	}
+	return nil
+}

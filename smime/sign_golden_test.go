@@ -1,0 +1,131 @@
+package smime
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"smimeproxy/cms"
+	"smimeproxy/internal/testpki"
+)
+
+// TestSignGolden pins the layout of what Sign and Encrypt write, with a fixed
+// boundary; the CMS bodies, which change with every key, are replaced by a
+// description of what they hold.
+func TestSignGolden(t *testing.T) {
+	saved := newBoundary
+	newBoundary = func() string { return "----=_smime_golden" }
+	t.Cleanup(func() { newBoundary = saved })
+
+	ca := testpki.NewCA(t, "golden root")
+	alice := ca.Issue(t, "alice@example.com", nil)
+	id := &Identity{Cert: alice.Cert, Key: alice.Key, Chain: alice.Chain}
+	at := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+
+	tests := []struct {
+		name, file string
+		make       func(msg []byte) ([]byte, error)
+	}{
+		{"plain.detached", "plain.eml", func(m []byte) ([]byte, error) { return Sign(m, id, &SignOptions{Time: at}) }},
+		{"attachment.detached", "attachment.eml", func(m []byte) ([]byte, error) {
+			return Sign(m, id, &SignOptions{Time: at, Hash: crypto.SHA512})
+		}},
+		{"8bit.opaque", "8bit.eml", func(m []byte) ([]byte, error) { return Sign(m, id, &SignOptions{Time: at, Opaque: true}) }},
+		{"no-mime.encrypted", "no-mime.eml", func(m []byte) ([]byte, error) {
+			return Encrypt(m, []*x509.Certificate{alice.Cert}, nil)
+		}},
+		{"plain.encrypted-gcm", "plain.eml", func(m []byte) ([]byte, error) {
+			return Encrypt(m, []*x509.Certificate{alice.Cert}, &EncryptOptions{Cipher: cms.AES256GCM})
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			msg := readTestdata(t, tc.file)
+			out, err := tc.make(msg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			golden(t, "sign/"+tc.name+".golden", describeCMS(t, out))
+		})
+	}
+}
+
+func readTestdata(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// describeCMS replaces every base64 CMS body in msg by a line saying what it
+// holds (and, for signed-data with content, that content).
+func describeCMS(t *testing.T, msg []byte) []byte {
+	t.Helper()
+	e, err := parseEntity(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bodies []*entity
+	switch Classify(e.header) {
+	case Signed:
+		_, params := mediaType(e.header)
+		m, err := splitMultipart(e.body, params["boundary"])
+		if err != nil || len(m.parts) != 2 {
+			t.Fatalf("multipart/signed: %v", err)
+		}
+		sig, err := parseEntity(m.parts[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		bodies = append(bodies, sig)
+	case SignedOpaque, Encrypted:
+		bodies = append(bodies, e)
+	}
+	for _, b := range bodies {
+		der, err := decodeBody(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var desc string
+		switch typ, _ := cms.Identify(der); typ {
+		case cms.TypeSignedData:
+			sd, err := cms.ParseSignedData(der)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := sd.Signers[0]
+			desc = fmt.Sprintf("[SignedData: %d signer, %v, signed %s, %d certificates, detached %v]",
+				len(sd.Signers), s.Hash, s.SigningTime.UTC().Format(time.RFC3339), len(sd.Certificates), sd.Content == nil)
+			if sd.Content != nil {
+				desc += "\r\n[content:]\r\n" + string(sd.Content)
+			}
+		case cms.TypeEnvelopedData, cms.TypeAuthEnvelopedData:
+			env, err := cms.ParseEnvelope(der)
+			if err != nil {
+				t.Fatal(err)
+			}
+			desc = fmt.Sprintf("[Envelope: authenticated %v, %v, %d recipient]", env.Authenticated, env.Cipher, len(env.Recipients))
+		default:
+			t.Fatalf("unexpected CMS type %v", typ)
+		}
+		msg = bytes.Replace(msg, trimBase64(b.body), []byte(desc), 1)
+	}
+	return msg
+}
+
+// trimBase64 returns the base64 lines at the start of b.
+func trimBase64(b []byte) []byte {
+	n := 0
+	for n < len(b) && (b[n] == '\r' || b[n] == '\n' || b[n] == '=' || b[n] == '+' || b[n] == '/' ||
+		b[n] >= 'A' && b[n] <= 'Z' || b[n] >= 'a' && b[n] <= 'z' || b[n] >= '0' && b[n] <= '9') {
+		n++
+	}
+	return bytes.TrimRight(b[:n], "\r\n")
+}
