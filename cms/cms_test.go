@@ -491,3 +491,34 @@ func TestIdentify(t *testing.T) {
 		}
 	}
 }
+
+// TestMalformedBER checks that BER the parser rejects comes back as a
+// SyntaxError.
+func TestMalformedBER(t *testing.T) {
+	tests := []struct {
+		name string
+		in   []byte
+	}{
+		{"empty", nil},
+		{"truncated", []byte{0x30, 0x80, 0x06, 0x09, 0x2a}},
+		{"missing end-of-contents", []byte{0x30, 0x80, 0x06, 0x01, 0x2a}},
+		{"deep", bytes.Repeat([]byte{0x30, 0x80}, 100)},
+	}
+	for _, tc := range tests {
+		if _, err := cms.ParseSignedData(tc.in); !isSyntaxError(err) {
+			t.Errorf("ParseSignedData(%s) = %v, want a SyntaxError", tc.name, err)
+		}
+		if _, err := cms.ParseEnvelope(tc.in); !isSyntaxError(err) {
+			t.Errorf("ParseEnvelope(%s) = %v, want a SyntaxError", tc.name, err)
+		}
+	}
+	// Identify reads no further than the content type.
+	if _, err := cms.Identify(tests[1].in); !isSyntaxError(err) {
+		t.Errorf("Identify(truncated) = %v, want a SyntaxError", err)
+	}
+}
+
+func isSyntaxError(err error) bool {
+	_, ok := errors.AsType[*cms.SyntaxError](err)
+	return ok
+}

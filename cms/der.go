@@ -8,6 +8,8 @@ import (
 
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
+
+	"smimeproxy/internal/ber"
 )
 
 // Context-specific tags, as CMS uses them.
@@ -130,9 +132,9 @@ func build(f func(b *cryptobyte.Builder)) ([]byte, error) {
 // parseContentInfo normalises data to DER and returns the content type of
 // the ContentInfo and its [0] EXPLICIT content.
 func parseContentInfo(data []byte) (asn1.ObjectIdentifier, cryptobyte.String, error) {
-	der, err := normalize(data)
+	der, err := ber.Normalize(data)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, malformed(err.Error())
 	}
 	s := cryptobyte.String(der)
 	var ci, content cryptobyte.String

@@ -1,34 +1,30 @@
 package cms
 
-import "encoding/asn1"
+import (
+	"encoding/asn1"
+
+	"smimeproxy/internal/ber"
+)
 
 // Identify reads the content type of a ContentInfo (BER or DER) without
 // parsing the rest.
 func Identify(data []byte) (Type, error) {
-	p := berParser{data: data}
-	id, _, err := p.identifier()
+	h, rest, err := ber.ReadHeader(data)
 	if err != nil {
-		return TypeOther, err
+		return TypeOther, malformed(err.Error())
 	}
-	if len(id) != 1 || id[0] != 0x30 {
+	if h.Class != ber.ClassUniversal || h.Tag != ber.TagSequence || !h.Constructed {
 		return TypeOther, malformed("ContentInfo is not a SEQUENCE")
 	}
-	if _, _, err := p.length(); err != nil {
-		return TypeOther, err
-	}
-	id, _, err = p.identifier()
+	h, rest, err = ber.ReadHeader(rest)
 	if err != nil {
-		return TypeOther, err
+		return TypeOther, malformed(err.Error())
 	}
-	n, indefinite, err := p.length()
-	if err != nil {
-		return TypeOther, err
-	}
-	if len(id) != 1 || id[0] != 0x06 || indefinite || n >= 0x80 {
+	if h.Class != ber.ClassUniversal || h.Tag != ber.TagOID || h.Constructed || h.Length >= 0x80 {
 		return TypeOther, malformed("ContentInfo without a content type")
 	}
 	var oid asn1.ObjectIdentifier
-	der := append([]byte{0x06, byte(n)}, data[p.pos:p.pos+n]...)
+	der := append([]byte{0x06, byte(h.Length)}, rest[:h.Length]...)
 	if _, err := asn1.Unmarshal(der, &oid); err != nil {
 		return TypeOther, malformed("bad content type")
 	}
