@@ -1,0 +1,160 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"smimeproxy/certcache"
+	"smimeproxy/config"
+	"smimeproxy/keystore"
+)
+
+// storeFlags are the flags of every command that touches the stores.
+type storeFlags struct {
+	config         string
+	keystore       string
+	passphraseFile string
+}
+
+func (sf *storeFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&sf.config, "config", "", "read the configuration `FILE` (default $SMIMEPROXY_CONFIG, then "+config.DefaultPath+" if it exists)")
+	fs.StringVar(&sf.keystore, "keystore", "", "use the keystore in `DIR` (default: the configuration's keystore.dir, or ~/.local/share/smimeproxy/keystore without one); the certificate cache lives beside it")
+	fs.StringVar(&sf.passphraseFile, "passphrase-file", "", "read the keystore passphrase from `FILE` (default $"+passphraseEnv+", else a prompt)")
+}
+
+// load returns the configuration the flags point at, with --keystore applied.
+// Without a configuration file, the stores live in the person's data directory.
+func (sf *storeFlags) load(e *env) (*config.Config, error) {
+	path := sf.config
+	if path == "" {
+		path = e.getenv("SMIMEPROXY_CONFIG")
+	}
+	if path == "" {
+		if _, err := os.Stat(config.DefaultPath); err == nil {
+			path = config.DefaultPath
+		}
+	}
+	var c *config.Config
+	if path != "" {
+		var err error
+		if c, err = config.Load(path); err != nil {
+			return nil, err
+		}
+	} else {
+		c = config.Default()
+		dir, err := dataHome(e)
+		if err != nil {
+			return nil, err
+		}
+		c.Keystore.Dir = filepath.Join(dir, "smimeproxy", "keystore")
+	}
+	if sf.keystore != "" {
+		c.Keystore.Dir = sf.keystore
+	}
+	if sf.passphraseFile != "" {
+		c.Keystore.PassphraseFile = sf.passphraseFile
+	}
+	return c, nil
+}
+
+// dataHome is $XDG_DATA_HOME, or ~/.local/share.
+func dataHome(e *env) (string, error) {
+	if d := e.getenv("XDG_DATA_HOME"); d != "" {
+		return d, nil
+	}
+	home := e.getenv("HOME")
+	if home == "" {
+		return "", errors.New("no home directory to keep the keystore in; use --keystore DIR or --config FILE")
+	}
+	return filepath.Join(home, ".local", "share"), nil
+}
+
+// openKeystore opens the configured keystore. With create, a missing keystore
+// is made, under a new passphrase.
+func (e *env) openKeystore(c *config.Config, create bool) (*keystore.Store, error) {
+	ks, err := keystore.Open(c.Keystore.Dir, nil)
+	if err == nil || !create || !errors.Is(err, keystore.ErrNoKeystore) {
+		if errors.Is(err, keystore.ErrNoKeystore) {
+			return nil, fmt.Errorf("%w in %s; make a key first with 'smimeproxy csr' or 'smimeproxy import FILE.p12'", keystore.ErrNoKeystore, c.Keystore.Dir)
+		}
+		return ks, err
+	}
+	var pass []byte
+	if c.Keystore.PassphraseFile != "" || e.getenv(passphraseEnv) != "" {
+		pass, err = e.keystorePassphrase(c.Keystore.PassphraseFile)
+	} else {
+		fmt.Fprintf(e.stderr, "Creating a new keystore in %s.\n", c.Keystore.Dir)
+		pass, err = e.newSecret("", "keystore passphrase", "passphrase-file")
+	}
+	if err != nil {
+		return nil, err
+	}
+	ks, err = keystore.Create(c.Keystore.Dir, pass, nil)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(e.stdout, "Created keystore %s\n", c.Keystore.Dir)
+	return ks, nil
+}
+
+// unlock unlocks ks with the passphrase from the configured sources.
+func (e *env) unlock(c *config.Config, ks *keystore.Store) error {
+	if !ks.Locked() {
+		return nil
+	}
+	pass, err := e.keystorePassphrase(c.Keystore.PassphraseFile)
+	if err != nil {
+		return err
+	}
+	return ks.Unlock(pass)
+}
+
+// openCertCache opens the certificate cache the configuration names.
+func openCertCache(c *config.Config) (*certcache.Cache, error) {
+	return certcache.Open(c.CertCacheDir(), &certcache.Options{NoSystemRoots: !c.Trust.SystemRoots})
+}
+
+// readInput reads the file named by args[0], or standard input when there is
+// none or it is "-".
+func (e *env) readInput(args []string) ([]byte, error) {
+	switch {
+	case len(args) > 1:
+		return nil, usagef("too many arguments: %q", args[1:])
+	case len(args) == 0 || args[0] == "-":
+		return io.ReadAll(e.stdin)
+	}
+	return os.ReadFile(args[0])
+}
+
+// writeOutput writes data to path, or to standard output for "" or "-".
+// An existing file is replaced only with force.
+func (e *env) writeOutput(path string, data []byte, mode os.FileMode, force bool) error {
+	if path == "" || path == "-" {
+		_, err := e.stdout.Write(data)
+		return err
+	}
+	flags := os.O_WRONLY | os.O_CREATE | os.O_EXCL
+	if force {
+		flags = os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+	}
+	f, err := os.OpenFile(path, flags, mode)
+	if errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("%s exists; use --force to overwrite it", path)
+	}
+	if err != nil {
+		return err
+	}
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}

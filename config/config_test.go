@@ -1,0 +1,80 @@
+package config_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"smimeproxy/config"
+)
+
+func writeConfig(t *testing.T, text string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestDefaultIsValid(t *testing.T) {
+	if err := config.Default().Validate(); err != nil {
+		t.Fatalf("Default().Validate() = %v, want nil", err)
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		yaml string
+		want []string // every substring must appear in the error
+	}{
+		{"unknown key names line and key", "keystore:\n  dir: /x\n  passprase_file: /y\n", []string{"line 3", "unknown key passprase_file"}},
+		{"wrong type", "trust:\n  system_roots: maybe\n", []string{"line 2", "maybe"}},
+		{"missing passphrase file", "keystore:\n  passphrase_file: /nonexistent/pass\n", []string{"keystore.passphrase_file", "/nonexistent/pass"}},
+		{"every problem at once", "log:\n  level: loud\n  format: xml\n", []string{"log.level", "options are debug, info, warn, error", "log.format"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := writeConfig(t, tc.yaml)
+			_, err := config.Load(p)
+			if err == nil {
+				t.Fatalf("Load(%s) = nil error, want one mentioning %q", tc.name, tc.want)
+			}
+			if !strings.Contains(err.Error(), p) {
+				t.Errorf("Load(%s) error %q does not name the file", tc.name, err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("Load(%s) error %q, want it to mention %q", tc.name, err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestRelativePathsFollowTheFile(t *testing.T) {
+	p := writeConfig(t, "keystore:\n  dir: state/keystore\n")
+	c, err := config.Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := filepath.Dir(p)
+	if want := filepath.Join(base, "state", "keystore"); c.Keystore.Dir != want {
+		t.Errorf("Keystore.Dir = %q, want %q", c.Keystore.Dir, want)
+	}
+	if want := filepath.Join(base, "state", "certcache"); c.CertCacheDir() != want {
+		t.Errorf("CertCacheDir() = %q, want %q (beside the keystore)", c.CertCacheDir(), want)
+	}
+}
+
+func TestEmptyFileIsDefault(t *testing.T) {
+	c, err := config.Load(writeConfig(t, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Keystore.Dir != config.Default().Keystore.Dir || !c.Trust.SystemRoots {
+		t.Errorf("Load(empty) = %+v, want the defaults", c)
+	}
+}
