@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -22,6 +23,9 @@ const DefaultPath = "/etc/smimeproxy/config.yaml"
 
 // Config is the whole configuration file.
 type Config struct {
+	// ServerName names this proxy in the SMTP greeting and as the authserv-id
+	// of the Authentication-Results fields it adds. Default: the host name.
+	ServerName string `yaml:"server_name"`
 	// TLS is the certificate the listeners present to mail clients.
 	TLS       TLS       `yaml:"tls"`
 	SMTP      SMTP      `yaml:"smtp"`
@@ -29,6 +33,8 @@ type Config struct {
 	Keystore  Keystore  `yaml:"keystore"`
 	CertCache CertCache `yaml:"certcache"`
 	Trust     Trust     `yaml:"trust"`
+	Policy    Policy    `yaml:"policy"`
+	Metrics   Metrics   `yaml:"metrics"`
 	Log       Log       `yaml:"log"`
 
 	// path is the file the configuration was read from; empty for Default.
@@ -99,6 +105,56 @@ type IMAP struct {
 	Listen   []Listener `yaml:"listen"`
 	Upstream Upstream   `yaml:"upstream"`
 	Timeouts Timeouts   `yaml:"timeouts"`
+	// CacheMB bounds the memory that keeps decrypted messages between a
+	// client's FETCH commands, in MiB; 0 turns the cache off. Default 256.
+	CacheMB int `yaml:"cache_mb"`
+}
+
+// Policy says what to do with outgoing mail. Rules for users, senders and
+// recipient domains override the defaults above them; the most specific wins.
+type Policy struct {
+	Sign    string `yaml:"sign"`    // always or never; default always
+	Encrypt string `yaml:"encrypt"` // opportunistic, required or never; default opportunistic
+	// ForeignFrom is what to do when the From address is not one of the
+	// logged-in user's: refuse (default) or unsigned (send without signing).
+	ForeignFrom string `yaml:"foreign_from"`
+	// Overrides honours the subject tags [encrypt], [sign], [nosign], [plain]
+	// and the X-SMIME-Policy header. Default true.
+	Overrides bool `yaml:"overrides"`
+	// EncryptToSelf adds the sender's own certificate to every encrypted
+	// message, so that their Sent copy stays readable. Default true.
+	EncryptToSelf bool `yaml:"encrypt_to_self"`
+	// Cipher is the content cipher: auto (AES-256-GCM when every recipient
+	// advertised it, else AES-256-CBC, which every client reads), or one of
+	// aes-256-cbc, aes-128-cbc, aes-256-gcm, aes-128-gcm. Default auto.
+	Cipher string `yaml:"cipher"`
+	// Users are per login name: more addresses they may send as and read
+	// for (the login name itself, when it is an address, always counts), and
+	// their own rules.
+	Users map[string]UserRules `yaml:"users"`
+	// Senders are rules per From address.
+	Senders map[string]Rules `yaml:"senders"`
+	// Domains are rules per recipient domain, such as encrypt: required for
+	// a partner.
+	Domains map[string]Rules `yaml:"domains"`
+}
+
+// Rules override sign and encrypt; empty fields inherit.
+type Rules struct {
+	Sign    string `yaml:"sign"`
+	Encrypt string `yaml:"encrypt"`
+}
+
+// UserRules are a user's addresses and rules.
+type UserRules struct {
+	Addresses []string `yaml:"addresses"`
+	Rules     `yaml:",inline"`
+}
+
+// Metrics is the HTTP listener for /metrics, /healthz and /readyz.
+type Metrics struct {
+	// Listen is host:port; "" turns the listener off. Default 127.0.0.1:9464.
+	Listen string `yaml:"listen"`
 }
 
 // Keystore says where our users' keys live and how to unlock them.
@@ -172,7 +228,17 @@ func Default() *Config {
 			Listen:   []Listener{{Addr: "127.0.0.1:1143", TLS: TLSNone}},
 			Upstream: Upstream{Addr: "localhost:143", TLS: TLSStartTLS},
 			Timeouts: timeouts,
+			CacheMB:  256,
 		},
+		Policy: Policy{
+			Sign:          "always",
+			Encrypt:       "opportunistic",
+			ForeignFrom:   "refuse",
+			Overrides:     true,
+			EncryptToSelf: true,
+			Cipher:        "auto",
+		},
+		Metrics:  Metrics{Listen: "127.0.0.1:9464"},
 		Keystore: Keystore{Dir: "/var/lib/smimeproxy/keystore"},
 		Trust:    Trust{SystemRoots: true},
 		Log:      Log{Level: "info", Format: "text"},
@@ -275,6 +341,15 @@ func (c *Config) Validate() error {
 	if c.Keystore.Dir == "" {
 		bad("keystore.dir", "must be set")
 	}
+	if c.IMAP.CacheMB < 0 {
+		bad("imap.cache_mb", "must not be negative")
+	}
+	if c.Metrics.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
+			bad("metrics.listen", "invalid address %q; use host:port, such as 127.0.0.1:9464", c.Metrics.Listen)
+		}
+	}
+	c.Policy.validate(bad)
 	if f := c.Keystore.PassphraseFile; f != "" {
 		if _, err := os.Stat(f); err != nil {
 			bad("keystore.passphrase_file", "%v", err)
@@ -291,6 +366,37 @@ func (c *Config) Validate() error {
 		bad("log.format", "invalid value %q; options are text, json", c.Log.Format)
 	}
 	return errors.Join(errs...)
+}
+
+// validate checks every rule's values.
+func (p *Policy) validate(bad func(key, format string, args ...any)) {
+	oneOf := func(key, v string, empty bool, options ...string) {
+		if (v == "" && empty) || slices.Contains(options, v) {
+			return
+		}
+		bad(key, "invalid value %q; options are %s", v, strings.Join(options, ", "))
+	}
+	rules := func(key string, r Rules, empty bool) {
+		oneOf(key+".sign", r.Sign, empty, "always", "never")
+		oneOf(key+".encrypt", r.Encrypt, empty, "opportunistic", "required", "never")
+	}
+	rules("policy", Rules{Sign: p.Sign, Encrypt: p.Encrypt}, false)
+	oneOf("policy.foreign_from", p.ForeignFrom, false, "refuse", "unsigned")
+	oneOf("policy.cipher", p.Cipher, false, "auto", "aes-256-cbc", "aes-128-cbc", "aes-256-gcm", "aes-128-gcm")
+	for name, u := range p.Users {
+		rules("policy.users."+name, u.Rules, true)
+		for _, a := range u.Addresses {
+			if !strings.Contains(a, "@") {
+				bad("policy.users."+name+".addresses", "%q is not an email address", a)
+			}
+		}
+	}
+	for name, r := range p.Senders {
+		rules("policy.senders."+name, r, true)
+	}
+	for name, r := range p.Domains {
+		rules("policy.domains."+name, r, true)
+	}
 }
 
 // checkAddr checks a host:port and its TLS mode: plaintext is for loopback

@@ -1,0 +1,271 @@
+// Package policy decides, for one outgoing message, whether to sign it,
+// encrypt it, pass it untouched or refuse it. It does no I/O: the caller
+// gathers the facts (who is logged in, the From address, which recipients
+// have a usable certificate) and acts on the Decision.
+package policy
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"smimeproxy/config"
+)
+
+// Sign says whether to sign.
+type Sign string
+
+const (
+	SignAlways Sign = "always"
+	SignNever  Sign = "never"
+)
+
+// Encrypt says whether to encrypt.
+type Encrypt string
+
+const (
+	// EncryptOpportunistic encrypts when every recipient has a usable
+	// certificate, and only signs otherwise.
+	EncryptOpportunistic Encrypt = "opportunistic"
+	// EncryptRequired refuses the message unless every recipient has one.
+	EncryptRequired Encrypt = "required"
+	// EncryptNever never encrypts, for recipients who cannot read S/MIME.
+	EncryptNever Encrypt = "never"
+)
+
+// ForeignFrom says what to do with a message whose From address is not one
+// of the logged-in user's addresses.
+type ForeignFrom string
+
+const (
+	ForeignFromRefuse   ForeignFrom = "refuse"
+	ForeignFromUnsigned ForeignFrom = "unsigned"
+)
+
+// Rules is one level of policy. Empty fields inherit from the level below.
+type Rules struct {
+	Sign    Sign
+	Encrypt Encrypt
+}
+
+// Policy is the whole set of rules. The most specific level that sets a field
+// wins: recipient domain, then sender address, then user, then Default.
+type Policy struct {
+	Default     Rules
+	ForeignFrom ForeignFrom
+	// Overrides honours the per-message tags and header (see ParseOverride).
+	Overrides bool
+	// EncryptToSelf adds the sender's own certificate to encrypted messages.
+	EncryptToSelf bool
+	// Cipher is "auto" or a cipher name; see ContentCipher.
+	Cipher  string
+	Users   map[string]Rules // by login name, lower case
+	Senders map[string]Rules // by From address, lower case
+	Domains map[string]Rules // by recipient domain, lower case
+
+	addresses map[string][]string // more addresses per login name
+}
+
+// Default returns the policy of a fresh installation: the configuration's
+// defaults (always sign, encrypt when possible, refuse a From address that is
+// not the user's, honour per-message overrides, encrypt to oneself too).
+func Default() *Policy {
+	return FromConfig(config.Default().Policy)
+}
+
+// Message is what the caller knows about one message (one upstream
+// transaction).
+type Message struct {
+	User string // the login name
+	From string // the address in the From header
+	// Addresses are those the user may send as: the login name and any
+	// configured for them.
+	Addresses []string
+	Rcpts     []string // envelope recipients
+	// Protected is true when the message is already S/MIME or PGP/MIME.
+	Protected bool
+	Override  Override
+	// NoCert names each recipient without a usable encryption certificate,
+	// with the reason, as the certificate cache gave it.
+	NoCert map[string]string
+}
+
+// Action is what to do with the message.
+type Action int
+
+const (
+	// Send transforms the message as Sign and Encrypt say, and sends it.
+	Send Action = iota
+	// Pass sends the message untouched.
+	Pass
+	// Refuse rejects the message with Refusal.
+	Refuse
+)
+
+func (a Action) String() string {
+	switch a {
+	case Send:
+		return "send"
+	case Pass:
+		return "pass"
+	case Refuse:
+		return "refuse"
+	}
+	return fmt.Sprintf("Action(%d)", int(a))
+}
+
+// Decision is the outcome of Decide.
+type Decision struct {
+	Action  Action
+	Sign    bool
+	Encrypt bool
+	// Refusal says why the message is refused; nil unless Action is Refuse.
+	Refusal *Refusal
+	// Reason is a short explanation for the log.
+	Reason string
+}
+
+// Refusal is a permanent rejection of a message by policy.
+type Refusal struct {
+	// Rcpts lists the recipients the refusal is about, if any.
+	Rcpts []string
+	Text  string
+}
+
+func (r *Refusal) Error() string { return "policy: " + r.Text }
+
+// Decide applies p to m.
+func (p *Policy) Decide(m *Message) Decision {
+	if m.Protected {
+		return Decision{Action: Pass, Reason: "already protected"}
+	}
+	var ov Override
+	if p.Overrides {
+		ov = m.Override
+	}
+
+	from := strings.ToLower(m.From)
+	own := slices.ContainsFunc(m.Addresses, func(a string) bool { return strings.EqualFold(a, from) })
+	base := p.messageRules(m.User, from)
+
+	sign := p.sign(base, m.Rcpts)
+	if ov.Sign != Unset {
+		sign = ov.Sign == On
+	}
+	if sign && !own {
+		if p.ForeignFrom != ForeignFromUnsigned {
+			return refuse(nil, fmt.Sprintf("the From address <%s> is not one of yours; send from %s", m.From, strings.Join(m.Addresses, ", ")))
+		}
+		sign = false
+	}
+
+	enc, err := p.encrypt(base, m, ov)
+	if err != nil {
+		return Decision{Action: Refuse, Refusal: err, Reason: err.Text}
+	}
+	d := Decision{Action: Send, Sign: sign, Encrypt: enc}
+	switch {
+	case enc && sign:
+		d.Reason = "sign and encrypt"
+	case enc:
+		d.Reason = "encrypt"
+	case sign:
+		d.Reason = "sign"
+	default:
+		d.Action = Pass
+		d.Reason = "policy says neither sign nor encrypt"
+	}
+	if !enc && len(m.NoCert) > 0 && d.Action != Pass {
+		d.Reason += fmt.Sprintf("; not encrypted, %d recipient(s) without a usable certificate", len(m.NoCert))
+	}
+	return d
+}
+
+// messageRules resolves the levels that apply to the whole message.
+func (p *Policy) messageRules(user, from string) Rules {
+	r := p.Default
+	r = merge(r, p.Users[strings.ToLower(user)])
+	r = merge(r, p.Senders[from])
+	return r
+}
+
+// sign: a recipient domain can turn signing on or off; when recipients'
+// domains disagree, signing wins, since a signature harms no reader.
+func (p *Policy) sign(base Rules, rcpts []string) bool {
+	if len(rcpts) == 0 {
+		return base.Sign == SignAlways
+	}
+	for _, rc := range rcpts {
+		if merge(base, p.Domains[domain(rc)]).Sign == SignAlways {
+			return true
+		}
+	}
+	return false
+}
+
+// encrypt: required for any recipient makes the whole message required; never
+// for any recipient (who cannot read S/MIME) rules encryption out. Both at
+// once is a conflict the sender must resolve by splitting the message.
+func (p *Policy) encrypt(base Rules, m *Message, ov Override) (bool, *Refusal) {
+	var required, never []string
+	for _, rc := range m.Rcpts {
+		switch merge(base, p.Domains[domain(rc)]).Encrypt {
+		case EncryptRequired:
+			required = append(required, rc)
+		case EncryptNever:
+			never = append(never, rc)
+		}
+	}
+	switch ov.Encrypt {
+	case On:
+		required, never = m.Rcpts, nil
+	case Off:
+		if len(required) > 0 {
+			return false, &Refusal{Rcpts: required, Text: "policy requires encryption for " + strings.Join(required, ", ") + "; remove the [plain] tag or those recipients"}
+		}
+		return false, nil
+	}
+	if len(required) > 0 && len(never) > 0 {
+		return false, &Refusal{Rcpts: never, Text: fmt.Sprintf("policy requires encryption for %s but forbids it for %s; send them separate messages",
+			strings.Join(required, ", "), strings.Join(never, ", "))}
+	}
+	if len(never) > 0 {
+		return false, nil
+	}
+	if len(m.NoCert) == 0 {
+		return len(m.Rcpts) > 0, nil
+	}
+	if len(required) == 0 {
+		return false, nil
+	}
+	var missing, rcpts []string
+	for _, rc := range m.Rcpts {
+		if why, ok := m.NoCert[rc]; ok {
+			missing = append(missing, fmt.Sprintf("%s (%s)", rc, why))
+			rcpts = append(rcpts, rc)
+		}
+	}
+	return false, &Refusal{Rcpts: rcpts, Text: "encryption is required but there is no usable certificate for " + strings.Join(missing, ", ")}
+}
+
+func refuse(rcpts []string, text string) Decision {
+	return Decision{Action: Refuse, Refusal: &Refusal{Rcpts: rcpts, Text: text}, Reason: text}
+}
+
+func merge(base, over Rules) Rules {
+	if over.Sign != "" {
+		base.Sign = over.Sign
+	}
+	if over.Encrypt != "" {
+		base.Encrypt = over.Encrypt
+	}
+	return base
+}
+
+func domain(addr string) string {
+	i := strings.LastIndexByte(addr, '@')
+	if i < 0 {
+		return ""
+	}
+	return strings.ToLower(addr[i+1:])
+}

@@ -1,0 +1,198 @@
+package policy_test
+
+import (
+	"encoding/asn1"
+	"slices"
+	"strings"
+	"testing"
+
+	"smimeproxy/cms"
+	"smimeproxy/config"
+	"smimeproxy/policy"
+)
+
+func TestDecide(t *testing.T) {
+	partner := policy.Default()
+	partner.Domains = map[string]policy.Rules{
+		"partner.example": {Encrypt: policy.EncryptRequired},
+		"lists.example":   {Sign: policy.SignNever, Encrypt: policy.EncryptNever},
+	}
+	partner.Users = map[string]policy.Rules{"quiet": {Sign: policy.SignNever}}
+	partner.Senders = map[string]policy.Rules{"noreply@example.com": {Sign: policy.SignNever}}
+
+	unsigned := policy.Default()
+	unsigned.ForeignFrom = policy.ForeignFromUnsigned
+
+	noOverrides := policy.Default()
+	noOverrides.Overrides = false
+
+	alice := func(rcpts ...string) *policy.Message {
+		return &policy.Message{User: "alice@example.com", From: "alice@example.com",
+			Addresses: []string{"alice@example.com", "sales@example.com"}, Rcpts: rcpts}
+	}
+	with := func(m *policy.Message, f func(*policy.Message)) *policy.Message { f(m); return m }
+	noCert := func(rcpts ...string) func(*policy.Message) {
+		return func(m *policy.Message) {
+			m.NoCert = map[string]string{}
+			for _, r := range rcpts {
+				m.NoCert[r] = "no certificate"
+			}
+		}
+	}
+
+	tests := []struct {
+		name        string
+		p           *policy.Policy
+		m           *policy.Message
+		action      policy.Action
+		sign, enc   bool
+		refusedFor  []string
+		refusalText string
+	}{
+		{"default: sign and encrypt when every cert is known", policy.Default(), alice("bob@example.org"), policy.Send, true, true, nil, ""},
+		{"default: sign only when a cert is missing", policy.Default(), with(alice("bob@example.org", "carol@example.org"), noCert("carol@example.org")), policy.Send, true, false, nil, ""},
+		{"already S/MIME passes untouched", policy.Default(), with(alice("bob@example.org"), func(m *policy.Message) { m.Protected = true }), policy.Pass, false, false, nil, ""},
+		{"second address of the user may sign", policy.Default(), with(alice("bob@example.org"), func(m *policy.Message) { m.From = "Sales@Example.com" }), policy.Send, true, true, nil, ""},
+		{"foreign From is refused by default", policy.Default(), with(alice("bob@example.org"), func(m *policy.Message) { m.From = "ceo@example.com" }), policy.Refuse, false, false, nil, "not one of yours"},
+		{"foreign From goes unsigned when configured", unsigned, with(alice("bob@example.org"), func(m *policy.Message) { m.From = "ceo@example.com" }), policy.Send, false, true, nil, ""},
+		{"required domain refuses naming the recipient", partner, with(alice("x@partner.example", "bob@example.org"), noCert("x@partner.example")), policy.Refuse, false, false, []string{"x@partner.example"}, "x@partner.example (no certificate)"},
+		{"required domain refuses naming every recipient without a cert", partner, with(alice("x@partner.example", "bob@example.org"), noCert("bob@example.org")), policy.Refuse, false, false, []string{"bob@example.org"}, "bob@example.org"},
+		{"required domain encrypts when all certs are known", partner, alice("x@partner.example"), policy.Send, true, true, nil, ""},
+		{"never domain: no encryption, no signature", partner, alice("list@lists.example"), policy.Pass, false, false, nil, ""},
+		{"mixed never and always domains: sign wins", partner, alice("list@lists.example", "bob@example.org"), policy.Send, true, false, nil, ""},
+		{"required and never at once is a conflict", partner, alice("list@lists.example", "x@partner.example"), policy.Refuse, false, false, []string{"list@lists.example"}, "send them separate messages"},
+		{"user rule turns signing off", partner, with(alice("bob@example.org"), func(m *policy.Message) { m.User = "quiet" }), policy.Send, false, true, nil, ""},
+		{"sender rule turns signing off", partner, with(alice("bob@example.org"), func(m *policy.Message) {
+			m.From = "noreply@example.com"
+			m.Addresses = append(m.Addresses, "noreply@example.com")
+		}), policy.Send, false, true, nil, ""},
+		{"[encrypt] makes encryption required", policy.Default(), with(alice("bob@example.org"), func(m *policy.Message) {
+			noCert("bob@example.org")(m)
+			m.Override.Encrypt = policy.On
+		}), policy.Refuse, false, false, []string{"bob@example.org"}, "encryption is required"},
+		{"[encrypt] beats a never domain", partner, with(alice("list@lists.example"), func(m *policy.Message) { m.Override.Encrypt = policy.On }), policy.Send, false, true, nil, ""},
+		{"[nosign] drops the signature", policy.Default(), with(alice("bob@example.org"), func(m *policy.Message) { m.Override.Sign = policy.Off }), policy.Send, false, true, nil, ""},
+		{"[sign] beats a never rule", partner, with(alice("list@lists.example"), func(m *policy.Message) { m.Override.Sign = policy.On }), policy.Send, true, false, nil, ""},
+		{"[plain] sends as is", policy.Default(), with(alice("bob@example.org"), func(m *policy.Message) { m.Override = policy.Override{Sign: policy.Off, Encrypt: policy.Off} }), policy.Pass, false, false, nil, ""},
+		{"[plain] cannot beat a required domain", partner, with(alice("x@partner.example"), func(m *policy.Message) { m.Override = policy.Override{Sign: policy.Off, Encrypt: policy.Off} }), policy.Refuse, false, false, []string{"x@partner.example"}, "policy requires encryption"},
+		{"overrides ignored when turned off", noOverrides, with(alice("bob@example.org"), func(m *policy.Message) { m.Override.Sign = policy.Off }), policy.Send, true, true, nil, ""},
+		{"[nosign] with a foreign From is not refused", policy.Default(), with(alice("bob@example.org"), func(m *policy.Message) {
+			m.From = "ceo@example.com"
+			m.Override.Sign = policy.Off
+		}), policy.Send, false, true, nil, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d := tc.p.Decide(tc.m)
+			if d.Action != tc.action || d.Sign != tc.sign || d.Encrypt != tc.enc {
+				t.Fatalf("Decide(%s) = %v sign=%v encrypt=%v (%s), want %v sign=%v encrypt=%v",
+					tc.name, d.Action, d.Sign, d.Encrypt, d.Reason, tc.action, tc.sign, tc.enc)
+			}
+			if tc.action != policy.Refuse {
+				if d.Refusal != nil {
+					t.Errorf("Decide(%s).Refusal = %v, want nil", tc.name, d.Refusal)
+				}
+				return
+			}
+			if d.Refusal == nil {
+				t.Fatalf("Decide(%s).Refusal = nil, want one", tc.name)
+			}
+			if !slices.Equal(d.Refusal.Rcpts, tc.refusedFor) {
+				t.Errorf("Decide(%s).Refusal.Rcpts = %v, want %v", tc.name, d.Refusal.Rcpts, tc.refusedFor)
+			}
+			if !strings.Contains(d.Refusal.Text, tc.refusalText) {
+				t.Errorf("Decide(%s).Refusal.Text = %q, want it to contain %q", tc.name, d.Refusal.Text, tc.refusalText)
+			}
+		})
+	}
+}
+
+func TestParseOverride(t *testing.T) {
+	tests := []struct {
+		name, subject, header string
+		want                  policy.Override
+		wantSubject           string
+	}{
+		{"no tags leaves the subject byte for byte", "Re:  Lunch [v2]", "", policy.Override{}, "Re:  Lunch [v2]"},
+		{"leading tag", "[encrypt] Contract", "", policy.Override{Encrypt: policy.On}, "Contract"},
+		{"trailing tag, any case", "Contract [ENCRYPT]", "", policy.Override{Encrypt: policy.On}, "Contract"},
+		{"tag inside a reply", "Re: [sign] Minutes", "", policy.Override{Sign: policy.On}, "Re: Minutes"},
+		{"two tags compose", "[encrypt][nosign] Salary", "", policy.Override{Sign: policy.Off, Encrypt: policy.On}, "Salary"},
+		{"plain", "[plain] Newsletter", "", policy.Override{Sign: policy.Off, Encrypt: policy.Off}, "Newsletter"},
+		{"unknown brackets stay", "[PATCH] [encrypt] fix", "", policy.Override{Encrypt: policy.On}, "[PATCH] fix"},
+		{"header only", "Hello", "encrypt, nosign", policy.Override{Sign: policy.Off, Encrypt: policy.On}, "Hello"},
+		{"header and tag", "[sign] Hello", "Encrypt", policy.Override{Sign: policy.On, Encrypt: policy.On}, "Hello"},
+		{"unclosed bracket", "[encrypt Hello", "", policy.Override{}, "[encrypt Hello"},
+		{"tag only", "[encrypt]", "", policy.Override{Encrypt: policy.On}, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, subj := policy.ParseOverride(tc.subject, tc.header)
+			if got != tc.want || subj != tc.wantSubject {
+				t.Errorf("ParseOverride(%q, %q) = %+v, %q; want %+v, %q", tc.subject, tc.header, got, subj, tc.want, tc.wantSubject)
+			}
+		})
+	}
+}
+
+func FuzzParseOverride(f *testing.F) {
+	for _, s := range []string{"[encrypt] x", "a [b] [sign]", "[[plain]]", "]["} {
+		f.Add(s, "encrypt")
+	}
+	f.Fuzz(func(t *testing.T, subject, header string) {
+		_, out := policy.ParseOverride(subject, header)
+		if len(out) > len(subject) {
+			t.Fatalf("ParseOverride(%q) grew the subject to %q", subject, out)
+		}
+	})
+}
+
+func TestFromConfig(t *testing.T) {
+	c := config.Default().Policy
+	c.Users = map[string]config.UserRules{
+		"Alice@Example.com": {Addresses: []string{"Sales@Example.com"}, Rules: config.Rules{Sign: "never"}},
+		"bob":               {Addresses: []string{"bob@example.org"}},
+	}
+	c.Domains = map[string]config.Rules{"Partner.Example": {Encrypt: "required"}}
+	p := policy.FromConfig(c)
+
+	if got, want := p.Addresses("alice@example.com"), []string{"alice@example.com", "sales@example.com"}; !slices.Equal(got, want) {
+		t.Errorf("Addresses(alice@example.com) = %v, want %v", got, want)
+	}
+	if got, want := p.Addresses("BOB"), []string{"bob@example.org"}; !slices.Equal(got, want) {
+		t.Errorf("Addresses(BOB) = %v, want %v (a login that is not an address is not one)", got, want)
+	}
+	if got := p.Addresses("mallory@example.com"); !slices.Equal(got, []string{"mallory@example.com"}) {
+		t.Errorf("Addresses(mallory) = %v, want only the login", got)
+	}
+	d := p.Decide(&policy.Message{User: "alice@example.com", From: "alice@example.com", Addresses: p.Addresses("alice@example.com"),
+		Rcpts: []string{"x@partner.example"}, NoCert: map[string]string{"x@partner.example": "expired"}})
+	if d.Action != policy.Refuse {
+		t.Errorf("Decide with a required domain from the configuration = %v (%s), want refuse", d.Action, d.Reason)
+	}
+}
+
+func TestContentCipher(t *testing.T) {
+	gcm := cms.Capability{Algorithm: asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 1, 46}}
+	cbc := cms.Capability{Algorithm: asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 1, 42}}
+	auto := policy.Default()
+	fixed := policy.Default()
+	fixed.Cipher = "aes-128-gcm"
+	tests := []struct {
+		name string
+		p    *policy.Policy
+		caps [][]cms.Capability
+		want cms.Cipher
+	}{
+		{"every recipient reads GCM", auto, [][]cms.Capability{{gcm, cbc}, {gcm}}, cms.AES256GCM},
+		{"one recipient does not", auto, [][]cms.Capability{{gcm, cbc}, {cbc}}, cms.AES256CBC},
+		{"one recipient never told us", auto, [][]cms.Capability{{gcm}, nil}, cms.AES256CBC},
+		{"no recipients", auto, nil, cms.AES256CBC},
+		{"configured cipher wins", fixed, [][]cms.Capability{{cbc}}, cms.AES128GCM},
+	}
+	for _, tc := range tests {
+		if got := tc.p.ContentCipher(tc.caps); got != tc.want {
+			t.Errorf("ContentCipher(%s) = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
