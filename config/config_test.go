@@ -78,3 +78,53 @@ func TestEmptyFileIsDefault(t *testing.T) {
 		t.Errorf("Load(empty) = %+v, want the defaults", c)
 	}
 }
+
+// TestExample loads config.example.yaml as a person would, with the files it
+// names made to exist.
+func TestExample(t *testing.T) {
+	data, err := os.ReadFile("../config.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := config.Parse(data)
+	if err != nil {
+		t.Fatalf("Parse(config.example.yaml): %v", err)
+	}
+	dir := t.TempDir()
+	for _, p := range []*string{&c.TLS.CertFile, &c.TLS.KeyFile} {
+		*p = filepath.Join(dir, filepath.Base(*p))
+		if err := os.WriteFile(*p, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("config.example.yaml does not validate: %v", err)
+	}
+	if len(c.SMTP.Listen) != 2 || c.Policy.Domains["partner.example"].Encrypt != "required" || c.Policy.Users["bob"].Sign != "never" {
+		t.Errorf("config.example.yaml read as %+v, want its listeners and rules", c)
+	}
+}
+
+func TestPolicyErrors(t *testing.T) {
+	p := writeConfig(t, "policy:\n  sign: sometimes\n  cipher: rc4\n  domains:\n    x.example: {encrypt: maybe}\n  users:\n    bob: {addresses: [bob]}\n")
+	_, err := config.Load(p)
+	for _, want := range []string{"policy.sign", "policy.cipher", "policy.domains.x.example.encrypt", `"bob" is not an email address`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Load = %v, want an error mentioning %q", err, want)
+		}
+	}
+}
+
+func TestListenerSafety(t *testing.T) {
+	p := writeConfig(t, "smtp:\n  listen:\n    - {addr: \"0.0.0.0:587\", tls: none}\n  upstream: {addr: \"mail.example.com:25\", tls: none}\n")
+	_, err := config.Load(p)
+	for _, want := range []string{"smtp.listen[0]", "smtp.upstream", "insecure_plaintext"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Load = %v, want an error mentioning %q", err, want)
+		}
+	}
+	p = writeConfig(t, "smtp:\n  listen:\n    - {addr: \"0.0.0.0:587\", tls: none, insecure_plaintext: true}\n")
+	if _, err := config.Load(p); err != nil {
+		t.Errorf("Load with insecure_plaintext: true = %v, want nil", err)
+	}
+}
