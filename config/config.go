@@ -36,6 +36,9 @@ type Config struct {
 	Policy    Policy    `yaml:"policy"`
 	Metrics   Metrics   `yaml:"metrics"`
 	Log       Log       `yaml:"log"`
+	// ShutdownTimeout bounds how long SIGTERM waits for messages being
+	// submitted to finish before closing every connection. Default 60s.
+	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
 
 	// path is the file the configuration was read from; empty for Default.
 	path string
@@ -238,10 +241,11 @@ func Default() *Config {
 			EncryptToSelf: true,
 			Cipher:        "auto",
 		},
-		Metrics:  Metrics{Listen: "127.0.0.1:9464"},
-		Keystore: Keystore{Dir: "/var/lib/smimeproxy/keystore"},
-		Trust:    Trust{SystemRoots: true},
-		Log:      Log{Level: "info", Format: "text"},
+		Metrics:         Metrics{Listen: "127.0.0.1:9464"},
+		ShutdownTimeout: Duration(60 * time.Second),
+		Keystore:        Keystore{Dir: "/var/lib/smimeproxy/keystore"},
+		Trust:           Trust{SystemRoots: true},
+		Log:             Log{Level: "info", Format: "text"},
 	}
 }
 
@@ -340,6 +344,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Keystore.Dir == "" {
 		bad("keystore.dir", "must be set")
+	}
+	if c.ShutdownTimeout <= 0 {
+		bad("shutdown_timeout", "must be positive")
 	}
 	if c.IMAP.CacheMB < 0 {
 		bad("imap.cache_mb", "must not be negative")
