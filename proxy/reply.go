@@ -47,6 +47,12 @@ type messageError struct {
 func (e *messageError) Error() string { return "message: " + e.reason + ": " + e.err.Error() }
 func (e *messageError) Unwrap() error { return e.err }
 
+// clientError is a failure to read the message from the client.
+type clientError struct{ err error }
+
+func (e *clientError) Error() string { return "reading the message from the client: " + e.err.Error() }
+func (e *clientError) Unwrap() error { return e.err }
+
 // keyError is a key of the sender's that cannot be used now. The client keeps
 // the message and tries again, since an administrator can fix it (unlock the
 // keystore, import a renewed certificate) without the sender doing anything.
@@ -91,10 +97,20 @@ func smtpReply(err error) (reply *smtp.SMTPError, unexpected bool) {
 		me  *messageError
 		ke  *keyError
 		ue  *upstreamError
+		ce  *clientError
 	)
 	switch {
+	// A refusal at connect is no verdict on this message: the client tries again.
+	case errors.As(err, &ue) && ue.stage == stageTLS:
+		return &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 4, 1}, Message: "Cannot reach the mail server securely; try again later"}, false
+	case errors.As(err, &ue) && ue.stage == stageConnect:
+		return &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 4, 1}, Message: "Cannot reach the mail server; try again later"}, false
 	case errors.As(err, &se):
 		return se, false
+	case errors.As(err, &ce) && errors.Is(err, smtp.ErrTooLongLine):
+		return &smtp.SMTPError{Code: 500, EnhancedCode: smtp.EnhancedCode{5, 4, 0}, Message: "Line too long"}, false
+	case errors.As(err, &ce):
+		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 2}, Message: "The message did not arrive whole; try again"}, false
 	case errors.As(err, &ref):
 		return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Refused by policy: " + ref.Text}, false
 	case errors.As(err, &me):
@@ -105,10 +121,6 @@ func smtpReply(err error) (reply *smtp.SMTPError, unexpected bool) {
 		return &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "Service shutting down; try again later"}, false
 	case errors.Is(err, errUpstreamLost):
 		return &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 4, 2}, Message: "The connection to the mail server was lost; connect again"}, false
-	case errors.As(err, &ue) && ue.stage == stageTLS:
-		return &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 4, 1}, Message: "Cannot reach the mail server securely; try again later"}, false
-	case errors.As(err, &ue) && ue.stage == stageConnect:
-		return &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 4, 1}, Message: "Cannot reach the mail server; try again later"}, false
 	case isTimeout(err):
 		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 2}, Message: "The mail server did not answer in time; try again later"}, false
 	case errors.As(err, &ue):

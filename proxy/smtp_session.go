@@ -104,6 +104,7 @@ func (s *smtpSession) connect() error {
 	u, err := dialSMTPUpstream(s.ctx, s.gen)
 	if err != nil {
 		s.lost = true
+		s.log.Warn("cannot connect to the upstream", "err", err)
 		return err
 	}
 	s.up = u
@@ -176,9 +177,14 @@ func (s *smtpSession) Data(r io.Reader) error {
 	raw, err := io.ReadAll(r)
 	if err != nil {
 		// Nothing went upstream but MAIL and RCPT; Reset or Logout abort them.
-		s.log.Info("message", "action", "none", "rcpts", len(s.txn.rcpts), "bytes", len(raw),
-			"dur_ms", time.Since(start).Milliseconds(), "reply", "", "err", "reading the message from the client: "+err.Error())
-		return s.reply(err)
+		var se *smtp.SMTPError
+		if !errors.As(err, &se) { // too large is go-smtp's own reply
+			err = &clientError{err: err}
+		}
+		reply := s.replyFor(err)
+		s.log.Info("message", "from", s.txn.from, "action", "", "rcpts", len(s.txn.rcpts), "bytes", len(raw),
+			"dur_ms", time.Since(start).Milliseconds(), "reply", replyText(reply), "err", err.Error())
+		return reply
 	}
 	return s.deliver(raw, start)
 }

@@ -147,7 +147,11 @@ func (s *smtpSession) plan(raw []byte, txn *smtpTxn) (*smtpPlan, error) {
 	p := &smtpPlan{action: actionRefuse}
 	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(raw)))
 	if err != nil {
-		return p, &messageError{reason: "its header cannot be read", err: err}
+		reason := "its header cannot be read"
+		if _, err := smime.EditHeader(raw, keepField); err != nil {
+			reason = malformedReason(err) // says what is wrong with it
+		}
+		return p, &messageError{reason: reason, err: err}
 	}
 	p.msgID = logValue(h.Get("Message-Id"))
 	rcpts := make([]string, len(txn.rcpts))
@@ -268,6 +272,8 @@ func (s *smtpSession) plan(raw []byte, txn *smtpTxn) (*smtpPlan, error) {
 	p.cipher = p.copies[0].cipher
 	return p, nil
 }
+
+func keepField(_ string, raw []byte) []byte { return raw }
 
 // bccGroups splits the envelope for encryption: one transaction for all
 // when every recipient is in To or Cc (the one the client opened), else one
