@@ -169,14 +169,9 @@ func (s *smtpSession) plan(raw []byte, txn *smtpTxn) (*smtpPlan, error) {
 	if err != nil {
 		return p, &messageError{reason: "its From header does not hold one address", err: err}
 	}
-	var (
-		ov         policy.Override
-		subject    string
-		newSubject string
-	)
-	if g.policy.Overrides {
-		subject = decodeSubject(h.Get("Subject"))
-		ov, newSubject = policy.ParseOverride(subject, strings.Join(h.Values(policy.OverrideHeader), ","))
+	ov, edited, err := editHeader(raw, h, g.policy.Overrides)
+	if err != nil {
+		return p, err
 	}
 	entries := map[string]*certcache.Entry{}
 	noCert := map[string]string{}
@@ -196,24 +191,6 @@ func (s *smtpSession) plan(raw []byte, txn *smtpTxn) (*smtpPlan, error) {
 		return p, d.Refusal
 	}
 
-	// The client may have left a Bcc field for the server to remove, and
-	// the override tags are for the proxy only.
-	newSubjectField := g.policy.Overrides && newSubject != subject
-	edited, err := smime.EditHeader(raw, func(name string, field []byte) []byte {
-		switch {
-		case name == "Bcc", g.policy.Overrides && strings.EqualFold(name, policy.OverrideHeader):
-			return nil
-		case name == "Subject" && newSubjectField:
-			newSubjectField = false // a second Subject field goes, too
-			return subjectField(newSubject)
-		case name == "Subject" && g.policy.Overrides && newSubject != subject:
-			return nil
-		}
-		return field
-	})
-	if err != nil {
-		return p, &messageError{reason: malformedReason(err), err: err}
-	}
 	if d.Action == policy.Pass {
 		p.action = actionPass
 		p.copies = []smtpCopy{{rcpts: txn.rcpts, msg: edited, reuse: true}}
@@ -274,6 +251,36 @@ func (s *smtpSession) plan(raw []byte, txn *smtpTxn) (*smtpPlan, error) {
 }
 
 func keepField(_ string, raw []byte) []byte { return raw }
+
+// editHeader reads the per-message overrides (when honoured) and removes
+// what is not for the recipients: the override tags and header, and any
+// Bcc field the client left for the server to remove. The Subject is
+// rewritten only when a tag was taken out of it; every other byte stays.
+func editHeader(raw []byte, h textproto.Header, overrides bool) (policy.Override, []byte, error) {
+	var ov policy.Override
+	subject, newSubject, decoded := "", "", false
+	if overrides {
+		subject, decoded = decodeSubject(h.Get("Subject"))
+		ov, newSubject = policy.ParseOverride(subject, strings.Join(h.Values(policy.OverrideHeader), ","))
+	}
+	rewrite, rewritten := newSubject != subject, false
+	edited, err := smime.EditHeader(raw, func(name string, field []byte) []byte {
+		switch {
+		case name == "Bcc", overrides && strings.EqualFold(name, policy.OverrideHeader):
+			return nil
+		case name == "Subject" && rewrite && rewritten: // a second Subject field goes
+			return nil
+		case name == "Subject" && rewrite:
+			rewritten = true
+			return subjectField(newSubject, decoded)
+		}
+		return field
+	})
+	if err != nil {
+		return ov, nil, &messageError{reason: malformedReason(err), err: err}
+	}
+	return ov, edited, nil
+}
 
 // bccGroups splits the envelope for encryption: one transaction for all
 // when every recipient is in To or Cc (the one the client opened), else one
@@ -459,23 +466,24 @@ func malformedReason(err error) string {
 	return reason
 }
 
-// decodeSubject decodes RFC 2047 encoded words; a subject it cannot decode
-// (an unknown charset) is used as it is.
-func decodeSubject(v string) string {
+// decodeSubject decodes RFC 2047 encoded words. A subject it cannot decode
+// (an unknown charset) comes back as it is, with ok false.
+func decodeSubject(v string) (s string, ok bool) {
 	d, err := new(mime.WordDecoder).DecodeHeader(v)
 	if err != nil {
-		return v
+		return v, false
 	}
-	return d
+	return d, true
 }
 
-// subjectField writes a Subject field for s: as it is when it is printable
-// ASCII that cannot be mistaken for an encoded word, else as UTF-8 encoded
-// words (which also keeps any CR or LF in s from starting a new field);
-// folded at spaces to keep lines short.
-func subjectField(s string) []byte {
+// subjectField writes a Subject field for s, folded at spaces to keep lines
+// short. A decoded subject goes as it is when it is printable ASCII that
+// cannot be mistaken for an encoded word, else as UTF-8 encoded words; one
+// that could not be decoded goes as it came, encoded words and all. Either
+// way a CR or LF in s cannot start a field of its own.
+func subjectField(s string, decoded bool) []byte {
 	words := strings.Fields(s)
-	if strings.Contains(s, "=?") || strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r > 0x7e }) {
+	if decoded && needsEncoding(s) || strings.ContainsAny(s, "\r\n\x00") {
 		words = strings.Split(mime.QEncoding.Encode("utf-8", s), " ")
 	}
 	b := []byte("Subject:")
@@ -490,6 +498,10 @@ func subjectField(s string) []byte {
 		line += 1 + len(w)
 	}
 	return append(b, "\r\n"...)
+}
+
+func needsEncoding(s string) bool {
+	return strings.Contains(s, "=?") || strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r > 0x7e })
 }
 
 // logValue keeps a header value short and on one line for the log.
