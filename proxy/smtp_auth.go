@@ -105,12 +105,17 @@ func (s *smtpSession) authToken(mech string, ir []byte, login string) error {
 	return s.authUpstream(&smtpTokenClient{mech: mech, ir: ir}, login)
 }
 
+// authUpstream logs in upstream. After a refusal go-smtp's client sends
+// "*" as if cancelling, which Postfix answers by hanging up ("I can break
+// rules, too"): so the connection is dropped, and another AUTH makes a new one.
 func (s *smtpSession) authUpstream(c sasl.Client, login string) error {
 	if err := s.up.auth(c); err != nil {
 		var se *smtp.SMTPError
 		if errors.As(err, &se) {
 			s.gen.metrics.AuthFailures.WithLabelValues("smtp").Inc()
 			s.log.Info("upstream refused the login", "login", login, "reply", replyText(se))
+			s.up.quit()
+			s.up = nil
 		}
 		return s.reply(err)
 	}

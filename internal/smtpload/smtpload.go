@@ -131,10 +131,12 @@ func dial(ctx context.Context, o Options) (*smtp.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	conf := o.TLSConfig
-	if conf == nil {
-		host, _, _ := net.SplitHostPort(o.Addr)
-		conf = &tls.Config{ServerName: host}
+	conf := &tls.Config{}
+	if o.TLSConfig != nil {
+		conf = o.TLSConfig.Clone()
+	}
+	if conf.ServerName == "" {
+		conf.ServerName, _, _ = net.SplitHostPort(o.Addr)
 	}
 	var c *smtp.Client
 	switch o.TLS {
