@@ -17,7 +17,8 @@ type Metrics struct {
 
 	// Messages counts outgoing messages: action is sign, encrypt,
 	// sign_encrypt, pass or refuse; result is ok, rejected (by the upstream),
-	// tempfail or error.
+	// tempfail, error, or partial (accepted, but a Bcc recipient's separate
+	// copy was not).
 	Messages         *prometheus.CounterVec   // action, result
 	TransformSeconds *prometheus.HistogramVec // action
 

@@ -437,6 +437,7 @@ type smtpEnvOptions struct {
 	recorder func(r *smtpRecorder)  // sets hooks before the proxy starts
 	listen   []config.Listener      // default: one plain loopback listener
 	upAddr   string                 // overrides the upstream address
+	quiet    bool                   // log warnings only, for benchmarks
 }
 
 func newSMTPEnv(t testing.TB, o smtpEnvOptions) *smtpEnv {
@@ -477,8 +478,12 @@ func newSMTPEnv(t testing.TB, o smtpEnvOptions) *smtpEnv {
 	}
 	e.reg = prometheus.NewRegistry()
 	e.metrics = NewMetrics(e.reg)
-	e.opts = Options{Config: c, Policy: pol, Keys: e.keys, Certs: e.certs, Cert: cert,
-		Logger: slog.New(slog.NewTextHandler(io.MultiWriter(t.Output(), e.logs), nil)), Metrics: e.metrics}
+	level := slog.LevelInfo
+	if o.quiet {
+		level = slog.LevelWarn
+	}
+	e.opts = Options{Config: c, Policy: pol, Keys: e.keys, Certs: e.certs, Cert: cert, Metrics: e.metrics,
+		Logger: slog.New(slog.NewTextHandler(io.MultiWriter(t.Output(), e.logs), &slog.HandlerOptions{Level: level}))}
 	var err error
 	if e.proxy, err = NewSMTP(e.opts); err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"runtime"
@@ -309,4 +310,21 @@ func smtpBaseline(t *testing.T) int {
 	t.Helper()
 	time.Sleep(50 * time.Millisecond)
 	return runtime.NumGoroutine()
+}
+
+// TestSMTPChunking: BDAT (go-smtp always offers CHUNKING) goes the same way
+// as DATA; the upstream gets DATA.
+func TestSMTPChunking(t *testing.T) {
+	e := newSMTPEnv(t, smtpEnvOptions{})
+	c := e.login()
+	msg := smtpMessage("bob@example.org", "Chunks", "Hi Bob\r\n")
+	c.cmd("MAIL FROM:<alice@example.com>", "250 *")
+	c.cmd("RCPT TO:<bob@example.org>", "250 *")
+	c.write(fmt.Sprintf("BDAT %d\r\n%s", 40, msg[:40]))
+	c.expect("250 *")
+	c.write(fmt.Sprintf("BDAT %d LAST\r\n%s", len(msg)-40, msg[40:]))
+	c.expect("250 2.0.0 Ok: queued as Q0001")
+	if txns := e.up.transactions(); len(txns) != 1 || !strings.Contains(string(txns[0].data), "multipart/signed") {
+		t.Errorf("upstream got %+v, want one signed message", txns)
+	}
 }
