@@ -170,7 +170,7 @@ func (s *SMTP) Start(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.started || s.closed {
-		return errors.New("proxy: SMTP already started")
+		return errors.New("proxy: SMTP already started or shut down")
 	}
 	g, err := s.newGen(s.opts)
 	if err != nil {

@@ -218,11 +218,7 @@ func (s *smtpSession) plan(raw []byte, txn *smtpTxn) (*smtpPlan, error) {
 		p.action = actionSignEncrypt
 	}
 	var self *x509.Certificate
-	if g.policy.EncryptToSelf {
-		selfAddr := from
-		if !slices.Contains(addrs, from) && len(addrs) > 0 {
-			selfAddr = addrs[0] // a From that is not theirs, sent unsigned: their own address
-		}
+	if selfAddr := selfAddress(from, addrs); g.policy.EncryptToSelf && selfAddr != "" {
 		if self, err = g.opts.Keys.EncryptionCert(selfAddr, now); err != nil {
 			return p, &keyError{addr: selfAddr, purpose: "encrypting to yourself", err: err}
 		}
@@ -251,6 +247,19 @@ func (s *smtpSession) plan(raw []byte, txn *smtpTxn) (*smtpPlan, error) {
 }
 
 func keepField(_ string, raw []byte) []byte { return raw }
+
+// selfAddress is the sender's own address to encrypt to: the From address
+// when it is theirs, else (a foreign From sent unsigned) their first one.
+// A sender who did not log in (require_auth: false) has none.
+func selfAddress(from string, addrs []string) string {
+	switch {
+	case slices.Contains(addrs, from):
+		return from
+	case len(addrs) > 0:
+		return addrs[0]
+	}
+	return ""
+}
 
 // editHeader reads the per-message overrides (when honoured) and removes
 // what is not for the recipients: the override tags and header, and any
