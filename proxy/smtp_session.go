@@ -66,11 +66,7 @@ func (g *smtpGen) NewSession(c *smtp.Conn) (smtp.Session, error) {
 
 // reply turns err into the client's reply (see reply.go), logs what was not
 // expected, and hangs up after a 421, which says the connection closes.
-func (s *smtpSession) reply(err error) error {
-	return s.replyFor(err)
-}
-
-func (s *smtpSession) replyFor(err error) *smtp.SMTPError {
+func (s *smtpSession) reply(err error) *smtp.SMTPError {
 	r, unexpected := smtpReply(err)
 	if unexpected {
 		s.log.Error("unexpected failure", "err", err)
@@ -84,7 +80,7 @@ func (s *smtpSession) replyFor(err error) *smtp.SMTPError {
 // ready says why no transaction can start now, if so.
 func (s *smtpSession) ready() error {
 	s.cc.mu.Lock()
-	draining := s.cc.state != connOpen
+	draining := s.cc.state == connDraining
 	s.cc.mu.Unlock()
 	switch {
 	case draining:
@@ -181,7 +177,7 @@ func (s *smtpSession) Data(r io.Reader) error {
 		if !errors.As(err, &se) { // too large is go-smtp's own reply
 			err = &clientError{err: err}
 		}
-		reply := s.replyFor(err)
+		reply := s.reply(err)
 		s.log.Info("message", "from", s.txn.from, "action", "", "rcpts", len(s.txn.rcpts), "bytes", len(raw),
 			"dur_ms", time.Since(start).Milliseconds(), "reply", replyText(reply), "err", err.Error())
 		return reply

@@ -78,9 +78,10 @@ type smtpFailed struct {
 // deliver plans, sends and logs one message; it returns the client's reply.
 func (s *smtpSession) deliver(raw []byte, start time.Time) error {
 	txn := s.txn
+	planned := time.Now()
 	p, err := s.plan(raw, txn)
 	if p.action == actionSign || p.action == actionEncrypt || p.action == actionSignEncrypt {
-		s.gen.metrics.TransformSeconds.WithLabelValues(p.action).Observe(time.Since(start).Seconds())
+		s.gen.metrics.TransformSeconds.WithLabelValues(p.action).Observe(time.Since(planned).Seconds())
 	}
 	var (
 		ok     *smtp.SMTPError
@@ -96,7 +97,7 @@ func (s *smtpSession) deliver(raw []byte, start time.Time) error {
 	}
 	reply := ok
 	if err != nil {
-		reply = s.replyFor(err)
+		reply = s.reply(err)
 		result = messageResult(err, reply)
 	}
 	s.gen.metrics.Messages.WithLabelValues(p.action, result).Inc()
@@ -106,10 +107,7 @@ func (s *smtpSession) deliver(raw []byte, start time.Time) error {
 		attrs = append(attrs, "err", err.Error())
 	}
 	s.log.Info("message", attrs...)
-	if err != nil {
-		return reply
-	}
-	return ok
+	return reply
 }
 
 // messageResult is the result label for a message that was not accepted.
