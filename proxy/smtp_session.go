@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -170,7 +171,14 @@ func (s *smtpSession) Data(r io.Reader) error {
 		return s.reply(errUpstreamLost)
 	}
 	_ = s.conn.Conn().SetReadDeadline(start.Add(s.gen.timeouts.Data.D()))
-	raw, err := io.ReadAll(r)
+	// The SIZE the client declared (go-smtp held it to the limit) saves
+	// growing the buffer again and again.
+	var buf bytes.Buffer
+	if s.txn.opts != nil && s.txn.opts.Size > 0 {
+		buf.Grow(int(s.txn.opts.Size) + 4096)
+	}
+	_, err := buf.ReadFrom(r)
+	raw := buf.Bytes()
 	if err != nil {
 		// Nothing went upstream but MAIL and RCPT; Reset or Logout abort them.
 		var se *smtp.SMTPError
