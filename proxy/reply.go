@@ -20,72 +20,74 @@ import (
 
 // Upstream stages, for errors and the upstream_errors metric.
 const (
-	stageConnect = "connect"
-	stageTLS     = "tls"
-	stageAuth    = "auth"
-	stageCommand = "command"
-	stageData    = "data"
+	smtpStageConnect = "connect"
+	smtpStageTLS     = "tls"
+	smtpStageAuth    = "auth"
+	smtpStageCommand = "command"
+	smtpStageData    = "data"
 )
 
-// upstreamError is a failure to talk to the upstream server, as opposed to
+// smtpUpstreamError is a failure to talk to the upstream server, as opposed to
 // a reply from it (which is a *smtp.SMTPError).
-type upstreamError struct {
+type smtpUpstreamError struct {
 	stage string
 	err   error
 }
 
-func (e *upstreamError) Error() string { return "upstream " + e.stage + ": " + e.err.Error() }
-func (e *upstreamError) Unwrap() error { return e.err }
+func (e *smtpUpstreamError) Error() string { return "upstream " + e.stage + ": " + e.err.Error() }
+func (e *smtpUpstreamError) Unwrap() error { return e.err }
 
-// messageError is a message that cannot be read or signed as it is: the
+// smtpMessageError is a message that cannot be read or signed as it is: the
 // client must change it, so the reply is permanent.
-type messageError struct {
+type smtpMessageError struct {
 	reason string // for the client: what is wrong, without internals
 	err    error
 }
 
-func (e *messageError) Error() string { return "message: " + e.reason + ": " + e.err.Error() }
-func (e *messageError) Unwrap() error { return e.err }
+func (e *smtpMessageError) Error() string { return "message: " + e.reason + ": " + e.err.Error() }
+func (e *smtpMessageError) Unwrap() error { return e.err }
 
-// clientError is a failure to read the message from the client.
-type clientError struct{ err error }
+// smtpClientError is a failure to read the message from the client.
+type smtpClientError struct{ err error }
 
-func (e *clientError) Error() string { return "reading the message from the client: " + e.err.Error() }
-func (e *clientError) Unwrap() error { return e.err }
+func (e *smtpClientError) Error() string {
+	return "reading the message from the client: " + e.err.Error()
+}
+func (e *smtpClientError) Unwrap() error { return e.err }
 
-// keyError is a key of the sender's that cannot be used now. The client keeps
+// smtpKeyError is a key of the sender's that cannot be used now. The client keeps
 // the message and tries again, since an administrator can fix it (unlock the
 // keystore, import a renewed certificate) without the sender doing anything.
-type keyError struct {
+type smtpKeyError struct {
 	addr    string
 	purpose string // "signing" or "encrypting to yourself"
 	err     error
 }
 
-func (e *keyError) Error() string {
+func (e *smtpKeyError) Error() string {
 	return fmt.Sprintf("key for %s (%s): %v", e.addr, e.purpose, e.err)
 }
-func (e *keyError) Unwrap() error { return e.err }
+func (e *smtpKeyError) Unwrap() error { return e.err }
 
 var (
-	// errUpstreamLost: the upstream connection broke earlier in this
+	// errSMTPUpstreamLost: the upstream connection broke earlier in this
 	// session, and without the password the proxy cannot log in again.
-	errUpstreamLost = errors.New("proxy: the upstream connection was lost earlier in this session")
-	// errShuttingDown: the proxy stops and takes no new transaction.
-	errShuttingDown = errors.New("proxy: shutting down")
-	// errNoStartTLS: the upstream does not offer STARTTLS, which the
+	errSMTPUpstreamLost = errors.New("proxy: the upstream connection was lost earlier in this session")
+	// errSMTPShuttingDown: the proxy stops and takes no new transaction.
+	errSMTPShuttingDown = errors.New("proxy: shutting down")
+	// errSMTPNoStartTLS: the upstream does not offer STARTTLS, which the
 	// configuration asks for; it is never skipped.
-	errNoStartTLS = errors.New("proxy: the upstream does not offer STARTTLS")
+	errSMTPNoStartTLS = errors.New("proxy: the upstream does not offer STARTTLS")
 )
 
 // Replies the proxy makes itself.
 var (
-	replyAuthRequired = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Authentication required"}
-	replyAuthInTxn    = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "AUTH is not allowed during a mail transaction"}
-	replyBadSASL      = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 5, 2}, Message: "Malformed authentication response"}
-	replyNoPassword   = &smtp.SMTPError{Code: 504, EnhancedCode: smtp.EnhancedCode{5, 7, 4}, Message: "The mail server offers no password login"}
-	replyNoDSN        = &smtp.SMTPError{Code: 555, EnhancedCode: smtp.EnhancedCode{5, 5, 4}, Message: "The mail server does not support DSN parameters"}
-	replyNoUTF8       = &smtp.SMTPError{Code: 555, EnhancedCode: smtp.EnhancedCode{5, 5, 4}, Message: "The mail server does not support SMTPUTF8"}
+	smtpReplyAuthRequired = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Authentication required"}
+	smtpReplyAuthInTxn    = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "AUTH is not allowed during a mail transaction"}
+	smtpReplyBadSASL      = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 5, 2}, Message: "Malformed authentication response"}
+	smtpReplyNoPassword   = &smtp.SMTPError{Code: 504, EnhancedCode: smtp.EnhancedCode{5, 7, 4}, Message: "The mail server offers no password login"}
+	smtpReplyNoDSN        = &smtp.SMTPError{Code: 555, EnhancedCode: smtp.EnhancedCode{5, 5, 4}, Message: "The mail server does not support DSN parameters"}
+	smtpReplyNoUTF8       = &smtp.SMTPError{Code: 555, EnhancedCode: smtp.EnhancedCode{5, 5, 4}, Message: "The mail server does not support SMTPUTF8"}
 )
 
 // smtpReply turns err into the client's reply. unexpected says the error is
@@ -94,16 +96,16 @@ func smtpReply(err error) (reply *smtp.SMTPError, unexpected bool) {
 	var (
 		se  *smtp.SMTPError
 		ref *policy.Refusal
-		me  *messageError
-		ke  *keyError
-		ue  *upstreamError
-		ce  *clientError
+		me  *smtpMessageError
+		ke  *smtpKeyError
+		ue  *smtpUpstreamError
+		ce  *smtpClientError
 	)
 	switch {
 	// A refusal at connect is no verdict on this message: the client tries again.
-	case errors.As(err, &ue) && ue.stage == stageTLS:
+	case errors.As(err, &ue) && ue.stage == smtpStageTLS:
 		return &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 4, 1}, Message: "Cannot reach the mail server securely; try again later"}, false
-	case errors.As(err, &ue) && ue.stage == stageConnect:
+	case errors.As(err, &ue) && ue.stage == smtpStageConnect:
 		return &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 4, 1}, Message: "Cannot reach the mail server; try again later"}, false
 	case errors.As(err, &se):
 		return se, false
@@ -116,12 +118,12 @@ func smtpReply(err error) (reply *smtp.SMTPError, unexpected bool) {
 	case errors.As(err, &me):
 		return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "The message cannot be signed or encrypted: " + me.reason}, false
 	case errors.As(err, &ke):
-		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 7, 5}, Message: keyText(ke)}, false
-	case errors.Is(err, errShuttingDown):
+		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 7, 5}, Message: smtpKeyText(ke)}, false
+	case errors.Is(err, errSMTPShuttingDown):
 		return &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "Service shutting down; try again later"}, false
-	case errors.Is(err, errUpstreamLost):
+	case errors.Is(err, errSMTPUpstreamLost):
 		return &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 4, 2}, Message: "The connection to the mail server was lost; connect again"}, false
-	case isTimeout(err):
+	case smtpIsTimeout(err):
 		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 2}, Message: "The mail server did not answer in time; try again later"}, false
 	case errors.As(err, &ue):
 		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 2}, Message: "The connection to the mail server broke; try again later"}, false
@@ -129,9 +131,9 @@ func smtpReply(err error) (reply *smtp.SMTPError, unexpected bool) {
 	return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Internal error; try again later"}, true
 }
 
-// keyText says what is wrong with a key in words an administrator can act
+// smtpKeyText says what is wrong with a key in words an administrator can act
 // on, naming the address but no key id or file.
-func keyText(e *keyError) string {
+func smtpKeyText(e *smtpKeyError) string {
 	var what string
 	switch {
 	case errors.Is(e.err, keystore.ErrLocked):
@@ -152,7 +154,7 @@ func keyText(e *keyError) string {
 	return fmt.Sprintf("Cannot use the key of <%s> for %s: %s; try again later or ask your administrator", e.addr, e.purpose, what)
 }
 
-func isTimeout(err error) bool {
+func smtpIsTimeout(err error) bool {
 	var ne net.Error
 	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
 }

@@ -399,7 +399,7 @@ func (s *SMTP) Reload(opts Options) error {
 	old := s.opts.Config.SMTP.Listen
 	s.mu.Unlock()
 	addr := func(l config.Listener) string { return l.Addr }
-	if !slices.Equal(mapSlice(old, addr), mapSlice(opts.Config.SMTP.Listen, addr)) {
+	if !slices.Equal(smtpMapSlice(old, addr), smtpMapSlice(opts.Config.SMTP.Listen, addr)) {
 		return errors.New("proxy: smtp.listen addresses changed; restart to move listeners")
 	}
 	g, err := s.newGen(opts)
@@ -485,7 +485,7 @@ func (s *SMTP) Check(ctx context.Context) error {
 	return nil
 }
 
-func mapSlice[T, U any](in []T, f func(T) U) []U {
+func smtpMapSlice[T, U any](in []T, f func(T) U) []U {
 	out := make([]U, len(in))
 	for i, v := range in {
 		out[i] = f(v)
@@ -540,23 +540,23 @@ type smtpConn struct {
 
 	mu      sync.Mutex
 	busy    bool // a message is being read or relayed
-	state   int  // connOpen, connDraining or connHangup
+	state   int  // smtpConnOpen, smtpConnDraining or smtpConnHangup
 	closing sync.Once
 }
 
 const (
-	connOpen = iota
-	connDraining
-	connHangup
+	smtpConnOpen = iota
+	smtpConnDraining
+	smtpConnHangup
 )
 
-// errDraining ends the connection at its next read between commands; as a
+// smtpDrainError ends the connection at its next read between commands; as a
 // timeout, go-smtp answers it with 421 before closing.
-type errDraining struct{}
+type smtpDrainError struct{}
 
-func (errDraining) Error() string   { return "proxy: SMTP shutting down" }
-func (errDraining) Timeout() bool   { return true }
-func (errDraining) Temporary() bool { return true }
+func (smtpDrainError) Error() string   { return "proxy: SMTP shutting down" }
+func (smtpDrainError) Timeout() bool   { return true }
+func (smtpDrainError) Temporary() bool { return true }
 
 func (c *smtpConn) Read(p []byte) (int, error) {
 	c.mu.Lock()
@@ -564,9 +564,9 @@ func (c *smtpConn) Read(p []byte) (int, error) {
 	c.mu.Unlock()
 	if !busy {
 		switch state {
-		case connDraining:
-			return 0, errDraining{}
-		case connHangup:
+		case smtpConnDraining:
+			return 0, smtpDrainError{}
+		case smtpConnHangup:
 			return 0, net.ErrClosed
 		}
 	}
@@ -585,8 +585,8 @@ func (c *smtpConn) setBusy(busy bool) {
 func (c *smtpConn) drain() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.state == connOpen {
-		c.state = connDraining
+	if c.state == smtpConnOpen {
+		c.state = smtpConnDraining
 	}
 	if !c.busy {
 		_ = c.Conn.SetReadDeadline(time.Now())
@@ -597,7 +597,7 @@ func (c *smtpConn) drain() {
 // reads again only after flushing it.
 func (c *smtpConn) hangup() {
 	c.mu.Lock()
-	c.state = connHangup
+	c.state = smtpConnHangup
 	c.mu.Unlock()
 }
 

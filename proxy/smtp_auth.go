@@ -26,8 +26,8 @@ import (
 // upstream's final refusal.
 
 const (
-	mechOAuthBearer = "OAUTHBEARER"
-	mechXOAuth2     = "XOAUTH2"
+	smtpMechOAuthBearer = "OAUTHBEARER"
+	smtpMechXOAuth2     = "XOAUTH2"
 )
 
 // AuthMechanisms lists what the client is offered (go-smtp asks only over
@@ -38,7 +38,7 @@ func (s *smtpSession) AuthMechanisms() []string {
 	if slices.Contains(up, sasl.Plain) || slices.Contains(up, sasl.Login) {
 		mechs = append(mechs, sasl.Plain, sasl.Login)
 	}
-	for _, m := range []string{mechOAuthBearer, mechXOAuth2} {
+	for _, m := range []string{smtpMechOAuthBearer, smtpMechXOAuth2} {
 		if slices.Contains(up, m) {
 			mechs = append(mechs, m)
 		}
@@ -55,7 +55,7 @@ func (s *smtpSession) Auth(mech string) (sasl.Server, error) {
 	inTxn := s.txn != nil
 	s.mu.Unlock()
 	if inTxn {
-		return nil, replyAuthInTxn
+		return nil, smtpReplyAuthInTxn
 	}
 	switch mech {
 	case sasl.Plain:
@@ -83,7 +83,7 @@ func (s *smtpSession) authPassword(identity, user, password string) error {
 	case s.up.supportsAuth(sasl.Login) && (identity == "" || identity == user):
 		c = sasl.NewLoginClient(user, password)
 	default:
-		return replyNoPassword
+		return smtpReplyNoPassword
 	}
 	return s.authUpstream(c, user)
 }
@@ -113,7 +113,7 @@ func (s *smtpSession) authUpstream(c sasl.Client, login string) error {
 		var se *smtp.SMTPError
 		if errors.As(err, &se) {
 			s.gen.metrics.AuthFailures.WithLabelValues("smtp").Inc()
-			s.log.Info("upstream refused the login", "login", login, "reply", replyText(se))
+			s.log.Info("upstream refused the login", "login", login, "reply", smtpReplyText(se))
 			s.up.quit()
 			s.up = nil
 		}
@@ -139,7 +139,7 @@ type smtpPlainServer struct {
 
 func (p *smtpPlainServer) Next(resp []byte) ([]byte, bool, error) {
 	if p.done {
-		return nil, true, replyBadSASL
+		return nil, true, smtpReplyBadSASL
 	}
 	if resp == nil {
 		return []byte{}, false, nil // no initial response: ask for it
@@ -147,7 +147,7 @@ func (p *smtpPlainServer) Next(resp []byte) ([]byte, bool, error) {
 	p.done = true
 	parts := bytes.Split(resp, []byte{0})
 	if len(parts) != 3 || len(parts[1]) == 0 || !utf8.Valid(parts[0]) || !utf8.Valid(parts[1]) {
-		return nil, true, replyBadSASL
+		return nil, true, smtpReplyBadSASL
 	}
 	return nil, true, p.auth(string(parts[0]), string(parts[1]), string(parts[2]))
 }
@@ -170,23 +170,23 @@ func (l *smtpLoginServer) Next(resp []byte) ([]byte, bool, error) {
 		}
 		fallthrough
 	case 1:
-		if len(resp) == 0 || !validSASLField(resp) {
-			return nil, true, replyBadSASL
+		if len(resp) == 0 || !smtpValidSASLField(resp) {
+			return nil, true, smtpReplyBadSASL
 		}
 		l.user, l.step = string(resp), 2
 		return []byte("Password:"), false, nil
 	case 2:
 		l.step = 3
 		if bytes.IndexByte(resp, 0) >= 0 {
-			return nil, true, replyBadSASL
+			return nil, true, smtpReplyBadSASL
 		}
 		return nil, true, l.auth("", l.user, string(resp))
 	}
-	return nil, true, replyBadSASL
+	return nil, true, smtpReplyBadSASL
 }
 
-// validSASLField is a user name the upstream can be given in PLAIN.
-func validSASLField(b []byte) bool {
+// smtpValidSASLField is a user name the upstream can be given in PLAIN.
+func smtpValidSASLField(b []byte) bool {
 	return utf8.Valid(b) && bytes.IndexByte(b, 0) < 0
 }
 
@@ -203,22 +203,22 @@ func (t *smtpTokenServer) Next(resp []byte) ([]byte, bool, error) {
 		t.asked = true
 		return []byte{}, false, nil
 	}
-	login, ok := tokenLogin(t.mech, resp)
+	login, ok := smtpTokenLogin(t.mech, resp)
 	if !ok {
-		return nil, true, replyBadSASL
+		return nil, true, smtpReplyBadSASL
 	}
 	return nil, true, t.auth(t.mech, resp, login)
 }
 
-// tokenLogin finds the user a token response names: the authzid of the
+// smtpTokenLogin finds the user a token response names: the authzid of the
 // OAUTHBEARER GS2 header ("n,a=user@example.com,^A..."), or the user field
 // of XOAUTH2 ("user=user@example.com^Aauth=Bearer ...^A^A").
-func tokenLogin(mech string, resp []byte) (string, bool) {
+func smtpTokenLogin(mech string, resp []byte) (string, bool) {
 	if !utf8.Valid(resp) || bytes.IndexByte(resp, 0) >= 0 {
 		return "", false
 	}
 	s := string(resp)
-	if mech == mechXOAuth2 {
+	if mech == smtpMechXOAuth2 {
 		first, _, _ := strings.Cut(s, "\x01")
 		user, ok := strings.CutPrefix(first, "user=")
 		return user, ok && user != ""
@@ -256,7 +256,7 @@ func (t *smtpTokenClient) Next([]byte) ([]byte, error) {
 		return nil, sasl.ErrUnexpectedServerChallenge
 	}
 	t.answered = true
-	if t.mech == mechOAuthBearer {
+	if t.mech == smtpMechOAuthBearer {
 		return []byte{1}, nil
 	}
 	return []byte{}, nil

@@ -12,7 +12,7 @@ import (
 	"smimeproxy/config"
 )
 
-func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+func smtpB64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
 
 // TestSMTPAuth: the client gets the upstream's verdict on the credentials it
 // passed through.
@@ -20,10 +20,10 @@ func TestSMTPAuth(t *testing.T) {
 	type step struct{ send, want string }
 	good := smtpPlain("alice@example.com", smtpTestPassword)
 	bearer := func(tok string) string {
-		return b64("n,a=alice@example.com,\x01host=upstream.test\x01port=587\x01auth=Bearer " + tok + "\x01\x01")
+		return smtpB64("n,a=alice@example.com,\x01host=upstream.test\x01port=587\x01auth=Bearer " + tok + "\x01\x01")
 	}
-	xoauth := func(tok string) string { return b64("user=alice@example.com\x01auth=Bearer " + tok + "\x01\x01") }
-	oauth := []string{sasl.Plain, mechOAuthBearer, mechXOAuth2}
+	xoauth := func(tok string) string { return smtpB64("user=alice@example.com\x01auth=Bearer " + tok + "\x01\x01") }
+	oauth := []string{sasl.Plain, smtpMechOAuthBearer, smtpMechXOAuth2}
 	tests := []struct {
 		name   string
 		mechs  []string // the upstream's
@@ -40,20 +40,20 @@ func TestSMTPAuth(t *testing.T) {
 			{"AUTH PLAIN " + smtpPlain("alice@example.com", "wrong"), "535 *"},
 			{"AUTH PLAIN " + good, "235 *"},
 		}, []string{"PLAIN alice@example.com", "PLAIN alice@example.com"}, 1},
-		{"malformed PLAIN", nil, []step{{"AUTH PLAIN " + b64("alice"), "501 5.5.2 *"}}, nil, 0},
+		{"malformed PLAIN", nil, []step{{"AUTH PLAIN " + smtpB64("alice"), "501 5.5.2 *"}}, nil, 0},
 		{"LOGIN with the name as initial response, as Outlook sends it", nil, []step{
-			{"AUTH LOGIN " + b64("alice@example.com"), "334 UGFzc3dvcmQ6"},
-			{b64(smtpTestPassword), "235 2.0.0 *"},
+			{"AUTH LOGIN " + smtpB64("alice@example.com"), "334 UGFzc3dvcmQ6"},
+			{smtpB64(smtpTestPassword), "235 2.0.0 *"},
 		}, []string{"PLAIN alice@example.com"}, 0},
 		{"LOGIN step by step", nil, []step{
 			{"AUTH LOGIN", "334 VXNlcm5hbWU6"},
-			{b64("alice@example.com"), "334 UGFzc3dvcmQ6"},
-			{b64(smtpTestPassword), "235 2.0.0 *"},
+			{smtpB64("alice@example.com"), "334 UGFzc3dvcmQ6"},
+			{smtpB64(smtpTestPassword), "235 2.0.0 *"},
 		}, []string{"PLAIN alice@example.com"}, 0},
 		{"LOGIN refused", nil, []step{
 			{"AUTH LOGIN", "334 VXNlcm5hbWU6"},
-			{b64("alice@example.com"), "334 UGFzc3dvcmQ6"},
-			{b64("wrong"), "535 5.7.8 Error: authentication failed: upstream says no"},
+			{smtpB64("alice@example.com"), "334 UGFzc3dvcmQ6"},
+			{smtpB64("wrong"), "535 5.7.8 Error: authentication failed: upstream says no"},
 		}, []string{"PLAIN alice@example.com"}, 1},
 		{"to an upstream that speaks LOGIN only", []string{sasl.Login}, []step{{"AUTH PLAIN " + good, "235 *"}}, []string{"LOGIN alice@example.com"}, 0},
 		{"cancelled by the client", nil, []step{{"AUTH LOGIN", "334 *"}, {"*", "501 *"}, {"AUTH PLAIN " + good, "235 *"}}, []string{"PLAIN alice@example.com"}, 0},

@@ -70,13 +70,13 @@ func FuzzSMTPTokenLogin(f *testing.F) {
 	f.Add(true, []byte("y,a=a=2Cb=3Dc,\x01"))
 	f.Add(false, []byte("user=alice@example.com\x01auth=Bearer x\x01\x01"))
 	f.Fuzz(func(t *testing.T, bearer bool, resp []byte) {
-		mech := mechXOAuth2
+		mech := smtpMechXOAuth2
 		if bearer {
-			mech = mechOAuthBearer
+			mech = smtpMechOAuthBearer
 		}
-		login, ok := tokenLogin(mech, resp)
+		login, ok := smtpTokenLogin(mech, resp)
 		if ok && (login == "" || !utf8.ValidString(login) || strings.ContainsAny(login, "\x00\x01")) {
-			t.Fatalf("tokenLogin(%s, %q) = %q", mech, resp, login)
+			t.Fatalf("smtpTokenLogin(%s, %q) = %q", mech, resp, login)
 		}
 	})
 }
@@ -106,9 +106,9 @@ func FuzzSMTPEditHeader(f *testing.F) {
 		if err != nil {
 			return
 		}
-		subject, decoded := decodeSubject(h.Get("Subject"))
+		subject, decoded := smtpDecodeSubject(h.Get("Subject"))
 		_, stripped := policy.ParseOverride(subject, "")
-		_, out, err := editHeader(msg, h, true)
+		_, out, err := smtpEditHeader(msg, h, true)
 		if err != nil {
 			return
 		}
@@ -130,7 +130,7 @@ func FuzzSMTPEditHeader(f *testing.F) {
 		}
 		got, want := oh.Get("Subject"), strings.Join(strings.Fields(stripped), " ")
 		if decoded || strings.ContainsAny(stripped, "\r\n\x00") {
-			if needsEncoding(stripped) {
+			if smtpNeedsEncoding(stripped) {
 				want = stripped
 			}
 			got, err = new(mime.WordDecoder).DecodeHeader(got)

@@ -279,7 +279,7 @@ func (s *smtpRecorderSession) Auth(mech string) (sasl.Server, error) {
 		return sasl.NewPlainServer(func(_, user, pass string) error { return check(user, pass) }), nil
 	case sasl.Login:
 		return &smtpLoginServer{auth: func(_, user, pass string) error { return check(user, pass) }}, nil
-	case mechOAuthBearer, mechXOAuth2:
+	case smtpMechOAuthBearer, smtpMechXOAuth2:
 		return &smtpTestTokenServer{s: s, mech: mech}, nil
 	}
 	return nil, smtp.ErrAuthUnknownMechanism
@@ -296,7 +296,7 @@ type smtpTestTokenServer struct {
 func (t *smtpTestTokenServer) Next(resp []byte) ([]byte, bool, error) {
 	if t.failed {
 		want := []byte{1}
-		if t.mech == mechXOAuth2 {
+		if t.mech == smtpMechXOAuth2 {
 			want = []byte{}
 		}
 		if !bytes.Equal(resp, want) {
@@ -304,7 +304,7 @@ func (t *smtpTestTokenServer) Next(resp []byte) ([]byte, bool, error) {
 		}
 		return nil, true, &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Username and Password not accepted"}
 	}
-	user, _ := tokenLogin(t.mech, resp)
+	user, _ := smtpTokenLogin(t.mech, resp)
 	t.s.r.mu.Lock()
 	t.s.r.auths = append(t.s.r.auths, t.mech+" "+user)
 	t.s.r.mu.Unlock()
@@ -579,7 +579,7 @@ func (c *smtpTestClient) write(s string) {
 	c.t.Helper()
 	_ = c.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.WriteString(c.conn, s); err != nil {
-		c.t.Fatalf("write %q: %v", firstLine(s), err)
+		c.t.Fatalf("write %q: %v", smtpFirstLine(s), err)
 	}
 }
 
@@ -657,7 +657,7 @@ func smtpMatch(pattern, s string) bool {
 	return s == ""
 }
 
-func firstLine(s string) string {
+func smtpFirstLine(s string) string {
 	l, _, _ := strings.Cut(s, "\n")
 	return l
 }

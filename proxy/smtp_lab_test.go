@@ -130,7 +130,7 @@ func TestSMTPLabSigned(t *testing.T) {
 	marker := smtpMarker(t)
 	e.submit(t, []string{"bob@example.test"}, smtpLabMessage(marker, "bob@example.test", "Hi Bob, signed and sealed. Grüße!\r\n"))
 	got := e.lab.WaitMessage(t, "bob@example.test", marker)
-	if ct := contentType(got); !strings.HasPrefix(ct, "multipart/signed") {
+	if ct := smtpContentType(got); !strings.HasPrefix(ct, "multipart/signed") {
 		t.Fatalf("arrived as %q, want multipart/signed", ct)
 	}
 	if content := smtpOpenSSLVerify(t, got, e.pki.caFile); !bytes.Contains(content, []byte("signed and sealed")) {
@@ -146,7 +146,7 @@ func TestSMTPLabEncrypted(t *testing.T) {
 	body := "Hi Bob, for your eyes only.\r\n"
 	e.submit(t, []string{"bob@example.test"}, smtpLabMessage(marker, "bob@example.test", body))
 	got := e.lab.WaitMessage(t, "bob@example.test", marker)
-	if ct := contentType(got); !strings.Contains(ct, "enveloped-data") {
+	if ct := smtpContentType(got); !strings.Contains(ct, "enveloped-data") {
 		t.Fatalf("arrived as %q, want enveloped-data", ct)
 	}
 	if bytes.Contains(got, []byte("for your eyes only")) {
@@ -289,7 +289,7 @@ func TestSMTPLabLoad(t *testing.T) {
 			t.Errorf("%s arrived, but was never sent", id)
 		}
 		for _, f := range files {
-			if ct := contentType(f); !strings.Contains(ct, "enveloped-data") {
+			if ct := smtpContentType(f); !strings.Contains(ct, "enveloped-data") {
 				t.Errorf("%s arrived as %q, want enveloped-data", id, ct)
 				break
 			}
@@ -343,7 +343,7 @@ func smtpCountDelivered(t testing.TB, dir, marker string, want int, wait time.Du
 					continue // moved from new to cur meanwhile
 				}
 				seen[key] = true
-				_, id, _ := strings.Cut(headerField(b, "Message-Id"), ":")
+				_, id, _ := strings.Cut(smtpHeaderField(b, "Message-Id"), ":")
 				if id = strings.Trim(strings.TrimSpace(id), "<>"); strings.Contains(id, marker+".") {
 					found[id] = append(found[id], b)
 				}

@@ -81,14 +81,14 @@ func (s *smtpSession) reply(err error) *smtp.SMTPError {
 // ready says why no transaction can start now, if so.
 func (s *smtpSession) ready() error {
 	s.cc.mu.Lock()
-	draining := s.cc.state == connDraining
+	draining := s.cc.state == smtpConnDraining
 	s.cc.mu.Unlock()
 	switch {
 	case draining:
-		return errShuttingDown
+		return errSMTPShuttingDown
 	case s.lost || s.up != nil && s.up.broken:
 		s.lost = true
-		return errUpstreamLost
+		return errSMTPUpstreamLost
 	}
 	return nil
 }
@@ -117,7 +117,7 @@ func (s *smtpSession) Mail(from string, opts *smtp.MailOptions) error {
 		return s.reply(err)
 	}
 	if s.login == "" && s.gen.cfg.RequireAuth {
-		return replyAuthRequired
+		return smtpReplyAuthRequired
 	}
 	if err := s.connect(); err != nil {
 		return s.reply(err)
@@ -125,10 +125,10 @@ func (s *smtpSession) Mail(from string, opts *smtp.MailOptions) error {
 	// go-smtp's client drops what the upstream does not support without a
 	// word; a client must hear it instead.
 	if opts != nil && (opts.Return != "" || opts.EnvelopeID != "") && !s.up.supports("DSN") {
-		return replyNoDSN
+		return smtpReplyNoDSN
 	}
 	if opts != nil && opts.UTF8 && !s.up.supports("SMTPUTF8") {
-		return replyNoUTF8
+		return smtpReplyNoUTF8
 	}
 	if err := s.up.mail(from, opts); err != nil {
 		return s.reply(err)
@@ -148,7 +148,7 @@ func (s *smtpSession) Rcpt(to string, opts *smtp.RcptOptions) error {
 		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "MAIL first"}
 	}
 	if opts != nil && (len(opts.Notify) > 0 || opts.OriginalRecipient != "") && !s.up.supports("DSN") {
-		return replyNoDSN
+		return smtpReplyNoDSN
 	}
 	if err := s.up.rcpt(to, opts); err != nil {
 		return s.reply(err)
@@ -168,7 +168,7 @@ func (s *smtpSession) Data(r io.Reader) error {
 	start := time.Now()
 	if s.lost || s.up == nil || s.up.broken || s.txn == nil {
 		s.lost = true
-		return s.reply(errUpstreamLost)
+		return s.reply(errSMTPUpstreamLost)
 	}
 	_ = s.conn.Conn().SetReadDeadline(start.Add(s.gen.timeouts.Data.D()))
 	// The SIZE the client declared (go-smtp held it to the limit) saves
@@ -183,11 +183,11 @@ func (s *smtpSession) Data(r io.Reader) error {
 		// Nothing went upstream but MAIL and RCPT; Reset or Logout abort them.
 		var se *smtp.SMTPError
 		if !errors.As(err, &se) { // too large is go-smtp's own reply
-			err = &clientError{err: err}
+			err = &smtpClientError{err: err}
 		}
 		reply := s.reply(err)
 		s.log.Info("message", "from", s.txn.from, "action", "", "rcpts", len(s.txn.rcpts), "bytes", len(raw),
-			"dur_ms", time.Since(start).Milliseconds(), "reply", replyText(reply), "err", err.Error())
+			"dur_ms", time.Since(start).Milliseconds(), "reply", smtpReplyText(reply), "err", err.Error())
 		return reply
 	}
 	return s.deliver(raw, start)

@@ -46,11 +46,11 @@ import (
 
 // Values of the action label and log key.
 const (
-	actionSign        = "sign"
-	actionEncrypt     = "encrypt"
-	actionSignEncrypt = "sign_encrypt"
-	actionPass        = "pass"
-	actionRefuse      = "refuse"
+	smtpActionSign        = "sign"
+	smtpActionEncrypt     = "encrypt"
+	smtpActionSignEncrypt = "sign_encrypt"
+	smtpActionPass        = "pass"
+	smtpActionRefuse      = "refuse"
 )
 
 // smtpPlan is what to send upstream for one message.
@@ -80,7 +80,7 @@ func (s *smtpSession) deliver(raw []byte, start time.Time) error {
 	txn := s.txn
 	planned := time.Now()
 	p, err := s.plan(raw, txn)
-	if p.action == actionSign || p.action == actionEncrypt || p.action == actionSignEncrypt {
+	if p.action == smtpActionSign || p.action == smtpActionEncrypt || p.action == smtpActionSignEncrypt {
 		s.gen.metrics.TransformSeconds.WithLabelValues(p.action).Observe(time.Since(planned).Seconds())
 	}
 	var (
@@ -98,11 +98,11 @@ func (s *smtpSession) deliver(raw []byte, start time.Time) error {
 	reply := ok
 	if err != nil {
 		reply = s.reply(err)
-		result = messageResult(err, reply)
+		result = smtpMessageResult(err, reply)
 	}
 	s.gen.metrics.Messages.WithLabelValues(p.action, result).Inc()
 	attrs := []any{"msg_id", p.msgID, "from", txn.from, "action", p.action, "rcpts", len(txn.rcpts),
-		"cipher", p.cipher, "bytes", len(raw), "dur_ms", time.Since(start).Milliseconds(), "reply", replyText(reply)}
+		"cipher", p.cipher, "bytes", len(raw), "dur_ms", time.Since(start).Milliseconds(), "reply", smtpReplyText(reply)}
 	if err != nil {
 		attrs = append(attrs, "err", err.Error())
 	}
@@ -110,12 +110,12 @@ func (s *smtpSession) deliver(raw []byte, start time.Time) error {
 	return reply
 }
 
-// messageResult is the result label for a message that was not accepted.
-func messageResult(err error, reply *smtp.SMTPError) string {
+// smtpMessageResult is the result label for a message that was not accepted.
+func smtpMessageResult(err error, reply *smtp.SMTPError) string {
 	var (
 		se  *smtp.SMTPError
 		ref *policy.Refusal
-		me  *messageError
+		me  *smtpMessageError
 	)
 	switch {
 	case errors.As(err, &ref):
@@ -130,8 +130,8 @@ func messageResult(err error, reply *smtp.SMTPError) string {
 	return "error"
 }
 
-// replyText is a reply as the client reads it, for logs and notices.
-func replyText(r *smtp.SMTPError) string {
+// smtpReplyText is a reply as the client reads it, for logs and notices.
+func smtpReplyText(r *smtp.SMTPError) string {
 	if r.EnhancedCode == smtp.EnhancedCodeNotSet || r.EnhancedCode == smtp.NoEnhancedCode {
 		return fmt.Sprintf("%d %s", r.Code, r.Message)
 	}
@@ -142,16 +142,16 @@ func replyText(r *smtp.SMTPError) string {
 // It always returns a plan, for the log, even with an error.
 func (s *smtpSession) plan(raw []byte, txn *smtpTxn) (*smtpPlan, error) {
 	g := s.gen
-	p := &smtpPlan{action: actionRefuse}
+	p := &smtpPlan{action: smtpActionRefuse}
 	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(raw)))
 	if err != nil {
 		reason := "its header cannot be read"
-		if _, err := smime.EditHeader(raw, keepField); err != nil {
-			reason = malformedReason(err) // says what is wrong with it
+		if _, err := smime.EditHeader(raw, smtpKeepField); err != nil {
+			reason = smtpMalformedReason(err) // says what is wrong with it
 		}
-		return p, &messageError{reason: reason, err: err}
+		return p, &smtpMessageError{reason: reason, err: err}
 	}
-	p.msgID = logValue(h.Get("Message-Id"))
+	p.msgID = smtpLogValue(h.Get("Message-Id"))
 	rcpts := make([]string, len(txn.rcpts))
 	for i, r := range txn.rcpts {
 		rcpts[i] = strings.ToLower(r.addr)
@@ -159,15 +159,15 @@ func (s *smtpSession) plan(raw []byte, txn *smtpTxn) (*smtpPlan, error) {
 	if smime.Classify(h) != smime.Plain {
 		// Already S/MIME or PGP/MIME: policy passes it (policy.Message.Protected),
 		// byte for byte as it came.
-		p.action = actionPass
+		p.action = smtpActionPass
 		p.copies = []smtpCopy{{rcpts: txn.rcpts, msg: raw, reuse: true}}
 		return p, nil
 	}
-	from, err := fromAddress(h)
+	from, err := smtpFromAddress(h)
 	if err != nil {
-		return p, &messageError{reason: "its From header does not hold one address", err: err}
+		return p, &smtpMessageError{reason: "its From header does not hold one address", err: err}
 	}
-	ov, edited, err := editHeader(raw, h, g.policy.Overrides)
+	ov, edited, err := smtpEditHeader(raw, h, g.policy.Overrides)
 	if err != nil {
 		return p, err
 	}
@@ -178,7 +178,7 @@ func (s *smtpSession) plan(raw []byte, txn *smtpTxn) (*smtpPlan, error) {
 		if err != nil && !errors.Is(err, certcache.ErrNoCert) {
 			return p, fmt.Errorf("certificate lookup for a recipient: %w", err)
 		} else if err != nil {
-			noCert[r] = certReason(err)
+			noCert[r] = smtpCertReason(err)
 			continue
 		}
 		entries[r] = e
@@ -190,38 +190,38 @@ func (s *smtpSession) plan(raw []byte, txn *smtpTxn) (*smtpPlan, error) {
 	}
 
 	if d.Action == policy.Pass {
-		p.action = actionPass
+		p.action = smtpActionPass
 		p.copies = []smtpCopy{{rcpts: txn.rcpts, msg: edited, reuse: true}}
 		return p, nil
 	}
 	now := g.opts.now()
 	content := edited
-	p.action = actionSign
+	p.action = smtpActionSign
 	if d.Sign {
 		sg, err := g.opts.Keys.Signer(from, now)
 		if err != nil {
-			return p, &keyError{addr: from, purpose: "signing", err: err}
+			return p, &smtpKeyError{addr: from, purpose: "signing", err: err}
 		}
 		id := &smime.Identity{Cert: sg.Cert, Key: sg.Key, Chain: sg.Chain, EncryptionCert: sg.EncryptionCert}
 		if content, err = smime.Sign(edited, id, &smime.SignOptions{Opaque: g.policy.Opaque, Time: now}); err != nil {
-			return p, transformError(err)
+			return p, smtpTransformError(err)
 		}
 	}
 	if !d.Encrypt {
 		p.copies = []smtpCopy{{rcpts: txn.rcpts, msg: content, reuse: true}}
 		return p, nil
 	}
-	p.action = actionEncrypt
+	p.action = smtpActionEncrypt
 	if d.Sign {
-		p.action = actionSignEncrypt
+		p.action = smtpActionSignEncrypt
 	}
 	var self *x509.Certificate
-	if selfAddr := selfAddress(from, addrs); g.policy.EncryptToSelf && selfAddr != "" {
+	if selfAddr := smtpSelfAddress(from, addrs); g.policy.EncryptToSelf && selfAddr != "" {
 		if self, err = g.opts.Keys.EncryptionCert(selfAddr, now); err != nil {
-			return p, &keyError{addr: selfAddr, purpose: "encrypting to yourself", err: err}
+			return p, &smtpKeyError{addr: selfAddr, purpose: "encrypting to yourself", err: err}
 		}
 	}
-	for _, grp := range bccGroups(txn.rcpts, headerRecipients(h)) {
+	for _, grp := range smtpBccGroups(txn.rcpts, smtpHeaderRecipients(h)) {
 		certs := make([]*x509.Certificate, 0, len(grp.rcpts)+1)
 		caps := make([][]cms.Capability, 0, len(grp.rcpts))
 		for _, r := range grp.rcpts {
@@ -235,7 +235,7 @@ func (s *smtpSession) plan(raw []byte, txn *smtpTxn) (*smtpPlan, error) {
 		cipher := g.policy.ContentCipher(caps)
 		msg, err := smime.Encrypt(content, certs, &smime.EncryptOptions{Cipher: cipher})
 		if err != nil {
-			return p, transformError(err)
+			return p, smtpTransformError(err)
 		}
 		grp.msg, grp.cipher = msg, cipher.String()
 		p.copies = append(p.copies, grp)
@@ -244,12 +244,12 @@ func (s *smtpSession) plan(raw []byte, txn *smtpTxn) (*smtpPlan, error) {
 	return p, nil
 }
 
-func keepField(_ string, raw []byte) []byte { return raw }
+func smtpKeepField(_ string, raw []byte) []byte { return raw }
 
-// selfAddress is the sender's own address to encrypt to: the From address
+// smtpSelfAddress is the sender's own address to encrypt to: the From address
 // when it is theirs, else (a foreign From sent unsigned) their first one.
 // A sender who did not log in (require_auth: false) has none.
-func selfAddress(from string, addrs []string) string {
+func smtpSelfAddress(from string, addrs []string) string {
 	switch {
 	case slices.Contains(addrs, from):
 		return from
@@ -259,15 +259,15 @@ func selfAddress(from string, addrs []string) string {
 	return ""
 }
 
-// editHeader reads the per-message overrides (when honoured) and removes
+// smtpEditHeader reads the per-message overrides (when honoured) and removes
 // what is not for the recipients: the override tags and header, and any
 // Bcc field the client left for the server to remove. The Subject is
 // rewritten only when a tag was taken out of it; every other byte stays.
-func editHeader(raw []byte, h textproto.Header, overrides bool) (policy.Override, []byte, error) {
+func smtpEditHeader(raw []byte, h textproto.Header, overrides bool) (policy.Override, []byte, error) {
 	var ov policy.Override
 	subject, newSubject, decoded := "", "", false
 	if overrides {
-		subject, decoded = decodeSubject(h.Get("Subject"))
+		subject, decoded = smtpDecodeSubject(h.Get("Subject"))
 		ov, newSubject = policy.ParseOverride(subject, strings.Join(h.Values(policy.OverrideHeader), ","))
 	}
 	rewrite, rewritten := newSubject != subject, false
@@ -279,20 +279,20 @@ func editHeader(raw []byte, h textproto.Header, overrides bool) (policy.Override
 			return nil
 		case name == "Subject" && rewrite:
 			rewritten = true
-			return subjectField(newSubject, decoded)
+			return smtpSubjectField(newSubject, decoded)
 		}
 		return field
 	})
 	if err != nil {
-		return ov, nil, &messageError{reason: malformedReason(err), err: err}
+		return ov, nil, &smtpMessageError{reason: smtpMalformedReason(err), err: err}
 	}
 	return ov, edited, nil
 }
 
-// bccGroups splits the envelope for encryption: one transaction for all
+// smtpBccGroups splits the envelope for encryption: one transaction for all
 // when every recipient is in To or Cc (the one the client opened), else one
 // for those who are and one for each who is not.
-func bccGroups(rcpts []smtpRcpt, visible map[string]bool) []smtpCopy {
+func smtpBccGroups(rcpts []smtpRcpt, visible map[string]bool) []smtpCopy {
 	var shown, hidden []smtpRcpt
 	for _, r := range rcpts {
 		if visible[strings.ToLower(r.addr)] {
@@ -334,7 +334,7 @@ func (s *smtpSession) send(p *smtpPlan, txn *smtpTxn) (*smtp.SMTPError, []smtpFa
 // of its own (MAIL with the client's parameters, RCPT for its recipients).
 func (s *smtpSession) transaction(c smtpCopy, txn *smtpTxn) (*smtp.SMTPError, error) {
 	if s.up.broken {
-		return nil, errUpstreamLost
+		return nil, errSMTPUpstreamLost
 	}
 	if !c.reuse {
 		if s.up.open {
@@ -365,7 +365,7 @@ func (s *smtpSession) bccFailed(p *smtpPlan, txn *smtpTxn, failed []smtpFailed) 
 	for _, f := range failed {
 		r, _ := smtpReply(f.err)
 		for _, rc := range f.rcpts {
-			lines = append(lines, fmt.Sprintf("  %s: %s", rc.addr, replyText(r)))
+			lines = append(lines, fmt.Sprintf("  %s: %s", rc.addr, smtpReplyText(r)))
 			s.log.Warn("a Bcc copy was not delivered", "msg_id", p.msgID, "rcpt", rc.addr, "err", f.err.Error())
 		}
 	}
@@ -403,8 +403,8 @@ func smtpNotice(host, sender, msgID string, lines []string, now time.Time) []byt
 	return b.Bytes()
 }
 
-// fromAddress is the one address of the From field, in lower case.
-func fromAddress(h textproto.Header) (string, error) {
+// smtpFromAddress is the one address of the From field, in lower case.
+func smtpFromAddress(h textproto.Header) (string, error) {
 	values := h.Values("From")
 	if len(values) != 1 {
 		return "", fmt.Errorf("%d From fields", len(values))
@@ -419,10 +419,10 @@ func fromAddress(h textproto.Header) (string, error) {
 	return strings.ToLower(list[0].Address), nil
 }
 
-// headerRecipients are the addresses in To and Cc. A field that cannot be
+// smtpHeaderRecipients are the addresses in To and Cc. A field that cannot be
 // read counts as naming nobody, so that its recipients are treated as Bcc
 // and revealed to no one.
-func headerRecipients(h textproto.Header) map[string]bool {
+func smtpHeaderRecipients(h textproto.Header) map[string]bool {
 	seen := map[string]bool{}
 	for _, key := range []string{"To", "Cc"} {
 		for _, v := range h.Values(key) {
@@ -438,9 +438,9 @@ func headerRecipients(h textproto.Header) map[string]bool {
 	return seen
 }
 
-// certReason says why a recipient has no usable certificate, in the words
+// smtpCertReason says why a recipient has no usable certificate, in the words
 // of the certificate cache: "no certificate", or each stored one's reason.
-func certReason(err error) string {
+func smtpCertReason(err error) string {
 	var nv *certcache.NoValidCertError
 	if !errors.As(err, &nv) || len(nv.Rejected) == 0 {
 		return "no certificate"
@@ -454,17 +454,17 @@ func certReason(err error) string {
 	return "certificate " + strings.Join(reasons, ", ")
 }
 
-// transformError classifies a failure of smime.Sign or smime.Encrypt: a
+// smtpTransformError classifies a failure of smime.Sign or smime.Encrypt: a
 // message it cannot read is the client's to fix; anything else is ours.
-func transformError(err error) error {
+func smtpTransformError(err error) error {
 	if errors.Is(err, smime.ErrMalformed) {
-		return &messageError{reason: malformedReason(err), err: err}
+		return &smtpMessageError{reason: smtpMalformedReason(err), err: err}
 	}
 	return fmt.Errorf("transform: %w", err)
 }
 
-// malformedReason is what smime says is wrong, without its package prefix.
-func malformedReason(err error) string {
+// smtpMalformedReason is what smime says is wrong, without its package prefix.
+func smtpMalformedReason(err error) string {
 	reason := strings.TrimPrefix(err.Error(), smime.ErrMalformed.Error())
 	reason = strings.TrimPrefix(reason, ": ")
 	if reason == "" {
@@ -473,9 +473,9 @@ func malformedReason(err error) string {
 	return reason
 }
 
-// decodeSubject decodes RFC 2047 encoded words. A subject it cannot decode
+// smtpDecodeSubject decodes RFC 2047 encoded words. A subject it cannot decode
 // (an unknown charset) comes back as it is, with ok false.
-func decodeSubject(v string) (s string, ok bool) {
+func smtpDecodeSubject(v string) (s string, ok bool) {
 	d, err := new(mime.WordDecoder).DecodeHeader(v)
 	if err != nil {
 		return v, false
@@ -483,14 +483,14 @@ func decodeSubject(v string) (s string, ok bool) {
 	return d, true
 }
 
-// subjectField writes a Subject field for s, folded at spaces to keep lines
+// smtpSubjectField writes a Subject field for s, folded at spaces to keep lines
 // short. A decoded subject goes as it is when it is printable ASCII that
 // cannot be mistaken for an encoded word, else as UTF-8 encoded words; one
 // that could not be decoded goes as it came, encoded words and all. Either
 // way a CR or LF in s cannot start a field of its own.
-func subjectField(s string, decoded bool) []byte {
+func smtpSubjectField(s string, decoded bool) []byte {
 	words := strings.Fields(s)
-	if decoded && needsEncoding(s) || strings.ContainsAny(s, "\r\n\x00") {
+	if decoded && smtpNeedsEncoding(s) || strings.ContainsAny(s, "\r\n\x00") {
 		words = strings.Split(mime.QEncoding.Encode("utf-8", s), " ")
 	}
 	b := []byte("Subject:")
@@ -507,12 +507,12 @@ func subjectField(s string, decoded bool) []byte {
 	return append(b, "\r\n"...)
 }
 
-func needsEncoding(s string) bool {
+func smtpNeedsEncoding(s string) bool {
 	return strings.Contains(s, "=?") || strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r > 0x7e })
 }
 
-// logValue keeps a header value short and on one line for the log.
-func logValue(v string) string {
+// smtpLogValue keeps a header value short and on one line for the log.
+func smtpLogValue(v string) string {
 	v = strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f {
 			return -1

@@ -19,9 +19,9 @@ import (
 	"smimeproxy/smime"
 )
 
-// headerField returns the raw bytes of the first field named name in msg's
+// smtpHeaderField returns the raw bytes of the first field named name in msg's
 // header, folding and line end included.
-func headerField(msg []byte, name string) string {
+func smtpHeaderField(msg []byte, name string) string {
 	var out string
 	_, _ = smime.EditHeader(msg, func(n string, raw []byte) []byte {
 		if out == "" && strings.EqualFold(n, name) {
@@ -32,8 +32,8 @@ func headerField(msg []byte, name string) string {
 	return out
 }
 
-func contentType(msg []byte) string {
-	return strings.Join(strings.Fields(strings.TrimSpace(strings.TrimPrefix(headerField(msg, "Content-Type"), "Content-Type:"))), " ")
+func smtpContentType(msg []byte) string {
+	return strings.Join(strings.Fields(strings.TrimSpace(strings.TrimPrefix(smtpHeaderField(msg, "Content-Type"), "Content-Type:"))), " ")
 }
 
 // TestSMTPPolicy: what reaches the upstream is what policy asked for.
@@ -57,11 +57,11 @@ func TestSMTPPolicy(t *testing.T) {
 	}{
 		{name: "signed when a recipient has no certificate", want: "250 2.0.0 Ok: queued as Q0001", extra: []string{dkim},
 			check: func(t *testing.T, in string, got []byte) {
-				if ct := contentType(got); !strings.HasPrefix(ct, "multipart/signed;") || !strings.Contains(ct, "application/pkcs7-signature") {
+				if ct := smtpContentType(got); !strings.HasPrefix(ct, "multipart/signed;") || !strings.Contains(ct, "application/pkcs7-signature") {
 					t.Errorf("Content-Type %q, want multipart/signed", ct)
 				}
 				for _, f := range []string{"DKIM-Signature", "Message-ID", "Date", "From", "To", "Subject"} {
-					if a, b := headerField([]byte(in), f), headerField(got, f); a != b || a == "" {
+					if a, b := smtpHeaderField([]byte(in), f), smtpHeaderField(got, f); a != b || a == "" {
 						t.Errorf("%s changed from %q to %q", f, a, b)
 					}
 				}
@@ -75,7 +75,7 @@ func TestSMTPPolicy(t *testing.T) {
 			}},
 		{name: "signed and encrypted when every recipient has a certificate", certs: []*x509.Certificate{p.bob.Cert}, want: "250 *",
 			check: func(t *testing.T, in string, got []byte) {
-				if ct := contentType(got); !strings.Contains(ct, "application/pkcs7-mime") || !strings.Contains(ct, "enveloped-data") {
+				if ct := smtpContentType(got); !strings.Contains(ct, "application/pkcs7-mime") || !strings.Contains(ct, "enveloped-data") {
 					t.Errorf("Content-Type %q, want enveloped-data", ct)
 				}
 				if strings.Contains(string(got), "Bob") {
@@ -104,7 +104,7 @@ func TestSMTPPolicy(t *testing.T) {
 			}},
 		{name: "opaque signature when configured", policy: func(pol *policy.Policy) { pol.Opaque = true }, want: "250 *",
 			check: func(t *testing.T, in string, got []byte) {
-				if ct := contentType(got); !strings.Contains(ct, "signed-data") {
+				if ct := smtpContentType(got); !strings.Contains(ct, "signed-data") {
 					t.Errorf("Content-Type %q, want signed-data", ct)
 				}
 			}},
@@ -122,7 +122,7 @@ func TestSMTPPolicy(t *testing.T) {
 			want: "554 5.7.1 Refused by policy: encryption is required but there is no usable certificate for bob@example.org (no certificate)"},
 		{name: "[encrypt] is stripped", subject: "[encrypt] Contract", certs: []*x509.Certificate{p.bob.Cert}, want: "250 *",
 			check: func(t *testing.T, in string, got []byte) {
-				if f := headerField(got, "Subject"); f != "Subject: Contract\r\n" {
+				if f := smtpHeaderField(got, "Subject"); f != "Subject: Contract\r\n" {
 					t.Errorf("Subject %q, want the tag removed", f)
 				}
 			}},
@@ -140,20 +140,20 @@ func TestSMTPPolicy(t *testing.T) {
 			}},
 		{name: "an encoded subject is decoded, stripped and encoded again", subject: "=?utf-8?q?=5Bnosign=5D_Gr=C3=BC=C3=9Fe?=", want: "250 *",
 			check: func(t *testing.T, in string, got []byte) {
-				if f := headerField(got, "Subject"); f != "Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\n" {
+				if f := smtpHeaderField(got, "Subject"); f != "Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\n" {
 					t.Errorf("Subject %q", f)
 				}
-				if ct := contentType(got); !strings.HasPrefix(ct, "text/plain") {
+				if ct := smtpContentType(got); !strings.HasPrefix(ct, "text/plain") {
 					t.Errorf("Content-Type %q, want it unsigned", ct)
 				}
 			}},
 		{name: "overrides off: tags stay and count for nothing", subject: "[nosign] Hello", extra: []string{"X-SMIME-Policy: nosign"},
 			policy: func(pol *policy.Policy) { pol.Overrides = false }, want: "250 *",
 			check: func(t *testing.T, in string, got []byte) {
-				if f := headerField(got, "Subject"); f != "Subject: [nosign] Hello\r\n" || headerField(got, "X-SMIME-Policy") == "" {
-					t.Errorf("Subject %q, X-SMIME-Policy %q: want both kept", f, headerField(got, "X-SMIME-Policy"))
+				if f := smtpHeaderField(got, "Subject"); f != "Subject: [nosign] Hello\r\n" || smtpHeaderField(got, "X-SMIME-Policy") == "" {
+					t.Errorf("Subject %q, X-SMIME-Policy %q: want both kept", f, smtpHeaderField(got, "X-SMIME-Policy"))
 				}
-				if !strings.HasPrefix(contentType(got), "multipart/signed") {
+				if !strings.HasPrefix(smtpContentType(got), "multipart/signed") {
 					t.Error("not signed")
 				}
 			}},
@@ -367,7 +367,7 @@ func TestSMTPBadRecipientCerts(t *testing.T) {
 					}
 					return
 				}
-				if len(txns) != 1 || !strings.HasPrefix(contentType(txns[0].data), "multipart/signed") {
+				if len(txns) != 1 || !strings.HasPrefix(smtpContentType(txns[0].data), "multipart/signed") {
 					t.Fatalf("upstream got %+v, want one signed, not encrypted, message", txns)
 				}
 			})

@@ -15,9 +15,9 @@ import (
 	"smimeproxy/config"
 )
 
-// goSMTPNoStartTLS is the text of the error go-smtp's NewClientStartTLS
+// goSMTPNoStartTLSText is the text of the error go-smtp's NewClientStartTLS
 // returns when the server offers no STARTTLS; it has no sentinel for it.
-const goSMTPNoStartTLS = "smtp: server doesn't support STARTTLS"
+const goSMTPNoStartTLSText = "smtp: server doesn't support STARTTLS"
 
 // smtpUpstream is one connection to the upstream submission server. Every
 // wait on it is bounded: the connect timeout covers the greeting, STARTTLS
@@ -40,8 +40,8 @@ func dialSMTPUpstream(ctx context.Context, g *smtpGen) (*smtpUpstream, error) {
 	start := time.Now()
 	conn, err := g.up.dial(ctx)
 	if err != nil {
-		g.metrics.UpstreamErrors.WithLabelValues("smtp", stageConnect).Inc()
-		return nil, &upstreamError{stage: stageConnect, err: err}
+		g.metrics.UpstreamErrors.WithLabelValues("smtp", smtpStageConnect).Inc()
+		return nil, &smtpUpstreamError{stage: smtpStageConnect, err: err}
 	}
 	// go-smtp sets deadlines of its own during the greeting, replacing any
 	// set here: a timer that closes the connection bounds the whole setup.
@@ -51,7 +51,7 @@ func dialSMTPUpstream(ctx context.Context, g *smtpGen) (*smtpUpstream, error) {
 	c, stage, err := smtpHandshake(conn, g)
 	if !stopSetup() { // the timer closed the connection, maybe just as the handshake ended
 		if err == nil {
-			err, stage = setup.Err(), stageConnect
+			err, stage = setup.Err(), smtpStageConnect
 		} else {
 			err = fmt.Errorf("%w (%v)", setup.Err(), err)
 		}
@@ -59,7 +59,7 @@ func dialSMTPUpstream(ctx context.Context, g *smtpGen) (*smtpUpstream, error) {
 	if err != nil {
 		conn.Close()
 		g.metrics.UpstreamErrors.WithLabelValues("smtp", stage).Inc()
-		return nil, &upstreamError{stage: stage, err: fmt.Errorf("upstream %s: %w", g.up.addr, err)}
+		return nil, &smtpUpstreamError{stage: stage, err: fmt.Errorf("upstream %s: %w", g.up.addr, err)}
 	}
 	g.metrics.UpstreamSeconds.WithLabelValues("smtp", "connect").Observe(time.Since(start).Seconds())
 	c.CommandTimeout = g.timeouts.Command.D()
@@ -77,10 +77,10 @@ func smtpHandshake(conn net.Conn, g *smtpGen) (*smtp.Client, string, error) {
 	if g.up.mode == config.TLSStartTLS {
 		var err error
 		c, err = smtp.NewClientStartTLS(conn, g.up.tls)
-		if err != nil && err.Error() == goSMTPNoStartTLS {
-			return nil, stageTLS, errNoStartTLS
+		if err != nil && err.Error() == goSMTPNoStartTLSText {
+			return nil, smtpStageTLS, errSMTPNoStartTLS
 		} else if err != nil {
-			return nil, stageConnect, err
+			return nil, smtpStageConnect, err
 		}
 	} else {
 		c = smtp.NewClient(conn)
@@ -90,16 +90,16 @@ func smtpHandshake(conn net.Conn, g *smtpGen) (*smtp.Client, string, error) {
 	if err := c.Hello(g.name); err != nil {
 		var se *smtp.SMTPError
 		if g.up.mode == config.TLSStartTLS && !errors.As(err, &se) {
-			return nil, stageTLS, err
+			return nil, smtpStageTLS, err
 		}
-		return nil, stageConnect, err
+		return nil, smtpStageConnect, err
 	}
 	return c, "", nil
 }
 
 // fail records err: a reply from the upstream is returned as it is; any
 // other failure breaks the connection, so that no half-written message can
-// ever be completed, and is returned as an *upstreamError.
+// ever be completed, and is returned as an *smtpUpstreamError.
 func (u *smtpUpstream) fail(stage string, err error) error {
 	var se *smtp.SMTPError
 	if errors.As(err, &se) {
@@ -110,7 +110,7 @@ func (u *smtpUpstream) fail(stage string, err error) error {
 	}
 	u.close()
 	u.metrics.UpstreamErrors.WithLabelValues("smtp", stage).Inc()
-	return &upstreamError{stage: stage, err: err}
+	return &smtpUpstreamError{stage: stage, err: err}
 }
 
 func (u *smtpUpstream) close() {
@@ -123,7 +123,7 @@ func (u *smtpUpstream) auth(c sasl.Client) error {
 	start := time.Now()
 	defer func() { u.metrics.UpstreamSeconds.WithLabelValues("smtp", "auth").Observe(time.Since(start).Seconds()) }()
 	if err := u.c.Auth(c); err != nil {
-		return u.fail(stageAuth, err)
+		return u.fail(smtpStageAuth, err)
 	}
 	return nil
 }
@@ -136,7 +136,7 @@ func (u *smtpUpstream) supports(ext string) bool {
 
 func (u *smtpUpstream) mail(from string, opts *smtp.MailOptions) error {
 	if err := u.c.Mail(from, opts); err != nil {
-		return u.fail(stageCommand, err)
+		return u.fail(smtpStageCommand, err)
 	}
 	u.open = true
 	return nil
@@ -144,7 +144,7 @@ func (u *smtpUpstream) mail(from string, opts *smtp.MailOptions) error {
 
 func (u *smtpUpstream) rcpt(to string, opts *smtp.RcptOptions) error {
 	if err := u.c.Rcpt(to, opts); err != nil {
-		return u.fail(stageCommand, err)
+		return u.fail(smtpStageCommand, err)
 	}
 	return nil
 }
@@ -152,7 +152,7 @@ func (u *smtpUpstream) rcpt(to string, opts *smtp.RcptOptions) error {
 // reset aborts the open transaction.
 func (u *smtpUpstream) reset() error {
 	if err := u.c.Reset(); err != nil {
-		return u.fail(stageCommand, err)
+		return u.fail(smtpStageCommand, err)
 	}
 	u.open = false
 	return nil
@@ -166,21 +166,21 @@ func (u *smtpUpstream) data(msg []byte) (*smtp.SMTPError, error) {
 	defer func() { u.metrics.UpstreamSeconds.WithLabelValues("smtp", "data").Observe(time.Since(start).Seconds()) }()
 	w, err := u.c.Data()
 	if err != nil {
-		return nil, u.fail(stageData, err)
+		return nil, u.fail(smtpStageData, err)
 	}
 	// go-smtp sets no deadline while the body is written.
 	if err := u.conn.SetDeadline(time.Now().Add(u.timeouts.Data.D())); err != nil {
-		return nil, u.fail(stageData, err)
+		return nil, u.fail(smtpStageData, err)
 	}
 	if _, err := w.Write(msg); err != nil {
-		return nil, u.fail(stageData, err)
+		return nil, u.fail(smtpStageData, err)
 	}
 	resp, err := w.CloseWithResponse()
 	u.open = false // accepted or refused, the transaction is over
 	if err != nil {
-		return nil, u.fail(stageData, err)
+		return nil, u.fail(smtpStageData, err)
 	}
-	return parseOK(resp.StatusText), nil
+	return smtpParseOK(resp.StatusText), nil
 }
 
 // quit ends the session politely, if the connection still works, and closes it.
@@ -192,9 +192,9 @@ func (u *smtpUpstream) quit() {
 	u.close()
 }
 
-// parseOK makes the reply go-smtp writes to the client from the text of the
+// smtpParseOK makes the reply go-smtp writes to the client from the text of the
 // upstream's 250 reply ("2.0.0 Ok: queued as X"), keeping its enhanced code.
-func parseOK(text string) *smtp.SMTPError {
+func smtpParseOK(text string) *smtp.SMTPError {
 	r := &smtp.SMTPError{Code: 250, Message: text}
 	code, rest, ok := strings.Cut(text, " ")
 	if !ok {
