@@ -244,6 +244,7 @@ func (s *smtpSession) plan(raw []byte, txn *smtpTxn) (*smtpPlan, error) {
 	return p, nil
 }
 
+// smtpKeepField keeps every field, for a pass of EditHeader that only checks.
 func smtpKeepField(_ string, raw []byte) []byte { return raw }
 
 // smtpSelfAddress is the sender's own address to encrypt to: the From address
