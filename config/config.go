@@ -131,6 +131,11 @@ type Policy struct {
 	// advertised it, else AES-256-CBC, which every client reads), or one of
 	// aes-256-cbc, aes-128-cbc, aes-256-gcm, aes-128-gcm. Default auto.
 	Cipher string `yaml:"cipher"`
+	// SignFormat is detached (multipart/signed, which clients without S/MIME
+	// still show) or opaque (application/pkcs7-mime signed-data, which only
+	// S/MIME clients can show, but which no relay can alter unnoticed).
+	// Default detached.
+	SignFormat string `yaml:"sign_format"`
 	// Users are per login name: more addresses they may send as and read
 	// for (the login name itself, when it is an address, always counts), and
 	// their own rules.
@@ -240,6 +245,7 @@ func Default() *Config {
 			Overrides:     true,
 			EncryptToSelf: true,
 			Cipher:        "auto",
+			SignFormat:    "detached",
 		},
 		Metrics:         Metrics{Listen: "127.0.0.1:9464"},
 		ShutdownTimeout: Duration(60 * time.Second),
@@ -390,6 +396,7 @@ func (p *Policy) validate(bad func(key, format string, args ...any)) {
 	rules("policy", Rules{Sign: p.Sign, Encrypt: p.Encrypt}, false)
 	oneOf("policy.foreign_from", p.ForeignFrom, false, "refuse", "unsigned")
 	oneOf("policy.cipher", p.Cipher, false, "auto", "aes-256-cbc", "aes-128-cbc", "aes-256-gcm", "aes-128-gcm")
+	oneOf("policy.sign_format", p.SignFormat, false, "detached", "opaque")
 	for name, u := range p.Users {
 		rules("policy.users."+name, u.Rules, true)
 		for _, a := range u.Addresses {

@@ -33,6 +33,7 @@ func TestLoadErrors(t *testing.T) {
 		{"unknown key names line and key", "keystore:\n  dir: /x\n  passprase_file: /y\n", []string{"line 3", "unknown key passprase_file"}},
 		{"wrong type", "trust:\n  system_roots: maybe\n", []string{"line 2", "maybe"}},
 		{"missing passphrase file", "keystore:\n  passphrase_file: /nonexistent/pass\n", []string{"keystore.passphrase_file", "/nonexistent/pass"}},
+		{"sign format", "policy:\n  sign_format: clear\n", []string{"policy.sign_format", "options are detached, opaque"}},
 		{"every problem at once", "log:\n  level: loud\n  format: xml\n", []string{"log.level", "options are debug, info, warn, error", "log.format"}},
 	}
 	for _, tc := range tests {

@@ -16,6 +16,7 @@ func FromConfig(c config.Policy) *Policy {
 		Overrides:     c.Overrides,
 		EncryptToSelf: c.EncryptToSelf,
 		Cipher:        c.Cipher,
+		Opaque:        c.SignFormat == "opaque",
 		Users:         map[string]Rules{},
 		Senders:       map[string]Rules{},
 		Domains:       map[string]Rules{},

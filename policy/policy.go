@@ -58,7 +58,10 @@ type Policy struct {
 	// EncryptToSelf adds the sender's own certificate to encrypted messages.
 	EncryptToSelf bool
 	// Cipher is "auto" or a cipher name; see ContentCipher.
-	Cipher  string
+	Cipher string
+	// Opaque signs as application/pkcs7-mime signed-data instead of
+	// detached multipart/signed.
+	Opaque  bool
 	Users   map[string]Rules // by login name, lower case
 	Senders map[string]Rules // by From address, lower case
 	Domains map[string]Rules // by recipient domain, lower case

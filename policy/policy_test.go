@@ -154,7 +154,11 @@ func TestFromConfig(t *testing.T) {
 		"bob":               {Addresses: []string{"bob@example.org"}},
 	}
 	c.Domains = map[string]config.Rules{"Partner.Example": {Encrypt: "required"}}
+	c.SignFormat = "opaque"
 	p := policy.FromConfig(c)
+	if !p.Opaque || policy.Default().Opaque {
+		t.Errorf("Opaque = %v from sign_format opaque, %v by default; want true, false", p.Opaque, policy.Default().Opaque)
+	}
 
 	if got, want := p.Addresses("alice@example.com"), []string{"alice@example.com", "sales@example.com"}; !slices.Equal(got, want) {
 		t.Errorf("Addresses(alice@example.com) = %v, want %v", got, want)

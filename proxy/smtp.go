@@ -1,0 +1,626 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"smimeproxy/config"
+	"smimeproxy/policy"
+)
+
+// smtpFallbackMaxMessage bounds a message, in bytes, when the upstream
+// advertises no SIZE limit or could not be asked: the proxy holds each
+// message in memory while it signs and encrypts it.
+const smtpFallbackMaxMessage = 64 << 20
+
+// SMTP is the submission proxy: mail clients submit to it as they would to
+// their provider, and it relays to the upstream server what policy asks for,
+// signed and encrypted. See NewSMTP.
+type SMTP struct {
+	mu      sync.Mutex
+	opts    Options // the latest, for Start and Reload
+	lns     []net.Listener
+	started bool
+	closed  bool
+
+	gen   atomic.Pointer[smtpGen] // what new connections get
+	conns map[*smtpConn]struct{}
+
+	// life ends when Shutdown begins (the re-probe stops); base ends when
+	// Shutdown stops waiting, cancelling every session's upstream I/O.
+	life, base             context.Context
+	endLife, endBase       context.CancelFunc
+	loops, serving, probes sync.WaitGroup
+}
+
+// smtpGen is one generation of settings: Start makes the first and Reload
+// the next. New connections go to the newest; open sessions keep theirs.
+type smtpGen struct {
+	srv      *SMTP
+	opts     Options
+	cfg      config.SMTP
+	policy   *policy.Policy
+	timeouts config.Timeouts
+	up       *upstream
+	caps     smtpCaps
+	name     string // the proxy's name, in the greeting and its own EHLO
+	tls      *tls.Config
+	log      *slog.Logger
+	metrics  *Metrics
+	servers  []*smtp.Server // one per listener, in config order
+	feeds    []*smtpFeed
+}
+
+// NewSMTP checks opts and returns a proxy that is not yet listening.
+func NewSMTP(opts Options) (*SMTP, error) {
+	opts, err := checkSMTPOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	s := &SMTP{opts: opts, conns: map[*smtpConn]struct{}{}}
+	s.life, s.endLife = context.WithCancel(context.Background())
+	s.base, s.endBase = context.WithCancel(context.Background())
+	return s, nil
+}
+
+// checkSMTPOptions enforces what config.Validate checks, since the options
+// may come from elsewhere, and fills in the defaults.
+func checkSMTPOptions(opts Options) (Options, error) {
+	if opts.Config == nil || opts.Policy == nil || opts.Keys == nil || opts.Certs == nil {
+		return opts, errors.New("proxy: SMTP needs Config, Policy, Keys and Certs")
+	}
+	c := opts.Config.SMTP
+	var errs []error
+	if len(c.Listen) == 0 {
+		errs = append(errs, errors.New("smtp.listen: no listener"))
+	}
+	for i, l := range c.Listen {
+		host, _, err := net.SplitHostPort(l.Addr)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("smtp.listen[%d]: invalid address %q", i, l.Addr))
+		case l.TLS == config.TLSNone && !l.InsecurePlaintext && !config.IsLoopback(host):
+			errs = append(errs, fmt.Errorf("smtp.listen[%d]: tls: none on %s is allowed on loopback only, unless insecure_plaintext is set", i, l.Addr))
+		case l.TLS != config.TLSNone && l.TLS != config.TLSStartTLS && l.TLS != config.TLSImplicit:
+			errs = append(errs, fmt.Errorf("smtp.listen[%d]: invalid tls %q", i, l.TLS))
+		case l.TLS != config.TLSNone && opts.Cert == nil:
+			errs = append(errs, fmt.Errorf("smtp.listen[%d]: tls: %s needs a certificate", i, l.TLS))
+		}
+	}
+	up := c.Upstream
+	if host, _, err := net.SplitHostPort(up.Addr); err != nil {
+		errs = append(errs, fmt.Errorf("smtp.upstream: invalid address %q", up.Addr))
+	} else if up.TLS == config.TLSNone && !up.InsecurePlaintext && !config.IsLoopback(host) {
+		errs = append(errs, fmt.Errorf("smtp.upstream: tls: none to %s is allowed on loopback only, unless insecure_plaintext is set", up.Addr))
+	} else if up.TLS != config.TLSNone && up.TLS != config.TLSStartTLS && up.TLS != config.TLSImplicit {
+		errs = append(errs, fmt.Errorf("smtp.upstream: invalid tls %q", up.TLS))
+	}
+	if t := c.Timeouts; t.Connect <= 0 || t.Command <= 0 || t.Data <= 0 {
+		errs = append(errs, errors.New("smtp.timeouts: connect, command and data must all be positive"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return opts, fmt.Errorf("proxy: %w", err)
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = NewMetrics(nil)
+	}
+	return opts, nil
+}
+
+// newGen builds the settings a generation of sessions uses. The servers and
+// their feeds are made by serve.
+func (s *SMTP) newGen(opts Options) (*smtpGen, error) {
+	c := opts.Config.SMTP
+	up, err := newUpstream(c.Upstream, c.Timeouts.Connect.D())
+	if err != nil {
+		return nil, err
+	}
+	name := opts.Config.ServerName
+	if name == "" {
+		if name, err = os.Hostname(); err != nil || name == "" {
+			name = "localhost"
+		}
+	}
+	g := &smtpGen{
+		srv: s, opts: opts, cfg: c, policy: opts.Policy, timeouts: c.Timeouts, up: up, name: name,
+		log: opts.Logger.With("proto", "smtp"), metrics: opts.Metrics,
+	}
+	if opts.Cert != nil {
+		g.tls = opts.Cert.ServerConfig()
+	}
+	return g, nil
+}
+
+// probe asks the upstream what it offers. When it cannot be reached the
+// generation offers a conservative set (no SMTPUTF8, no DSN, the fallback
+// size, AUTH PLAIN LOGIN) and a re-probe replaces it once the upstream answers.
+func (s *SMTP) probe(ctx context.Context, g *smtpGen) bool {
+	caps, err := probeSMTP(ctx, g)
+	if err != nil {
+		g.log.Warn("cannot ask the upstream what it offers; offering a conservative set until it answers", "upstream", g.up.addr, "err", err)
+		g.caps = smtpCaps{auth: []string{"PLAIN", "LOGIN"}}
+		return false
+	}
+	g.caps = caps
+	return true
+}
+
+// Start asks the upstream which extensions it offers, so that clients are
+// offered the same (SIZE with its limit, SMTPUTF8, DSN, AUTH mechanisms),
+// opens every configured listener and serves in the background. It fails
+// when a listener cannot be opened; an upstream that does not answer is
+// logged and asked again later.
+func (s *SMTP) Start(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started || s.closed {
+		return errors.New("proxy: SMTP already started or shut down")
+	}
+	g, err := s.newGen(s.opts)
+	if err != nil {
+		return err
+	}
+	known := s.probe(ctx, g)
+	var lc net.ListenConfig
+	for _, l := range g.cfg.Listen {
+		ln, err := lc.Listen(ctx, "tcp", l.Addr)
+		if err != nil {
+			for _, o := range s.lns {
+				o.Close()
+			}
+			s.lns = nil
+			return fmt.Errorf("proxy: SMTP listen on %s: %w", l.Addr, err)
+		}
+		s.lns = append(s.lns, ln)
+	}
+	s.started = true
+	s.serve(g)
+	for i, ln := range s.lns {
+		s.loops.Add(1)
+		go s.accept(i, ln)
+		g.log.Info("listening", "addr", ln.Addr().String(), "tls", string(g.cfg.Listen[i].TLS))
+	}
+	if !known {
+		s.reprobe(g)
+	}
+	return nil
+}
+
+// Addrs returns the listeners' addresses, in config order: with port 0 in
+// the config, the ports the system chose. Nil before Start.
+func (s *SMTP) Addrs() []net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	addrs := make([]net.Addr, len(s.lns))
+	for i, ln := range s.lns {
+		addrs[i] = ln.Addr()
+	}
+	return addrs
+}
+
+// serve makes g's servers, one per listener, makes g current and starts
+// serving its feeds. The caller holds s.mu.
+func (s *SMTP) serve(g *smtpGen) {
+	for i, l := range g.cfg.Listen {
+		srv := smtp.NewServer(g)
+		srv.Domain = g.name
+		srv.ReadTimeout = g.timeouts.Command.D()
+		srv.WriteTimeout = g.timeouts.Command.D()
+		srv.MaxMessageBytes = smtpFallbackMaxMessage
+		if g.caps.size > 0 {
+			srv.MaxMessageBytes = g.caps.size
+		}
+		srv.EnableSMTPUTF8 = g.caps.utf8
+		srv.EnableDSN = g.caps.dsn
+		srv.ErrorLog = smtpErrorLog{g.log}
+		if l.TLS == config.TLSStartTLS {
+			srv.TLSConfig = g.tls
+		}
+		// A listener without TLS is on loopback or explicitly insecure
+		// (checkSMTPOptions): AUTH is offered there too.
+		srv.AllowInsecureAuth = l.TLS == config.TLSNone
+		feed := &smtpFeed{addr: s.lns[i].Addr(), conns: make(chan net.Conn), done: make(chan struct{})}
+		g.servers = append(g.servers, srv)
+		g.feeds = append(g.feeds, feed)
+	}
+	s.gen.Store(g)
+	for i, srv := range g.servers {
+		s.serving.Add(1)
+		go func() {
+			defer s.serving.Done()
+			_ = srv.Serve(g.feeds[i])
+		}()
+	}
+}
+
+// retire stops g taking connections; its open sessions run to their end.
+func (s *SMTP) retire(g *smtpGen) {
+	for i, srv := range g.servers {
+		g.feeds[i].Close()
+		s.serving.Add(1)
+		go func() {
+			defer s.serving.Done()
+			_ = srv.Shutdown(context.Background()) // waits for its connections
+		}()
+	}
+}
+
+// accept takes connections on listener i and hands each to the current
+// generation's server for it.
+func (s *SMTP) accept(i int, ln net.Listener) {
+	defer s.loops.Done()
+	var delay time.Duration
+	for {
+		raw, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors and the like: wait, as net/http does.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			s.gen.Load().log.Warn("accept failed; retrying", "addr", ln.Addr().String(), "err", err, "in", delay)
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		cc := s.track(raw)
+		for {
+			g := s.gen.Load()
+			var c net.Conn = cc
+			if g.cfg.Listen[i].TLS == config.TLSImplicit {
+				c = tls.Server(cc, g.tls)
+			}
+			if g.feeds[i].deliver(c) {
+				break
+			}
+			if s.isClosed() {
+				cc.Close()
+				break
+			}
+		}
+	}
+}
+
+func (s *SMTP) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// track registers a new client connection, so that Shutdown can reach it.
+func (s *SMTP) track(raw net.Conn) *smtpConn {
+	var id [6]byte
+	_, _ = rand.Read(id[:])
+	g := s.gen.Load()
+	cc := &smtpConn{Conn: raw, srv: s, id: hex.EncodeToString(id[:]), metrics: g.metrics}
+	s.mu.Lock()
+	s.conns[cc] = struct{}{}
+	s.mu.Unlock()
+	g.metrics.Sessions.WithLabelValues("smtp").Inc()
+	g.metrics.SessionsOpen.WithLabelValues("smtp").Inc()
+	return cc
+}
+
+func (s *SMTP) untrack(cc *smtpConn) {
+	s.mu.Lock()
+	delete(s.conns, cc)
+	s.mu.Unlock()
+}
+
+// Shutdown stops accepting connections and asks every open session to end:
+// idle ones get 421 at once; one that is transferring or relaying a message
+// finishes it (the client gets the upstream's reply) and ends then. When ctx
+// ends first, every connection is closed, upstream ones included, and
+// Shutdown returns ctx's error. Either way no goroutine is left behind.
+func (s *SMTP) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if !s.started || s.closed {
+		s.closed = true
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	for _, ln := range s.lns {
+		ln.Close()
+	}
+	s.mu.Unlock()
+	s.endLife()
+	s.loops.Wait()
+	s.probes.Wait()
+	s.retire(s.gen.Load())
+	s.eachConn((*smtpConn).drain)
+
+	done := make(chan struct{})
+	go func() {
+		s.serving.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		s.endBase()
+		return nil
+	case <-ctx.Done():
+	}
+	s.endBase()
+	s.eachConn(func(cc *smtpConn) { cc.Close() })
+	<-done
+	return fmt.Errorf("proxy: SMTP shutdown cut sessions short: %w", ctx.Err())
+}
+
+func (s *SMTP) eachConn(f func(*smtpConn)) {
+	s.mu.Lock()
+	conns := make([]*smtpConn, 0, len(s.conns))
+	for cc := range s.conns {
+		conns = append(conns, cc)
+	}
+	s.mu.Unlock()
+	for _, cc := range conns {
+		f(cc)
+	}
+}
+
+// Reload makes new sessions use opts: policy, keys, certificates, timeouts,
+// upstream, TLS certificate and the extensions offered (the upstream is asked
+// again when it changed). Open sessions keep what they started with and are
+// not dropped. Listener addresses do not change: opts must list the same
+// smtp.listen addresses in the same order (their TLS modes may change), or
+// Reload fails and nothing changes; moving a listener needs a restart.
+func (s *SMTP) Reload(opts Options) error {
+	opts, err := checkSMTPOptions(opts)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return errors.New("proxy: SMTP is shut down")
+	}
+	if !s.started {
+		s.opts = opts
+		s.mu.Unlock()
+		return nil
+	}
+	old := s.opts.Config.SMTP.Listen
+	s.mu.Unlock()
+	addr := func(l config.Listener) string { return l.Addr }
+	if !slices.Equal(smtpMapSlice(old, addr), smtpMapSlice(opts.Config.SMTP.Listen, addr)) {
+		return errors.New("proxy: smtp.listen addresses changed; restart to move listeners")
+	}
+	g, err := s.newGen(opts)
+	if err != nil {
+		return err
+	}
+	cur := s.gen.Load()
+	known := true
+	if cur.caps.known && cur.cfg.Upstream == g.cfg.Upstream {
+		g.caps = cur.caps
+	} else {
+		known = s.probe(s.life, g)
+	}
+
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return errors.New("proxy: SMTP is shut down")
+	}
+	s.opts = opts
+	prev := s.gen.Load()
+	s.serve(g)
+	if !known {
+		s.reprobe(g)
+	}
+	s.mu.Unlock()
+	s.retire(prev)
+	g.log.Info("reloaded")
+	return nil
+}
+
+// reprobe asks the upstream again, every connect timeout, until it answers;
+// then the offered extensions follow it in a new generation, unless a
+// Reload came first. The caller holds s.mu.
+func (s *SMTP) reprobe(g *smtpGen) {
+	s.probes.Add(1)
+	go func() {
+		defer s.probes.Done()
+		t := time.NewTicker(g.timeouts.Connect.D())
+		defer t.Stop()
+		for {
+			select {
+			case <-s.life.Done():
+				return
+			case <-t.C:
+			}
+			next, err := s.newGen(g.opts)
+			if err != nil || !s.probe(s.life, next) {
+				continue
+			}
+			s.mu.Lock()
+			if s.closed || s.gen.Load() != g {
+				s.mu.Unlock()
+				return
+			}
+			s.serve(next)
+			s.mu.Unlock()
+			s.retire(g)
+			next.log.Info("the upstream answers; offering what it offers")
+			return
+		}
+	}()
+}
+
+// Check reports whether the upstream is ready: it connects, reads the
+// greeting, upgrades with STARTTLS when configured, says EHLO and QUIT.
+func (s *SMTP) Check(ctx context.Context) error {
+	g := s.gen.Load()
+	if g == nil {
+		s.mu.Lock()
+		opts := s.opts
+		s.mu.Unlock()
+		var err error
+		if g, err = s.newGen(opts); err != nil {
+			return err
+		}
+	}
+	u, err := dialSMTPUpstream(ctx, g)
+	if err != nil {
+		return fmt.Errorf("proxy: SMTP upstream: %w", err)
+	}
+	u.quit()
+	return nil
+}
+
+func smtpMapSlice[T, U any](in []T, f func(T) U) []U {
+	out := make([]U, len(in))
+	for i, v := range in {
+		out[i] = f(v)
+	}
+	return out
+}
+
+// smtpFeed is the listener a generation's go-smtp server serves: the accept
+// loop hands it connections, so that a Reload can switch servers without
+// closing the real listener.
+type smtpFeed struct {
+	addr  net.Addr
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+}
+
+func (f *smtpFeed) Accept() (net.Conn, error) {
+	select {
+	case c := <-f.conns:
+		return c, nil
+	case <-f.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (f *smtpFeed) Close() error {
+	f.once.Do(func() { close(f.done) })
+	return nil
+}
+
+func (f *smtpFeed) Addr() net.Addr { return f.addr }
+
+// deliver hands c to the server; false when the feed is closed.
+func (f *smtpFeed) deliver(c net.Conn) bool {
+	select {
+	case f.conns <- c:
+		return true
+	case <-f.done:
+		return false
+	}
+}
+
+// smtpConn is a client's TCP connection, under TLS when there is TLS. It
+// lets Shutdown end a session between commands without cutting a message
+// short, and a session hang up after a 421 reply.
+type smtpConn struct {
+	net.Conn
+	srv     *SMTP
+	id      string
+	metrics *Metrics
+
+	mu      sync.Mutex
+	busy    bool // a message is being read or relayed
+	state   int  // smtpConnOpen, smtpConnDraining or smtpConnHangup
+	closing sync.Once
+}
+
+const (
+	smtpConnOpen = iota
+	smtpConnDraining
+	smtpConnHangup
+)
+
+// smtpDrainError ends the connection at its next read between commands; as a
+// timeout, go-smtp answers it with 421 before closing.
+type smtpDrainError struct{}
+
+func (smtpDrainError) Error() string   { return "proxy: SMTP shutting down" }
+func (smtpDrainError) Timeout() bool   { return true }
+func (smtpDrainError) Temporary() bool { return true }
+
+func (c *smtpConn) Read(p []byte) (int, error) {
+	c.mu.Lock()
+	busy, state := c.busy, c.state
+	c.mu.Unlock()
+	if !busy {
+		switch state {
+		case smtpConnDraining:
+			return 0, smtpDrainError{}
+		case smtpConnHangup:
+			return 0, net.ErrClosed
+		}
+	}
+	return c.Conn.Read(p)
+}
+
+// setBusy marks the time a message is read and relayed, which a drain lets finish.
+func (c *smtpConn) setBusy(busy bool) {
+	c.mu.Lock()
+	c.busy = busy
+	c.mu.Unlock()
+}
+
+// drain ends the session at its next read between commands, or now when it
+// is waiting for one.
+func (c *smtpConn) drain() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state == smtpConnOpen {
+		c.state = smtpConnDraining
+	}
+	if !c.busy {
+		_ = c.Conn.SetReadDeadline(time.Now())
+	}
+}
+
+// hangup closes the connection once the reply being written is out: go-smtp
+// reads again only after flushing it.
+func (c *smtpConn) hangup() {
+	c.mu.Lock()
+	c.state = smtpConnHangup
+	c.mu.Unlock()
+}
+
+func (c *smtpConn) Close() error {
+	c.closing.Do(func() {
+		c.srv.untrack(c)
+		c.metrics.SessionsOpen.WithLabelValues("smtp").Dec()
+	})
+	return c.Conn.Close()
+}
+
+// smtpConnOf finds the smtpConn under a go-smtp connection, TLS or not.
+func smtpConnOf(c net.Conn) *smtpConn {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	cc, _ := c.(*smtpConn)
+	return cc
+}
+
+// smtpErrorLog passes go-smtp's own error reports (failed TLS handshakes,
+// broken connections, recovered panics) to the log.
+type smtpErrorLog struct{ log *slog.Logger }
+
+func (l smtpErrorLog) Printf(format string, v ...any) { l.log.Warn(fmt.Sprintf(format, v...)) }
+func (l smtpErrorLog) Println(v ...any)               { l.log.Warn(fmt.Sprint(v...)) }

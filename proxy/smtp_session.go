@@ -1,0 +1,229 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-smtp"
+)
+
+// smtpSession is one client's session, from EHLO to the end of the
+// connection (STARTTLS starts a new one, as RFC 3207 asks). It owns one
+// upstream connection, made at AUTH, and a context that ends with it.
+//
+// MAIL and RCPT go upstream at once, and the client gets the upstream's
+// refusals verbatim. When the upstream accepts, go-smtp writes its own text
+// after the same 250 code ("250 2.0.0 Roger, accepting mail from <a>"); the
+// DATA reply, which matters, is the upstream's own text.
+type smtpSession struct {
+	gen    *smtpGen
+	conn   *smtp.Conn
+	cc     *smtpConn
+	ctx    context.Context
+	cancel context.CancelFunc
+	log    *slog.Logger
+
+	// mu is held by each command: go-smtp runs Data on a goroutine of its
+	// own for BDAT, while Reset and Logout come from the connection's.
+	mu    sync.Mutex
+	login string // the name the upstream accepted; empty before AUTH
+	up    *smtpUpstream
+	lost  bool     // the upstream connection broke: the session can only end
+	txn   *smtpTxn // the client's envelope, relayed as it came
+}
+
+// smtpTxn is the envelope of the client's current transaction.
+type smtpTxn struct {
+	from  string
+	opts  *smtp.MailOptions
+	rcpts []smtpRcpt
+}
+
+type smtpRcpt struct {
+	addr string
+	opts *smtp.RcptOptions
+}
+
+var _ smtp.AuthSession = (*smtpSession)(nil)
+
+// NewSession starts a session at the client's EHLO (go-smtp's Backend).
+func (g *smtpGen) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	cc := smtpConnOf(c.Conn())
+	if cc == nil {
+		return nil, errors.New("proxy: SMTP connection of an unknown kind")
+	}
+	ctx, cancel := context.WithCancel(g.srv.base)
+	return &smtpSession{
+		gen: g, conn: c, cc: cc, ctx: ctx, cancel: cancel,
+		log: g.log.With("session", cc.id, "remote", cc.RemoteAddr().String()),
+	}, nil
+}
+
+// reply turns err into the client's reply (see reply.go), logs what was not
+// expected, and hangs up after a 421, which says the connection closes.
+func (s *smtpSession) reply(err error) *smtp.SMTPError {
+	r, unexpected := smtpReply(err)
+	if unexpected {
+		s.log.Error("unexpected failure", "err", err)
+	}
+	if r.Code == 421 {
+		s.cc.hangup()
+	}
+	return r
+}
+
+// ready says why no transaction can start now, if so.
+func (s *smtpSession) ready() error {
+	s.cc.mu.Lock()
+	draining := s.cc.state == smtpConnDraining
+	s.cc.mu.Unlock()
+	switch {
+	case draining:
+		return errSMTPShuttingDown
+	case s.lost || s.up != nil && s.up.broken:
+		s.lost = true
+		return errSMTPUpstreamLost
+	}
+	return nil
+}
+
+// connect makes the session's upstream connection.
+func (s *smtpSession) connect() error {
+	if s.up != nil {
+		return nil
+	}
+	u, err := dialSMTPUpstream(s.ctx, s.gen)
+	if err != nil {
+		s.lost = true
+		s.log.Warn("cannot connect to the upstream", "err", err)
+		return err
+	}
+	s.up = u
+	return nil
+}
+
+// Mail relays MAIL FROM. Unless the configuration says otherwise, the client
+// must have logged in: the proxy is never an open relay.
+func (s *smtpSession) Mail(from string, opts *smtp.MailOptions) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.ready(); err != nil {
+		return s.reply(err)
+	}
+	if s.login == "" && s.gen.cfg.RequireAuth {
+		return smtpReplyAuthRequired
+	}
+	if err := s.connect(); err != nil {
+		return s.reply(err)
+	}
+	// go-smtp's client drops what the upstream does not support without a
+	// word; a client must hear it instead.
+	if opts != nil && (opts.Return != "" || opts.EnvelopeID != "") && !s.up.supports("DSN") {
+		return smtpReplyNoDSN
+	}
+	if opts != nil && opts.UTF8 && !s.up.supports("SMTPUTF8") {
+		return smtpReplyNoUTF8
+	}
+	if err := s.up.mail(from, opts); err != nil {
+		return s.reply(err)
+	}
+	s.txn = &smtpTxn{from: from, opts: opts}
+	return nil
+}
+
+// Rcpt relays RCPT TO; the upstream's refusal reaches the client verbatim.
+func (s *smtpSession) Rcpt(to string, opts *smtp.RcptOptions) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.ready(); err != nil {
+		return s.reply(err)
+	}
+	if s.txn == nil || s.up == nil {
+		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "MAIL first"}
+	}
+	if opts != nil && (len(opts.Notify) > 0 || opts.OriginalRecipient != "") && !s.up.supports("DSN") {
+		return smtpReplyNoDSN
+	}
+	if err := s.up.rcpt(to, opts); err != nil {
+		return s.reply(err)
+	}
+	s.txn.rcpts = append(s.txn.rcpts, smtpRcpt{addr: to, opts: opts})
+	return nil
+}
+
+// Data reads the message, has policy decide, signs and encrypts it, sends
+// it upstream and answers with the upstream's final reply. Until the
+// upstream accepts, the client is told nothing but a failure.
+func (s *smtpSession) Data(r io.Reader) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cc.setBusy(true)
+	defer s.cc.setBusy(false)
+	start := time.Now()
+	if s.lost || s.up == nil || s.up.broken || s.txn == nil {
+		s.lost = true
+		return s.reply(errSMTPUpstreamLost)
+	}
+	_ = s.conn.Conn().SetReadDeadline(start.Add(s.gen.timeouts.Data.D()))
+	// The SIZE the client declared (go-smtp held it to the limit) saves
+	// growing the buffer again and again.
+	var buf bytes.Buffer
+	if s.txn.opts != nil && s.txn.opts.Size > 0 {
+		buf.Grow(int(s.txn.opts.Size) + 4096)
+	}
+	_, err := buf.ReadFrom(r)
+	raw := buf.Bytes()
+	if err != nil {
+		// Nothing went upstream but MAIL and RCPT; Reset or Logout abort them.
+		var se *smtp.SMTPError
+		if !errors.As(err, &se) { // too large is go-smtp's own reply
+			err = &smtpClientError{err: err}
+		}
+		reply := s.reply(err)
+		s.log.Info("message", "from", s.txn.from, "action", "", "rcpts", len(s.txn.rcpts), "bytes", len(raw),
+			"dur_ms", time.Since(start).Milliseconds(), "reply", smtpReplyText(reply), "err", err.Error())
+		return reply
+	}
+	return s.deliver(raw, start)
+}
+
+// Reset aborts the transaction, upstream too if it is still open there.
+func (s *smtpSession) Reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.txn = nil
+	if s.up != nil && s.up.open && !s.up.broken {
+		if err := s.up.reset(); err != nil {
+			s.log.Info("upstream RSET failed", "err", err)
+		}
+	}
+}
+
+// Logout ends the session: the upstream gets QUIT, and the session's
+// context ends. A Data still running (BDAT after the client went away) is
+// cut short first.
+func (s *smtpSession) Logout() error {
+	if !s.mu.TryLock() {
+		s.cancel()
+		s.mu.Lock()
+	}
+	defer s.mu.Unlock()
+	if s.up != nil {
+		s.up.quit()
+		s.up = nil
+	}
+	s.cancel()
+	return nil
+}
+
+// user is the login for the log and for policy; lower case.
+func (s *smtpSession) setLogin(name string) {
+	s.login = strings.ToLower(name)
+	s.log = s.log.With("user", s.login)
+}

@@ -1,0 +1,527 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"mime"
+	"mime/quotedprintable"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-message/mail"
+	"github.com/emersion/go-message/textproto"
+	"github.com/emersion/go-smtp"
+
+	"smimeproxy/certcache"
+	"smimeproxy/cms"
+	"smimeproxy/policy"
+	"smimeproxy/smime"
+)
+
+// Bcc recipients (in the envelope but not in To or Cc) are never revealed.
+// A signed message has no Bcc field (the proxy removes any the client left),
+// so one transaction carries it to everyone. An encrypted one names each
+// recipient in its recipient infos, so each Bcc recipient gets a copy of
+// their own, encrypted to them and the sender, in a transaction of its own
+// on the same upstream connection: first the copy for the To and Cc
+// recipients (the main copy), then one per Bcc recipient.
+//
+// When several transactions are needed:
+//   - the main copy goes first; if the upstream refuses it, nothing was sent
+//     and the client gets that refusal (so it keeps the message);
+//   - once the main copy is accepted, the client gets its 250 even if a Bcc
+//     copy fails later, so that it does not send everyone the message again.
+//     Each failure is logged and counted (result "partial"), and the sender
+//     gets a notice naming the Bcc recipients who did not get it, with the
+//     upstream's reply, sent as a plain message from and to the envelope
+//     sender on the same upstream session. If the upstream connection broke,
+//     no notice can be sent (the proxy keeps no password to log in again):
+//     the log says so.
+
+// Values of the action label and log key.
+const (
+	smtpActionSign        = "sign"
+	smtpActionEncrypt     = "encrypt"
+	smtpActionSignEncrypt = "sign_encrypt"
+	smtpActionPass        = "pass"
+	smtpActionRefuse      = "refuse"
+)
+
+// smtpPlan is what to send upstream for one message.
+type smtpPlan struct {
+	action string
+	cipher string // of the main copy, when encrypted
+	msgID  string
+	copies []smtpCopy // the main copy first
+}
+
+// smtpCopy is one upstream transaction.
+type smtpCopy struct {
+	rcpts  []smtpRcpt
+	msg    []byte
+	reuse  bool // in the transaction the client opened, whose MAIL and RCPTs are upstream already
+	cipher string
+}
+
+// smtpFailed is a Bcc copy the upstream did not take.
+type smtpFailed struct {
+	rcpts []smtpRcpt
+	err   error
+}
+
+// deliver plans, sends and logs one message; it returns the client's reply.
+func (s *smtpSession) deliver(raw []byte, start time.Time) error {
+	txn := s.txn
+	planned := time.Now()
+	p, err := s.plan(raw, txn)
+	if p.action == smtpActionSign || p.action == smtpActionEncrypt || p.action == smtpActionSignEncrypt {
+		s.gen.metrics.TransformSeconds.WithLabelValues(p.action).Observe(time.Since(planned).Seconds())
+	}
+	var (
+		ok     *smtp.SMTPError
+		failed []smtpFailed
+	)
+	if err == nil {
+		ok, failed, err = s.send(p, txn)
+	}
+	result := "ok"
+	if err == nil && len(failed) > 0 {
+		result = "partial"
+		s.bccFailed(p, txn, failed)
+	}
+	reply := ok
+	if err != nil {
+		reply = s.reply(err)
+		result = smtpMessageResult(err, reply)
+	}
+	s.gen.metrics.Messages.WithLabelValues(p.action, result).Inc()
+	attrs := []any{"msg_id", p.msgID, "from", txn.from, "action", p.action, "rcpts", len(txn.rcpts),
+		"cipher", p.cipher, "bytes", len(raw), "dur_ms", time.Since(start).Milliseconds(), "reply", smtpReplyText(reply)}
+	if err != nil {
+		attrs = append(attrs, "err", err.Error())
+	}
+	s.log.Info("message", attrs...)
+	return reply
+}
+
+// smtpMessageResult is the result label for a message that was not accepted.
+func smtpMessageResult(err error, reply *smtp.SMTPError) string {
+	var (
+		se  *smtp.SMTPError
+		ref *policy.Refusal
+		me  *smtpMessageError
+	)
+	switch {
+	case errors.As(err, &ref):
+		return "ok" // refused by policy, as configured
+	case errors.As(err, &se):
+		return "rejected"
+	case errors.As(err, &me):
+		return "error"
+	case reply.Code/100 == 4 && reply.EnhancedCode != smtp.EnhancedCode{4, 3, 0}:
+		return "tempfail"
+	}
+	return "error"
+}
+
+// smtpReplyText is a reply as the client reads it, for logs and notices.
+func smtpReplyText(r *smtp.SMTPError) string {
+	if r.EnhancedCode == smtp.EnhancedCodeNotSet || r.EnhancedCode == smtp.NoEnhancedCode {
+		return fmt.Sprintf("%d %s", r.Code, r.Message)
+	}
+	return fmt.Sprintf("%d %d.%d.%d %s", r.Code, r.EnhancedCode[0], r.EnhancedCode[1], r.EnhancedCode[2], r.Message)
+}
+
+// plan reads the facts policy needs, asks it, and makes the copies to send.
+// It always returns a plan, for the log, even with an error.
+func (s *smtpSession) plan(raw []byte, txn *smtpTxn) (*smtpPlan, error) {
+	g := s.gen
+	p := &smtpPlan{action: smtpActionRefuse}
+	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(raw)))
+	if err != nil {
+		reason := "its header cannot be read"
+		if _, err := smime.EditHeader(raw, smtpKeepField); err != nil {
+			reason = smtpMalformedReason(err) // says what is wrong with it
+		}
+		return p, &smtpMessageError{reason: reason, err: err}
+	}
+	p.msgID = smtpLogValue(h.Get("Message-Id"))
+	rcpts := make([]string, len(txn.rcpts))
+	for i, r := range txn.rcpts {
+		rcpts[i] = strings.ToLower(r.addr)
+	}
+	if smime.Classify(h) != smime.Plain {
+		// Already S/MIME or PGP/MIME: policy passes it (policy.Message.Protected),
+		// byte for byte as it came.
+		p.action = smtpActionPass
+		p.copies = []smtpCopy{{rcpts: txn.rcpts, msg: raw, reuse: true}}
+		return p, nil
+	}
+	from, err := smtpFromAddress(h)
+	if err != nil {
+		return p, &smtpMessageError{reason: "its From header does not hold one address", err: err}
+	}
+	ov, edited, err := smtpEditHeader(raw, h, g.policy.Overrides)
+	if err != nil {
+		return p, err
+	}
+	entries := map[string]*certcache.Entry{}
+	noCert := map[string]string{}
+	for _, r := range rcpts {
+		e, err := g.opts.Certs.Lookup(s.ctx, r)
+		if err != nil && !errors.Is(err, certcache.ErrNoCert) {
+			return p, fmt.Errorf("certificate lookup for a recipient: %w", err)
+		} else if err != nil {
+			noCert[r] = smtpCertReason(err)
+			continue
+		}
+		entries[r] = e
+	}
+	addrs := g.policy.Addresses(s.login)
+	d := g.policy.Decide(&policy.Message{User: s.login, From: from, Addresses: addrs, Rcpts: rcpts, Override: ov, NoCert: noCert})
+	if d.Action == policy.Refuse {
+		return p, d.Refusal
+	}
+
+	if d.Action == policy.Pass {
+		p.action = smtpActionPass
+		p.copies = []smtpCopy{{rcpts: txn.rcpts, msg: edited, reuse: true}}
+		return p, nil
+	}
+	now := g.opts.now()
+	content := edited
+	p.action = smtpActionSign
+	if d.Sign {
+		sg, err := g.opts.Keys.Signer(from, now)
+		if err != nil {
+			return p, &smtpKeyError{addr: from, purpose: "signing", err: err}
+		}
+		id := &smime.Identity{Cert: sg.Cert, Key: sg.Key, Chain: sg.Chain, EncryptionCert: sg.EncryptionCert}
+		if content, err = smime.Sign(edited, id, &smime.SignOptions{Opaque: g.policy.Opaque, Time: now}); err != nil {
+			return p, smtpTransformError(err)
+		}
+	}
+	if !d.Encrypt {
+		p.copies = []smtpCopy{{rcpts: txn.rcpts, msg: content, reuse: true}}
+		return p, nil
+	}
+	p.action = smtpActionEncrypt
+	if d.Sign {
+		p.action = smtpActionSignEncrypt
+	}
+	var self *x509.Certificate
+	if selfAddr := smtpSelfAddress(from, addrs); g.policy.EncryptToSelf && selfAddr != "" {
+		if self, err = g.opts.Keys.EncryptionCert(selfAddr, now); err != nil {
+			return p, &smtpKeyError{addr: selfAddr, purpose: "encrypting to yourself", err: err}
+		}
+	}
+	for _, grp := range smtpBccGroups(txn.rcpts, smtpHeaderRecipients(h)) {
+		certs := make([]*x509.Certificate, 0, len(grp.rcpts)+1)
+		caps := make([][]cms.Capability, 0, len(grp.rcpts))
+		for _, r := range grp.rcpts {
+			e := entries[strings.ToLower(r.addr)]
+			certs = append(certs, e.Cert)
+			caps = append(caps, e.Capabilities)
+		}
+		if self != nil {
+			certs = append(certs, self)
+		}
+		cipher := g.policy.ContentCipher(caps)
+		msg, err := smime.Encrypt(content, certs, &smime.EncryptOptions{Cipher: cipher})
+		if err != nil {
+			return p, smtpTransformError(err)
+		}
+		grp.msg, grp.cipher = msg, cipher.String()
+		p.copies = append(p.copies, grp)
+	}
+	p.cipher = p.copies[0].cipher
+	return p, nil
+}
+
+// smtpKeepField keeps every field, for a pass of EditHeader that only checks.
+func smtpKeepField(_ string, raw []byte) []byte { return raw }
+
+// smtpSelfAddress is the sender's own address to encrypt to: the From address
+// when it is theirs, else (a foreign From sent unsigned) their first one.
+// A sender who did not log in (require_auth: false) has none.
+func smtpSelfAddress(from string, addrs []string) string {
+	switch {
+	case slices.Contains(addrs, from):
+		return from
+	case len(addrs) > 0:
+		return addrs[0]
+	}
+	return ""
+}
+
+// smtpEditHeader reads the per-message overrides (when honoured) and removes
+// what is not for the recipients: the override tags and header, and any
+// Bcc field the client left for the server to remove. The Subject is
+// rewritten only when a tag was taken out of it; every other byte stays.
+func smtpEditHeader(raw []byte, h textproto.Header, overrides bool) (policy.Override, []byte, error) {
+	var ov policy.Override
+	subject, newSubject, decoded := "", "", false
+	if overrides {
+		subject, decoded = smtpDecodeSubject(h.Get("Subject"))
+		ov, newSubject = policy.ParseOverride(subject, strings.Join(h.Values(policy.OverrideHeader), ","))
+	}
+	rewrite, rewritten := newSubject != subject, false
+	edited, err := smime.EditHeader(raw, func(name string, field []byte) []byte {
+		switch {
+		case name == "Bcc", overrides && strings.EqualFold(name, policy.OverrideHeader):
+			return nil
+		case name == "Subject" && rewrite && rewritten: // a second Subject field goes
+			return nil
+		case name == "Subject" && rewrite:
+			rewritten = true
+			return smtpSubjectField(newSubject, decoded)
+		}
+		return field
+	})
+	if err != nil {
+		return ov, nil, &smtpMessageError{reason: smtpMalformedReason(err), err: err}
+	}
+	return ov, edited, nil
+}
+
+// smtpBccGroups splits the envelope for encryption: one transaction for all
+// when every recipient is in To or Cc (the one the client opened), else one
+// for those who are and one for each who is not.
+func smtpBccGroups(rcpts []smtpRcpt, visible map[string]bool) []smtpCopy {
+	var shown, hidden []smtpRcpt
+	for _, r := range rcpts {
+		if visible[strings.ToLower(r.addr)] {
+			shown = append(shown, r)
+		} else {
+			hidden = append(hidden, r)
+		}
+	}
+	if len(hidden) == 0 {
+		return []smtpCopy{{rcpts: rcpts, reuse: true}}
+	}
+	var groups []smtpCopy
+	if len(shown) > 0 {
+		groups = append(groups, smtpCopy{rcpts: shown})
+	}
+	for _, r := range hidden {
+		groups = append(groups, smtpCopy{rcpts: []smtpRcpt{r}})
+	}
+	return groups
+}
+
+// send runs the plan's transactions, the main copy first. An error means
+// the main copy was not accepted, and so nothing was sent.
+func (s *smtpSession) send(p *smtpPlan, txn *smtpTxn) (*smtp.SMTPError, []smtpFailed, error) {
+	ok, err := s.transaction(p.copies[0], txn)
+	if err != nil {
+		return nil, nil, err
+	}
+	var failed []smtpFailed
+	for _, c := range p.copies[1:] {
+		if _, err := s.transaction(c, txn); err != nil {
+			failed = append(failed, smtpFailed{rcpts: c.rcpts, err: err})
+		}
+	}
+	return ok, failed, nil
+}
+
+// transaction sends one copy: in the client's open transaction, or in one
+// of its own (MAIL with the client's parameters, RCPT for its recipients).
+func (s *smtpSession) transaction(c smtpCopy, txn *smtpTxn) (*smtp.SMTPError, error) {
+	if s.up.broken {
+		return nil, errSMTPUpstreamLost
+	}
+	if !c.reuse {
+		if s.up.open {
+			if err := s.up.reset(); err != nil {
+				return nil, err
+			}
+		}
+		var opts smtp.MailOptions
+		if txn.opts != nil {
+			opts = *txn.opts
+		}
+		opts.Size = int64(len(c.msg))
+		if err := s.up.mail(txn.from, &opts); err != nil {
+			return nil, err
+		}
+		for _, r := range c.rcpts {
+			if err := s.up.rcpt(r.addr, r.opts); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return s.up.data(c.msg)
+}
+
+// bccFailed logs Bcc copies the upstream did not take and tells the sender.
+func (s *smtpSession) bccFailed(p *smtpPlan, txn *smtpTxn, failed []smtpFailed) {
+	var lines []string
+	for _, f := range failed {
+		r, _ := smtpReply(f.err)
+		for _, rc := range f.rcpts {
+			lines = append(lines, fmt.Sprintf("  %s: %s", rc.addr, smtpReplyText(r)))
+			s.log.Warn("a Bcc copy was not delivered", "msg_id", p.msgID, "rcpt", rc.addr, "err", f.err.Error())
+		}
+	}
+	if txn.from == "" {
+		s.log.Warn("no notice of the undelivered Bcc copies: the envelope sender is empty", "msg_id", p.msgID)
+		return
+	}
+	notice := smtpNotice(s.gen.name, txn.from, p.msgID, lines, s.gen.opts.now())
+	own := &smtpTxn{from: txn.from, opts: &smtp.MailOptions{UTF8: txn.opts != nil && txn.opts.UTF8}}
+	if _, err := s.transaction(smtpCopy{rcpts: []smtpRcpt{{addr: txn.from}}, msg: notice}, own); err != nil {
+		s.log.Warn("the notice of the undelivered Bcc copies was not sent", "msg_id", p.msgID, "err", err.Error())
+	}
+}
+
+// smtpNotice is the plain message that tells a sender which Bcc recipients
+// did not get their message.
+func smtpNotice(host, sender, msgID string, lines []string, now time.Time) []byte {
+	var id [8]byte
+	_, _ = rand.Read(id[:])
+	var body bytes.Buffer
+	qp := quotedprintable.NewWriter(&body)
+	fmt.Fprintf(qp, "Your message %s was sent to its other recipients, but the mail server\r\n", msgID)
+	fmt.Fprintf(qp, "did not take the separately encrypted copies for these Bcc recipients,\r\n")
+	fmt.Fprintf(qp, "who have not received it:\r\n\r\n%s\r\n\r\n", strings.Join(lines, "\r\n"))
+	fmt.Fprintf(qp, "Send it to them again if they should have it.\r\n\r\n-- \r\nsmimeproxy on %s\r\n", host)
+	qp.Close()
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "From: <%s>\r\nTo: <%s>\r\n", sender, sender)
+	fmt.Fprintf(&b, "Subject: Not delivered to some Bcc recipients\r\n")
+	fmt.Fprintf(&b, "Date: %s\r\n", now.Format(time.RFC1123Z))
+	fmt.Fprintf(&b, "Message-ID: <%s@%s>\r\n", hex.EncodeToString(id[:]), host)
+	fmt.Fprintf(&b, "Auto-Submitted: auto-generated\r\nMIME-Version: 1.0\r\n")
+	fmt.Fprintf(&b, "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n")
+	b.Write(body.Bytes())
+	return b.Bytes()
+}
+
+// smtpFromAddress is the one address of the From field, in lower case.
+func smtpFromAddress(h textproto.Header) (string, error) {
+	values := h.Values("From")
+	if len(values) != 1 {
+		return "", fmt.Errorf("%d From fields", len(values))
+	}
+	list, err := mail.ParseAddressList(values[0])
+	if err != nil {
+		return "", err
+	}
+	if len(list) != 1 {
+		return "", fmt.Errorf("%d addresses in From", len(list))
+	}
+	return strings.ToLower(list[0].Address), nil
+}
+
+// smtpHeaderRecipients are the addresses in To and Cc. A field that cannot be
+// read counts as naming nobody, so that its recipients are treated as Bcc
+// and revealed to no one.
+func smtpHeaderRecipients(h textproto.Header) map[string]bool {
+	seen := map[string]bool{}
+	for _, key := range []string{"To", "Cc"} {
+		for _, v := range h.Values(key) {
+			list, err := mail.ParseAddressList(v)
+			if err != nil {
+				continue
+			}
+			for _, a := range list {
+				seen[strings.ToLower(a.Address)] = true
+			}
+		}
+	}
+	return seen
+}
+
+// smtpCertReason says why a recipient has no usable certificate, in the words
+// of the certificate cache: "no certificate", or each stored one's reason.
+func smtpCertReason(err error) string {
+	var nv *certcache.NoValidCertError
+	if !errors.As(err, &nv) || len(nv.Rejected) == 0 {
+		return "no certificate"
+	}
+	reasons := make([]string, 0, len(nv.Rejected))
+	for _, r := range nv.Rejected {
+		if !slices.Contains(reasons, string(r.Reason)) {
+			reasons = append(reasons, string(r.Reason))
+		}
+	}
+	return "certificate " + strings.Join(reasons, ", ")
+}
+
+// smtpTransformError classifies a failure of smime.Sign or smime.Encrypt: a
+// message it cannot read is the client's to fix; anything else is ours.
+func smtpTransformError(err error) error {
+	if errors.Is(err, smime.ErrMalformed) {
+		return &smtpMessageError{reason: smtpMalformedReason(err), err: err}
+	}
+	return fmt.Errorf("transform: %w", err)
+}
+
+// smtpMalformedReason is what smime says is wrong, without its package prefix.
+func smtpMalformedReason(err error) string {
+	reason := strings.TrimPrefix(err.Error(), smime.ErrMalformed.Error())
+	reason = strings.TrimPrefix(reason, ": ")
+	if reason == "" {
+		return "it is not valid MIME"
+	}
+	return reason
+}
+
+// smtpDecodeSubject decodes RFC 2047 encoded words. A subject it cannot decode
+// (an unknown charset) comes back as it is, with ok false.
+func smtpDecodeSubject(v string) (s string, ok bool) {
+	d, err := new(mime.WordDecoder).DecodeHeader(v)
+	if err != nil {
+		return v, false
+	}
+	return d, true
+}
+
+// smtpSubjectField writes a Subject field for s, folded at spaces to keep lines
+// short. A decoded subject goes as it is when it is printable ASCII that
+// cannot be mistaken for an encoded word, else as UTF-8 encoded words; one
+// that could not be decoded goes as it came, encoded words and all. Either
+// way a CR or LF in s cannot start a field of its own.
+func smtpSubjectField(s string, decoded bool) []byte {
+	words := strings.Fields(s)
+	if decoded && smtpNeedsEncoding(s) || strings.ContainsAny(s, "\r\n\x00") {
+		words = strings.Split(mime.QEncoding.Encode("utf-8", s), " ")
+	}
+	b := []byte("Subject:")
+	line := len(b)
+	for _, w := range words {
+		if line > len("Subject:") && line+1+len(w) > 78 {
+			b = append(b, "\r\n"...)
+			line = 0
+		}
+		b = append(b, ' ')
+		b = append(b, w...)
+		line += 1 + len(w)
+	}
+	return append(b, "\r\n"...)
+}
+
+func smtpNeedsEncoding(s string) bool {
+	return strings.Contains(s, "=?") || strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r > 0x7e })
+}
+
+// smtpLogValue keeps a header value short and on one line for the log.
+func smtpLogValue(v string) string {
+	v = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return -1
+		}
+		return r
+	}, v)
+	if len(v) > 200 {
+		v = v[:200]
+	}
+	return v
+}

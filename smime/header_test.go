@@ -1,0 +1,45 @@
+package smime_test
+
+import (
+	"errors"
+	"testing"
+
+	"smimeproxy/smime"
+)
+
+func TestEditHeader(t *testing.T) {
+	drop := func(names ...string) func(string, []byte) []byte {
+		return func(name string, raw []byte) []byte {
+			for _, n := range names {
+				if name == n {
+					return nil
+				}
+			}
+			return raw
+		}
+	}
+	tests := []struct {
+		name, in, want string
+		edit           func(string, []byte) []byte
+	}{
+		{"nothing to do keeps every byte", "From: a\r\nSubject: x\r\n  folded\r\n\r\nbody\n", "From: a\r\nSubject: x\r\n  folded\r\n\r\nbody\n", drop()},
+		{"drops a folded field", "From: a\r\nBcc: b,\r\n c\r\nTo: d\r\n\r\nbody", "From: a\r\nTo: d\r\n\r\nbody", drop("Bcc")},
+		{"drops every instance, any case", "x-smime-policy: encrypt\nFrom: a\nX-SMIME-Policy: sign\n\nbody", "From: a\n\nbody", drop("X-Smime-Policy")},
+		{"replaces a field", "Subject: [encrypt] hi\r\nFrom: a\r\n\r\n", "Subject: hi\r\nFrom: a\r\n\r\n", func(name string, raw []byte) []byte {
+			if name == "Subject" {
+				return []byte("Subject: hi\r\n")
+			}
+			return raw
+		}},
+		{"header without a body", "From: a\r\nBcc: b\r\n", "From: a\r\n", drop("Bcc")},
+	}
+	for _, tc := range tests {
+		got, err := smime.EditHeader([]byte(tc.in), tc.edit)
+		if err != nil || string(got) != tc.want {
+			t.Errorf("EditHeader(%s) = %q, %v; want %q", tc.name, got, err, tc.want)
+		}
+	}
+	if _, err := smime.EditHeader([]byte("no colon here\r\n\r\n"), drop()); !errors.Is(err, smime.ErrMalformed) {
+		t.Errorf("EditHeader(no colon) error = %v, want ErrMalformed", err)
+	}
+}
