@@ -129,7 +129,7 @@ func foldField(name, value string) string {
 		line += " " + word
 	}
 	for _, chunk := range foldChunks(value) {
-		if len(line)+1+len(chunk) <= maxLine || !strings.Contains(chunk, " ") {
+		if 1+len(chunk) <= maxLine || !strings.Contains(chunk, " ") {
 			add(chunk)
 			continue
 		}
