@@ -159,9 +159,9 @@ func (s *imapSession) classify(numSet imap.NumSet, opts *imap.FetchOptions) ([]*
 					if item.Literal == nil {
 						continue
 					}
-					b, err := io.ReadAll(io.LimitReader(item.Literal, maxClassifyHeader))
+					b, err := readLiteral(item.Literal, maxClassifyHeader, progress)
 					if err != nil {
-						cmd.Close()
+						s.abandon(up, cmd)
 						return err
 					}
 					m.kind = classifyHeader(b)
@@ -196,7 +196,7 @@ func (s *imapSession) relayFetch(w *imapserver.FetchWriter, numSet imap.NumSet, 
 				// goes, and the upstream's with it, which also lets
 				// imapclient's reader finish.
 				cut = s.fatal(err)
-				cmd.Close()
+				s.abandon(up, cmd)
 				return err
 			}
 		}
@@ -208,8 +208,18 @@ func (s *imapSession) relayFetch(w *imapserver.FetchWriter, numSet imap.NumSet, 
 	return err
 }
 
-// relayMessage writes one upstream FETCH response to the client.
+// relayMessage writes one upstream FETCH response to the client. The
+// response is closed in any case: until it is, no other response can be
+// written, not even the BYE of a shutdown.
 func relayMessage(rw *imapserver.FetchResponseWriter, msg *imapclient.FetchMessageData, opts *imap.FetchOptions, progress func()) error {
+	if err := relayItems(rw, msg, opts, progress); err != nil {
+		rw.Close()
+		return err
+	}
+	return rw.Close()
+}
+
+func relayItems(rw *imapserver.FetchResponseWriter, msg *imapclient.FetchMessageData, opts *imap.FetchOptions, progress func()) error {
 	bodyUsed := make([]bool, len(opts.BodySection))
 	binUsed := make([]bool, len(opts.BinarySection))
 	wroteFlags, wroteStructure := false, false
@@ -289,7 +299,7 @@ func relayMessage(rw *imapserver.FetchResponseWriter, msg *imapclient.FetchMessa
 			rw.WriteBinarySectionSize(&imap.FetchItemBinarySectionSize{Part: item.Part}, item.Size)
 		}
 	}
-	return rw.Close()
+	return nil
 }
 
 func literalSize(lit imap.LiteralReader) int64 {
@@ -299,16 +309,45 @@ func literalSize(lit imap.LiteralReader) int64 {
 	return lit.Size()
 }
 
+// errTruncated is an upstream literal that ended before its announced
+// size: imapclient reports that as a plain EOF.
+var errTruncated = errors.New("imap: upstream literal truncated")
+
 // copyLiteral streams an upstream literal into the client's; a NIL one
 // becomes empty.
 func copyLiteral(wc io.WriteCloser, lit imap.LiteralReader, progress func()) error {
 	if lit != nil {
-		if _, err := io.Copy(progressWriter{wc, progress}, lit); err != nil {
+		n, err := io.Copy(progressWriter{wc, progress}, lit)
+		if err == nil && n != lit.Size() {
+			err = errTruncated
+		}
+		if err != nil {
 			wc.Close()
 			return fmt.Errorf("imap: copy literal: %w", err)
 		}
 	}
 	return wc.Close()
+}
+
+// preallocLimit bounds the memory reserved for a literal on the strength
+// of the size the upstream announced; beyond it the buffer grows with what
+// actually arrives.
+const preallocLimit = 64 << 20
+
+// readLiteral reads up to max bytes of an upstream literal, failing when
+// it ends early.
+func readLiteral(lit imap.LiteralReader, max int64, progress func()) ([]byte, error) {
+	want := min(lit.Size(), max)
+	var buf bytes.Buffer
+	buf.Grow(int(min(want, preallocLimit)))
+	n, err := io.CopyN(&buf, progressReader{lit, progress}, want)
+	if err == nil && n != want || errors.Is(err, io.EOF) {
+		err = errTruncated
+	}
+	if err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
 
 // fetchSecure is pass 4: S/MIME messages, from the cache or fetched whole
@@ -350,9 +389,9 @@ func (s *imapSession) fetchSecure(w *imapserver.FetchWriter, msgs []*fetchedMsg,
 						if item.Literal == nil {
 							continue
 						}
-						b, err := io.ReadAll(progressReader{item.Literal, progress})
+						b, err := readLiteral(item.Literal, item.Literal.Size(), progress)
 						if err != nil {
-							cmd.Close()
+							s.abandon(up, cmd)
 							return err
 						}
 						raw, got = b, true
@@ -385,7 +424,7 @@ func (s *imapSession) fetchSecure(w *imapserver.FetchWriter, msgs []*fetchedMsg,
 				progress()
 				buf, err := msg.Collect()
 				if err != nil {
-					cmd.Close()
+					s.abandon(up, cmd)
 					return err
 				}
 				if m := byUID[buf.UID]; m != nil && buf.Flags != nil {
@@ -465,11 +504,13 @@ func (s *imapSession) writeOpened(rw *imapserver.FetchResponseWriter, m *fetched
 	}
 	for i, bs := range opts.BodySection {
 		if err := writeBytes(rw.WriteBodySection(bs, int64(len(items.body[i]))), items.body[i]); err != nil {
+			rw.Close()
 			return err
 		}
 	}
 	for i, bs := range opts.BinarySection {
 		if err := writeBytes(rw.WriteBinarySection(bs, int64(len(items.binary[i]))), items.binary[i]); err != nil {
+			rw.Close()
 			return err
 		}
 	}

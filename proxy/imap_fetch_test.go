@@ -350,6 +350,12 @@ func TestIMAPSeenAsUpstream(t *testing.T) {
 	// The third is now cached: \Seen must be set all the same.
 	for _, uid := range []imap.UID{plain, enc, cached} {
 		untagged := c.expectOK(fmt.Sprintf("UID FETCH %d BODY[TEXT]", uid))
+		if uid == plain {
+			// imapmemserver reports the change in a FETCH response of its
+			// own, which go-imap's client hands over asynchronously: it
+			// may reach the client with the next command.
+			untagged = append(untagged, c.expectOK("NOOP")...)
+		}
 		if !containsMatch(untagged, fmt.Sprintf(`^\* \d+ FETCH \(.*UID %d.*FLAGS \([^)]*\\Seen`, uid)) &&
 			!containsMatch(untagged, fmt.Sprintf(`^\* \d+ FETCH \(.*FLAGS \([^)]*\\Seen[^)]*\).*UID %d`, uid)) {
 			t.Errorf("UID %d BODY[TEXT]: the client is not told of \\Seen: %.300q", uid, untagged)

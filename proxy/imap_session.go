@@ -266,6 +266,19 @@ func (s *imapSession) kill() {
 	}
 }
 
+// abandon ends an upstream command whose literal could not be read or
+// passed on. The upstream connection goes, and imapclient's reader is let
+// finish before the command is drained: until then both would read the
+// connection.
+func (s *imapSession) abandon(up *imapUpstream, cmd interface{ Close() error }) {
+	up.conn.Close()
+	select {
+	case <-up.client.Closed():
+	case <-time.After(s.upCfg.timeout):
+	}
+	cmd.Close()
+}
+
 // fatal ends the client connection at once, for a failure in the middle of
 // a response, where nothing more can be written that the client would
 // understand.
@@ -765,7 +778,7 @@ func (s *imapSession) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags
 			}
 			buf, err := msg.Collect()
 			if err != nil {
-				cmd.Close()
+				s.abandon(up, cmd)
 				return err
 			}
 			rw := w.CreateMessage(seq)
