@@ -68,6 +68,7 @@ type IMAP struct {
 	mu        sync.Mutex
 	opts      Options
 	up        *upstream
+	gen       uint64 // counts Reloads; opened messages are cached per generation
 	started   bool
 	closed    bool
 	listeners []imapListener
@@ -253,7 +254,7 @@ func (s *IMAP) serve(l config.Listener, conn net.Conn) {
 		conn.Close()
 		return
 	}
-	opts, up := s.opts, s.up
+	opts, up, gen := s.opts, s.up, s.gen
 	s.mu.Unlock()
 
 	var starttls *tls.Config
@@ -267,7 +268,7 @@ func (s *IMAP) serve(l config.Listener, conn net.Conn) {
 	one := newOneConnListener(conn)
 	srv := imapserver.New(&imapserver.Options{
 		NewSession: func(c *imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			sess, err := s.newSession(c, opts, up, caps, one)
+			sess, err := s.newSession(c, opts, up, gen, caps, one)
 			if err != nil {
 				one.Close()
 				return nil, nil, err
@@ -336,7 +337,8 @@ func (s *IMAP) Shutdown(ctx context.Context) error {
 // certificate and upstream. Open sessions keep what they started with, and
 // the listeners stay where they are: a change of listen addresses takes a
 // restart. Opened messages are dropped from the cache, since the policy
-// that decided whose keys open them may have changed.
+// that decided whose keys open them may have changed, and the sessions of
+// before cache theirs apart from the new ones'.
 func (s *IMAP) Reload(opts Options) error {
 	opts, up, err := imapOptions(opts)
 	if err != nil {
@@ -350,6 +352,7 @@ func (s *IMAP) Reload(opts Options) error {
 		opts.Config = &cfg
 	}
 	s.opts, s.up = opts, up
+	s.gen++
 	s.mu.Unlock()
 	s.cache.clear()
 	return nil

@@ -14,7 +14,9 @@ import (
 // cacheKey names one opened message for one user. The user is the login
 // name exactly as given: two logins never share an entry, even for the same
 // message of a shared mailbox, since each opens it with their own keys.
+// gen is the generation of the options (policy, keys) it was opened under.
 type cacheKey struct {
+	gen         uint64
 	user        string
 	mailbox     string
 	uidValidity uint32

@@ -463,7 +463,7 @@ func (p progressReader) Read(b []byte) (int, error) {
 }
 
 func (s *imapSession) cacheKey(uid imap.UID) cacheKey {
-	return cacheKey{user: s.user, mailbox: s.mbox.name, uidValidity: s.mbox.uidValidity, uid: uid}
+	return cacheKey{gen: s.gen, user: s.user, mailbox: s.mbox.name, uidValidity: s.mbox.uidValidity, uid: uid}
 }
 
 // writeOpened answers every item from the served message: sizes, envelope,

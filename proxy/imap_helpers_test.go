@@ -7,6 +7,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
@@ -137,12 +138,23 @@ var imapUpstreamCaps = []imap.Cap{
 
 func startIMAPUpstream(t testing.TB, caps ...imap.Cap) *imapUpstream {
 	t.Helper()
+	return startIMAPUpstreamTLS(t, "", nil, caps...)
+}
+
+// startIMAPUpstreamTLS starts an upstream with TLS: mode "starttls" or
+// "implicit" with conf, or none when mode is "".
+func startIMAPUpstreamTLS(t testing.TB, mode string, conf *tls.Config, caps ...imap.Cap) *imapUpstream {
+	t.Helper()
 	if caps == nil {
 		caps = imapUpstreamCaps
 	}
 	set := imap.CapSet{}
 	for _, c := range caps {
 		set[c] = struct{}{}
+	}
+	var starttls *tls.Config
+	if mode == "starttls" {
+		starttls = conf
 	}
 	u := &imapUpstream{t: t, mem: imapmemserver.New(), users: map[string]*imapmemserver.User{}, alias: map[string]string{}}
 	u.srv = imapserver.New(&imapserver.Options{
@@ -154,11 +166,15 @@ func startIMAPUpstream(t testing.TB, caps ...imap.Cap) *imapUpstream {
 		},
 		Caps:         set,
 		InsecureAuth: true,
+		TLSConfig:    starttls,
 		Logger:       imapNopLog{},
 	})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if mode == "implicit" {
+		ln = tls.NewListener(ln, conf)
 	}
 	u.addr = ln.Addr().String()
 	go u.srv.Serve(ln)
@@ -327,13 +343,7 @@ func newIMAPEnv(t *testing.T, up *imapUpstream, o *imapEnvOptions) *imapEnv {
 	keys := &imapKeys{}
 	keys.add("alice@example.test", p.alice)
 	keys.add("bob@example.test", p.bob)
-	certs, err := certcache.Open(t.TempDir(), &certcache.Options{NoSystemRoots: true, RecheckInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := certs.Trust(p.ca.Root()); err != nil {
-		t.Fatal(err)
-	}
+	certs := imapCerts(t)
 	reg := prometheus.NewRegistry()
 	logBuf := &imapLogBuffer{}
 	env := &imapEnv{up: up, keys: keys, certs: certs, reg: reg, cfg: cfg, pki: p, log: logBuf}
@@ -574,4 +584,26 @@ func mailMessage(from, to, subject, body string) []byte {
 	return []byte("From: " + from + "\r\nTo: " + to + "\r\nSubject: " + subject +
 		"\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\nMessage-ID: <" + strings.ReplaceAll(subject, " ", ".") +
 		"@example.test>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n" + body + "\r\n")
+}
+
+// imapSign signs msg as alice.
+func imapSign(env *imapEnv, msg []byte) ([]byte, error) {
+	return smime.Sign(msg, env.pki.identity(env.pki.alice), nil)
+}
+
+// imapCerts is a certificate cache that trusts the test CA alone.
+func imapCerts(t testing.TB) *certcache.Cache {
+	t.Helper()
+	certs, err := certcache.Open(t.TempDir(), &certcache.Options{NoSystemRoots: true, RecheckInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := certs.Trust(imapTestPKI(t).ca.Root()); err != nil {
+		t.Fatal(err)
+	}
+	return certs
+}
+
+func imapLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 }

@@ -39,6 +39,7 @@ type imapSession struct {
 	srv     *IMAP
 	opts    Options // as they were when the client connected
 	upCfg   *upstream
+	gen     uint64 // of the options
 	conn    *imapserver.Conn
 	caps    imap.CapSet // this connection's offer, completed at login
 	one     *oneConnListener
@@ -54,7 +55,7 @@ type imapSession struct {
 	user string
 	mbox *selectedMailbox // nil unless a mailbox is selected
 
-	relayed  atomic.Bool // a command went upstream since the last Poll
+	relayed  atomic.Bool // the command being answered went upstream
 	closing  atomic.Bool // the end is ours: no BYE for a lost upstream
 	timedOut atomic.Bool
 }
@@ -70,10 +71,10 @@ var (
 	_ imapserver.SessionMove      = (*imapSession)(nil)
 )
 
-func (s *IMAP) newSession(c *imapserver.Conn, opts Options, up *upstream, caps imap.CapSet, one *oneConnListener) (*imapSession, error) {
+func (s *IMAP) newSession(c *imapserver.Conn, opts Options, up *upstream, gen uint64, caps imap.CapSet, one *oneConnListener) (*imapSession, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	sess := &imapSession{
-		srv: s, opts: opts, upCfg: up, conn: c, caps: caps, one: one,
+		srv: s, opts: opts, upCfg: up, gen: gen, conn: c, caps: caps, one: one,
 		log:     opts.Logger.With("proto", "imap", "session", newSessionID(), "remote", c.NetConn().RemoteAddr().String()),
 		metrics: opts.Metrics,
 		view:    newMailboxView(),
@@ -109,6 +110,9 @@ func (s *imapSession) finish(name string, errp *error) {
 	if err == nil {
 		return
 	}
+	// No Poll follows a failed command: the next one must not take this
+	// one's exchange with the upstream for its own.
+	s.relayed.Store(false)
 	ce := clientError(err)
 	if _, upstreamAnswer := errors.AsType[*imap.Error](err); !upstreamAnswer {
 		s.log.Warn("IMAP command failed", "command", name, "err", err)
@@ -307,6 +311,7 @@ func (s *imapSession) Select(mailbox string, options *imap.SelectOptions) (data 
 	}
 	s.mbox = &selectedMailbox{name: mailbox, uidValidity: data.UIDValidity, readOnly: options.ReadOnly}
 	s.view.reset(true, data.NumMessages)
+	s.relayed.Store(false) // imapserver does not Poll after SELECT
 	return data, nil
 }
 
