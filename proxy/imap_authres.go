@@ -110,12 +110,7 @@ func comment(s string) string {
 // the CRLFs gives back the field on one line; no line is blank. Line breaks
 // in value become spaces, so a value can never end the field early.
 func foldField(name, value string) string {
-	value = strings.Map(func(r rune) rune {
-		if r == '\r' || r == '\n' {
-			return ' '
-		}
-		return r
-	}, value)
+	value = strings.NewReplacer("\r", " ", "\n", " ").Replace(value)
 	var b strings.Builder
 	line := name + ":"
 	add := func(word string) {
