@@ -159,8 +159,11 @@ func TestIMAPLyingBodyStructure(t *testing.T) {
 	up := startIMAPUpstream(t)
 	env := newIMAPEnv(t, up, nil)
 	const user = "bob@example.test"
-	plain := up.appendMsg(user, "INBOX", mailMessage("a@example.test", user, "plain", "text"))
-	enc := up.appendMsg(user, "INBOX", mustEncrypt(t, multipartMessage("lie"), env.pki.bob.Cert))
+	stored := map[imap.UID][]byte{}
+	for _, m := range [][]byte{mailMessage("a@example.test", user, "plain", "text"), mustEncrypt(t, multipartMessage("lie"), env.pki.bob.Cert)} {
+		stored[up.appendMsg(user, "INBOX", m)] = m
+	}
+	plain, enc := imap.UID(1), imap.UID(2)
 	lie := &imap.BodyStructureSinglePart{Type: "image", Subtype: "png", Encoding: "base64", Size: 12345,
 		Extended: &imap.BodyStructureSinglePartExt{}}
 	up.fetchHook = func(w *imapserver.FetchWriter, numSet imap.NumSet, opts *imap.FetchOptions) (bool, error) {
@@ -172,6 +175,12 @@ func TestIMAPLyingBodyStructure(t *testing.T) {
 			rw := w.CreateMessage(uint32(uid))
 			rw.WriteUID(uid)
 			rw.WriteBodyStructure(lie)
+			for _, bs := range opts.BodySection {
+				b := imapserver.ExtractBodySection(bytes.NewReader(stored[uid]), bs)
+				wc := rw.WriteBodySection(bs, int64(len(b)))
+				wc.Write(b)
+				wc.Close()
+			}
 			if err := rw.Close(); err != nil {
 				return true, err
 			}

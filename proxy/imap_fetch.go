@@ -31,7 +31,9 @@ import (
 //     and Content-Disposition fields (BODY.PEEK[HEADER.FIELDS ...], a few
 //     hundred bytes each). The upstream's BODYSTRUCTURE is not used for
 //     this: a non-compliant one makes go-imap's client drop the connection,
-//     and one that lies would hide an S/MIME message.
+//     and one that lies would hide an S/MIME message. When the client asks
+//     for headers only, these fields come with its FETCH, and each answer
+//     is held until they are read (fetchHeaders).
 //  3. The plain messages' FETCH is relayed, their bodies streamed from the
 //     upstream to the client.
 //  4. The S/MIME messages not in the cache are fetched whole (BODY[] when
@@ -105,6 +107,9 @@ func (s *imapSession) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, opts 
 	if !needsContent(opts) {
 		return s.relayFetch(w, numSet, opts)
 	}
+	if headersOnly(opts) {
+		return s.fetchHeaders(w, numSet, opts)
+	}
 	msgs, err := s.classify(numSet, opts)
 	if err != nil {
 		return err
@@ -176,6 +181,152 @@ func (s *imapSession) classify(numSet imap.NumSet, opts *imap.FetchOptions) ([]*
 	return out, err
 }
 
+// headersOnly reports whether the request asks for no section but
+// headers of the whole message: what a client listing a mailbox asks (the
+// fields it shows, the size, the envelope, the structure). The answer for
+// one message is then small.
+func headersOnly(o *imap.FetchOptions) bool {
+	if len(o.BinarySection) > 0 || len(o.BinarySectionSize) > 0 {
+		return false
+	}
+	for _, bs := range o.BodySection {
+		if bs.Specifier != imap.PartSpecifierHeader || len(bs.Part) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// maxHeld bounds a literal held while its message is classified; a message
+// with a larger header is asked for again and streamed.
+const maxHeld = 1 << 20
+
+// fetchHeaders answers a headers-only FETCH in one upstream FETCH, which
+// also brings the classifying fields: each message's answer is held until
+// they say whether to pass it on or to answer from the opened message.
+func (s *imapSession) fetchHeaders(w *imapserver.FetchWriter, numSet imap.NumSet, opts *imap.FetchOptions) error {
+	cls := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFields: classifyFields, Peek: true}
+	want := *opts
+	want.UID = true
+	want.BodySection = append(slices.Clone(opts.BodySection), cls)
+	var (
+		secure []*fetchedMsg
+		again  imap.UIDSet
+		cut    error
+	)
+	_, data := s.timeouts()
+	err := s.do("FETCH", data, func(up *imapUpstream, progress func()) error {
+		cmd := up.client.Fetch(numSet, &want)
+		for msg := cmd.Next(); msg != nil; msg = cmd.Next() {
+			progress()
+			h, err := holdMessage(msg, cls, progress)
+			if err != nil {
+				s.abandon(up, cmd)
+				return err
+			}
+			switch {
+			case h.uid == 0:
+				continue
+			case h.oversize:
+				again.AddNum(h.uid)
+				continue
+			case isSMIME(h.kind):
+				m := &fetchedMsg{seq: msg.SeqNum, uid: h.uid, kind: h.kind, date: h.date}
+				if opts.Flags {
+					m.flags = h.flags
+				} else if h.flags != nil {
+					// Not asked for, so sent because \Seen changed.
+					m.newFlags = h.flags
+				}
+				secure = append(secure, m)
+				continue
+			}
+			seq := s.view.toClient(msg.SeqNum)
+			if seq == 0 {
+				continue
+			}
+			i := 0
+			next := func() imapclient.FetchItemData {
+				if i == len(h.items) {
+					return nil
+				}
+				i++
+				return h.items[i-1]
+			}
+			if err := relayMessage(w.CreateMessage(seq), next, opts, progress); err != nil {
+				cut = s.fatal(err)
+				s.abandon(up, cmd)
+				return err
+			}
+		}
+		return cmd.Close()
+	})
+	if cut != nil {
+		return cut
+	}
+	if err != nil {
+		return err
+	}
+	if len(again) > 0 {
+		if err := s.relayFetch(w, again, opts); err != nil {
+			return err
+		}
+	}
+	if len(secure) > 0 {
+		return s.fetchSecure(w, secure, opts)
+	}
+	return nil
+}
+
+// heldMessage is one upstream FETCH response read into memory.
+type heldMessage struct {
+	items    []imapclient.FetchItemData
+	uid      imap.UID
+	kind     smime.Kind
+	flags    []imap.Flag
+	date     time.Time
+	oversize bool
+}
+
+func holdMessage(msg *imapclient.FetchMessageData, cls *imap.FetchItemBodySection, progress func()) (*heldMessage, error) {
+	h := &heldMessage{}
+	classified := false
+	for item := msg.Next(); item != nil; item = msg.Next() {
+		switch it := item.(type) {
+		case imapclient.FetchItemDataUID:
+			h.uid = it.UID
+		case imapclient.FetchItemDataFlags:
+			h.flags = it.Flags
+		case imapclient.FetchItemDataInternalDate:
+			h.date = it.Time
+		case imapclient.FetchItemDataBodySection:
+			if it.Literal == nil {
+				break
+			}
+			if it.Literal.Size() > maxHeld {
+				h.oversize = true
+				continue
+			}
+			b, err := readLiteral(it.Literal, maxHeld, progress)
+			if err != nil {
+				return nil, err
+			}
+			if !classified && it.MatchCommand(cls) {
+				h.kind, classified = classifyHeader(b), true
+			}
+			item = imapclient.FetchItemDataBodySection{Section: it.Section, Literal: heldLiteral{bytes.NewReader(b)}}
+		}
+		h.items = append(h.items, item)
+	}
+	return h, nil
+}
+
+// heldLiteral is a literal read into memory.
+type heldLiteral struct{ *bytes.Reader }
+
+// Size is the literal's whole size, however much was read.
+func (l heldLiteral) Size() int64 { return l.Reader.Size() }
+
 // relayFetch passes the upstream's FETCH answer on, item by item; literals
 // are copied from one connection to the other as they arrive.
 func (s *imapSession) relayFetch(w *imapserver.FetchWriter, numSet imap.NumSet, opts *imap.FetchOptions) error {
@@ -191,7 +342,7 @@ func (s *imapSession) relayFetch(w *imapserver.FetchWriter, numSet imap.NumSet, 
 			if seq == 0 {
 				continue
 			}
-			if err := relayMessage(w.CreateMessage(seq), msg, opts, progress); err != nil {
+			if err := relayMessage(w.CreateMessage(seq), msg.Next, opts, progress); err != nil {
 				// Half an answer is on the wire: the client connection
 				// goes, and the upstream's with it, which also lets
 				// imapclient's reader finish.
@@ -211,19 +362,19 @@ func (s *imapSession) relayFetch(w *imapserver.FetchWriter, numSet imap.NumSet, 
 // relayMessage writes one upstream FETCH response to the client. The
 // response is closed in any case: until it is, no other response can be
 // written, not even the BYE of a shutdown.
-func relayMessage(rw *imapserver.FetchResponseWriter, msg *imapclient.FetchMessageData, opts *imap.FetchOptions, progress func()) error {
-	if err := relayItems(rw, msg, opts, progress); err != nil {
+func relayMessage(rw *imapserver.FetchResponseWriter, next func() imapclient.FetchItemData, opts *imap.FetchOptions, progress func()) error {
+	if err := relayItems(rw, next, opts, progress); err != nil {
 		rw.Close()
 		return err
 	}
 	return rw.Close()
 }
 
-func relayItems(rw *imapserver.FetchResponseWriter, msg *imapclient.FetchMessageData, opts *imap.FetchOptions, progress func()) error {
+func relayItems(rw *imapserver.FetchResponseWriter, next func() imapclient.FetchItemData, opts *imap.FetchOptions, progress func()) error {
 	bodyUsed := make([]bool, len(opts.BodySection))
 	binUsed := make([]bool, len(opts.BinarySection))
 	wroteFlags, wroteStructure := false, false
-	for item := msg.Next(); item != nil; item = msg.Next() {
+	for item := next(); item != nil; item = next() {
 		switch item := item.(type) {
 		case imapclient.FetchItemDataUID:
 			if opts.UID {

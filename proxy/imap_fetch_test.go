@@ -172,7 +172,7 @@ func TestIMAPEncryptedItemsConsistent(t *testing.T) {
 	}
 }
 
-func mustEncrypt(t *testing.T, msg []byte, to ...*x509.Certificate) []byte {
+func mustEncrypt(t testing.TB, msg []byte, to ...*x509.Certificate) []byte {
 	t.Helper()
 	enc, err := smime.Encrypt(msg, to, nil)
 	if err != nil {
@@ -483,5 +483,56 @@ func TestIMAPFlagsOfManyMessagesIsOneFetch(t *testing.T) {
 	}
 	if got := up.fetches.Load() - before; got != 1 {
 		t.Errorf("FETCH 1:* FLAGS cost %d upstream FETCHes, want 1", got)
+	}
+}
+
+// TestIMAPHeaderListing: what a client asks to list a mailbox comes in one
+// upstream FETCH with the classifying fields, and the S/MIME messages are
+// answered from their opened form all the same.
+func TestIMAPHeaderListing(t *testing.T) {
+	up := startIMAPUpstream(t)
+	env := newIMAPEnv(t, up, nil)
+	const user = "bob@example.test"
+	plain := mailMessage("alice@example.test", user, "plain", "text")
+	huge := append([]byte("X-Huge: "+strings.Repeat("x", 2<<20)+"\r\n"), plain...)
+	enc := mustEncrypt(t, mailMessage("alice@example.test", user, "enc", "secret"), env.pki.bob.Cert)
+	uids := []imap.UID{up.appendMsg(user, "INBOX", plain), up.appendMsg(user, "INBOX", enc), up.appendMsg(user, "INBOX", huge)}
+	c := env.client(t, user)
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	fields := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFields: []string{"Subject", "Content-Type", "X-Huge"}, Peek: true}
+	before := up.fetches.Load()
+	msgs, err := c.Fetch(imap.UIDSetNum(uids...), &imap.FetchOptions{UID: true, RFC822Size: true, Flags: true, Envelope: true,
+		BodySection: []*imap.FetchItemBodySection{fields}}).Collect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One FETCH, one for the huge header held back, one for the S/MIME body.
+	if got := up.fetches.Load() - before; got != 3 {
+		t.Errorf("%d upstream FETCHes, want 3", got)
+	}
+	byUID := map[imap.UID]*imapclient.FetchMessageBuffer{}
+	for _, m := range msgs {
+		byUID[m.UID] = m
+	}
+	for i, raw := range [][]byte{plain, enc, huge} {
+		m := byUID[uids[i]]
+		if m == nil {
+			t.Fatalf("UID %d missing", uids[i])
+		}
+		served := raw
+		if i == 1 {
+			served = fetchOne(t, c, uids[i], &imap.FetchOptions{BodySection: []*imap.FetchItemBodySection{{Peek: true}}}).FindBodySection(&imap.FetchItemBodySection{})
+		}
+		if m.RFC822Size != int64(len(served)) {
+			t.Errorf("UID %d: RFC822.SIZE %d, want %d", uids[i], m.RFC822Size, len(served))
+		}
+		if got, want := m.FindBodySection(fields), imapserver.ExtractBodySection(bytes.NewReader(served), fields); !bytes.Equal(got, want) {
+			t.Errorf("UID %d: fields %q, want %q", uids[i], got, want)
+		}
+	}
+	if got := string(byUID[uids[1]].FindBodySection(fields)); !strings.Contains(got, "text/plain") {
+		t.Errorf("the encrypted message's Content-Type is not the decrypted one: %q", got)
 	}
 }

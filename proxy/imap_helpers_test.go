@@ -604,6 +604,6 @@ func imapCerts(t testing.TB) *certcache.Cache {
 	return certs
 }
 
-func imapLogger(t *testing.T) *slog.Logger {
+func imapLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 }

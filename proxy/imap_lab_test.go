@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -56,10 +57,12 @@ type labEnv struct {
 	upstream *imapclient.Client // straight to Dovecot, as bob
 }
 
-func newLabEnv(t *testing.T) *labEnv {
+// newLabEnv sets the proxy up in front of the lab; interop is the interop
+// corpus, whose Bob the keystore then holds too, or "".
+func newLabEnv(t testing.TB, interop string, log *slog.Logger) *labEnv {
 	t.Helper()
 	l := lab.Start(t)
-	e := &labEnv{lab: l, bob: l.User(t, "bob@example.test"), pki: imapTestPKI(t)}
+	e := &labEnv{lab: l, bob: l.User(t, "bob@example.test"), pki: imapTestPKI(t), interop: interop}
 	var suffix [6]byte
 	rand.Read(suffix[:])
 	e.mailbox = "imapproxy-" + hex.EncodeToString(suffix[:])
@@ -101,7 +104,7 @@ func newLabEnv(t *testing.T) *labEnv {
 		t.Fatal(err)
 	}
 	e.keys = append(e.keys, smime.KeyPair{Cert: e.pki.bob.Cert, Key: e.pki.bob.Key})
-	if e.interop = interopDir(t); e.interop != "" {
+	if e.interop != "" {
 		b, err := os.ReadFile(filepath.Join(e.interop, "thunderbird", "smime", "Bob.p12"))
 		if err != nil {
 			t.Fatal(err)
@@ -132,7 +135,7 @@ func newLabEnv(t *testing.T) *labEnv {
 	cfg.IMAP.Upstream = config.Upstream{Addr: l.IMAP, TLS: config.TLSStartTLS, CAFile: l.CA}
 	cfg.Policy.Users = map[string]config.UserRules{e.bob.Address: {Addresses: []string{"bob@example.com"}}}
 	e.opts = proxy.Options{Config: cfg, Policy: policy.FromConfig(cfg.Policy), Keys: store, Certs: e.certs, Cert: cert,
-		Logger: imapLogger(t), Metrics: proxy.NewMetrics(nil)}
+		Logger: log, Metrics: proxy.NewMetrics(nil)}
 	e.proxy, err = proxy.NewIMAP(e.opts)
 	if err != nil {
 		t.Fatal(err)
@@ -155,7 +158,7 @@ func interopDir(t *testing.T) (dir string) {
 	return dir
 }
 
-func readCerts(t *testing.T, file string) []*x509.Certificate {
+func readCerts(t testing.TB, file string) []*x509.Certificate {
 	t.Helper()
 	b, err := os.ReadFile(file)
 	if err != nil {
@@ -177,7 +180,7 @@ func readCerts(t *testing.T, file string) []*x509.Certificate {
 }
 
 // appendAll stores the messages in the test mailbox, over one connection.
-func (e *labEnv) appendAll(t *testing.T, msgs [][]byte) []imap.UID {
+func (e *labEnv) appendAll(t testing.TB, msgs [][]byte) []imap.UID {
 	t.Helper()
 	var uids []imap.UID
 	for _, m := range msgs {
@@ -290,7 +293,7 @@ func (e *labEnv) client(t *testing.T) *imapclient.Client {
 // and verified, every item consistent, and the signers' certificates are
 // harvested.
 func TestIMAPLabInterop(t *testing.T) {
-	e := newLabEnv(t)
+	e := newLabEnv(t, interopDir(t), imapLogger(t))
 	var fixtures []labFixture
 	if e.interop != "" {
 		files, _ := filepath.Glob(filepath.Join(e.interop, "thunderbird", "smime", "*.eml"))
@@ -446,7 +449,7 @@ func peerMessages(t *testing.T, p *imapPKI) []labFixture {
 // for an encrypted message as for a plain one, BODY.PEEK[] does not, and an
 // EXAMINEd mailbox stays as it was.
 func TestIMAPLabSeen(t *testing.T) {
-	e := newLabEnv(t)
+	e := newLabEnv(t, "", imapLogger(t))
 	uids := e.appendAll(t, [][]byte{
 		mailMessage("alice@example.test", "bob@example.test", "plain seen", "text"),
 		mustEncrypt(t, mailMessage("alice@example.test", "bob@example.test", "enc seen", "secret"), e.pki.bob.Cert),
@@ -491,7 +494,7 @@ func TestIMAPLabSeen(t *testing.T) {
 // implicit TLS listener.
 func TestIMAPLabCurl(t *testing.T) {
 	curl := testutil.NeedTool(t, "curl")
-	e := newLabEnv(t)
+	e := newLabEnv(t, "", imapLogger(t))
 	msg := mustEncrypt(t, mailMessage("alice@example.test", "bob@example.test", "for curl", "curl reads this"), e.pki.bob.Cert)
 	uid := e.appendAll(t, [][]byte{msg})[0]
 	ca := testpki.WriteFile(t, t.TempDir(), "ca.pem", e.caPEM)
@@ -515,7 +518,7 @@ func portOf(addr string) string { return addr[strings.LastIndexByte(addr, ':')+1
 // proxy into a local Maildir; every message there is the decrypted one.
 func TestIMAPLabMbsync(t *testing.T) {
 	mbsync := testutil.NeedTool(t, "mbsync")
-	e := newLabEnv(t)
+	e := newLabEnv(t, "", imapLogger(t))
 	p := e.pki
 	signed, err := smime.Sign(mailMessage("alice@example.test", "bob@example.test", "mbsync signed", "signed text"), p.identity(p.alice), nil)
 	if err != nil {
