@@ -519,6 +519,11 @@ func (s *imapSession) fetchSecure(w *imapserver.FetchWriter, msgs []*fetchedMsg,
 	_, data := s.timeouts()
 	if len(misses) > 0 {
 		keys, locked := s.decryptionKeys()
+		verify := smime.VerifyOptions{
+			Roots:         s.opts.Certs.Roots(),
+			Intermediates: s.opts.Certs.Intermediates(),
+			AllowSHA1:     s.opts.Config.Trust.AllowSHA1,
+		}
 		want := &imap.FetchOptions{UID: true, Flags: seen, BodySection: []*imap.FetchItemBodySection{{Peek: !seen}}}
 		err := s.do("FETCH", data, func(up *imapUpstream, progress func()) error {
 			cmd := up.client.Fetch(misses, want)
@@ -555,7 +560,7 @@ func (s *imapSession) fetchSecure(w *imapserver.FetchWriter, msgs []*fetchedMsg,
 				if flags != nil {
 					m.newFlags = flags
 				}
-				m.opened = s.open(uid, raw, keys, locked)
+				m.opened = s.open(uid, raw, keys, locked, &verify)
 			}
 			return cmd.Close()
 		})
@@ -755,18 +760,14 @@ func (s *imapSession) decryptionKeys() (keys []userKey, locked bool) {
 // client is to be served: the message decrypted, verified and unwrapped
 // where that worked, as it was otherwise, always with the field that says
 // what was found.
-func (s *imapSession) open(uid imap.UID, raw []byte, keys []userKey, locked bool) *openedMessage {
+func (s *imapSession) open(uid imap.UID, raw []byte, keys []userKey, locked bool, verify *smime.VerifyOptions) *openedMessage {
 	start := time.Now()
 	authserv := authservID(s.opts.Config.ServerName)
 	pairs := make([]smime.KeyPair, len(keys))
 	for i, k := range keys {
 		pairs[i] = k.key
 	}
-	o, err := smime.Open(raw, &smime.OpenOptions{Keys: pairs, Verify: smime.VerifyOptions{
-		Roots:         s.opts.Certs.Roots(),
-		Intermediates: s.opts.Certs.Intermediates(),
-		AllowSHA1:     s.opts.Config.Trust.AllowSHA1,
-	}})
+	o, err := smime.Open(raw, &smime.OpenOptions{Keys: pairs, Verify: *verify})
 	var served []byte
 	action, result := "verify", "error"
 	if err != nil {

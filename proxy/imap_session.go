@@ -247,6 +247,7 @@ func (s *imapSession) Close() error {
 // connections are closed.
 func (s *imapSession) shutdown(ctx context.Context) {
 	s.closing.Store(true)
+	s.cancel() // a login still dialing the upstream gives up
 	done := make(chan struct{})
 	go func() {
 		s.conn.Bye("Server shutting down")
