@@ -19,7 +19,7 @@ import (
 
 // idlePollInterval is how often an IDLE client's upstream is asked for news
 // with NOOP when the upstream has no IDLE of its own.
-const idlePollInterval = 30 * time.Second
+var idlePollInterval = 30 * time.Second
 
 // relayedCaps are the post-login extensions the proxy passes on: it offers
 // each one only when the client's upstream announced it after login.
