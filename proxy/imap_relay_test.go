@@ -63,6 +63,14 @@ func TestIMAPRelayCommands(t *testing.T) {
 		t.Fatalf("APPEND: %q %v", resp, err)
 	}
 
+	c.send(fmt.Sprintf("a101 APPEND Nowhere {%d}", len(msg)))
+	c.read()
+	c.conn.Write(msg)
+	c.send("")
+	if resp, _ := c.read(); !strings.HasPrefix(resp, "a101 NO [TRYCREATE]") {
+		t.Errorf("APPEND to a missing mailbox: %q", resp)
+	}
+
 	untagged := c.expectOK("EXAMINE INBOX")
 	for _, want := range []string{"* 4 EXISTS", "* OK [UIDVALIDITY 1]", "* OK [UIDNEXT 5]"} {
 		if !containsPrefix(untagged, want) {

@@ -55,9 +55,8 @@ type imapSession struct {
 	user string
 	mbox *selectedMailbox // nil unless a mailbox is selected
 
-	relayed  atomic.Bool // the command being answered went upstream
-	closing  atomic.Bool // the end is ours: no BYE for a lost upstream
-	timedOut atomic.Bool
+	relayed atomic.Bool // the command being answered went upstream
+	closing atomic.Bool // the end is ours: no BYE for a lost upstream
 }
 
 type selectedMailbox struct {
@@ -133,7 +132,6 @@ func (s *imapSession) do(op string, timeout time.Duration, f func(up *imapUpstre
 	var fired atomic.Bool
 	t := time.AfterFunc(timeout, func() {
 		fired.Store(true)
-		s.timedOut.Store(true)
 		up.conn.Close()
 	})
 	err := f(up, func() { t.Reset(timeout) })
@@ -193,6 +191,9 @@ func (s *imapSession) Login(username, password string) (err error) {
 		return &dialError{stage: "capability", err: errors.New("no CAPABILITY answer after login")}
 	}
 	up.caps = caps
+	// This connection's go-imap server reads its capability set only from
+	// the goroutine running this command, and only after it returns: the
+	// set can grow here to what this upstream offers.
 	for _, c := range relayedCaps {
 		if caps.Has(c) {
 			s.caps[c] = struct{}{}
@@ -480,7 +481,17 @@ func (s *imapSession) Append(mailbox string, r imap.LiteralReader, options *imap
 	_, dataTimeout := s.timeouts()
 	err = s.do("APPEND", dataTimeout, func(up *imapUpstream, progress func()) error {
 		cmd := up.client.Append(mailbox, r.Size(), options)
-		_, copyErr := io.Copy(progressWriter{cmd, progress}, r)
+		cr := &countingReader{r: r}
+		_, copyErr := io.Copy(progressWriter{cmd, progress}, cr)
+		if cr.err != nil || (copyErr == nil && cr.n != r.Size()) {
+			// The client's literal broke off: the upstream waits for the
+			// rest, and only closing its connection ends that.
+			up.conn.Close()
+			cmd.Close()
+			return fmt.Errorf("imap: APPEND literal from the client cut at %d of %d bytes: %v", cr.n, r.Size(), cr.err)
+		}
+		// A write error is the upstream refusing before the literal (its NO
+		// comes with Wait) or the connection failing.
 		closeErr := cmd.Close()
 		d, err := cmd.Wait()
 		if err != nil {
@@ -501,6 +512,22 @@ func (s *imapSession) Append(mailbox string, r imap.LiteralReader, options *imap
 		return nil, err
 	}
 	return data, nil
+}
+
+// countingReader counts what it reads and keeps the error, other than EOF.
+type countingReader struct {
+	r   io.Reader
+	n   int64
+	err error
+}
+
+func (c *countingReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.n += int64(n)
+	if err != nil && err != io.EOF {
+		c.err = err
+	}
+	return n, err
 }
 
 type progressWriter struct {
