@@ -366,8 +366,7 @@ func peerMessages(t *testing.T, p *imapPKI) []labFixture {
 	aliceCert, aliceKey, _ := testpki.WriteIdentity(t, dir, "alice", p.alice)
 	bobCert := testpki.WriteFile(t, dir, "bob.crt", testpki.CertPEM(p.bob.Cert))
 	content := testpki.WriteFile(t, dir, "content", []byte("Content-Type: text/plain; charset=us-ascii\r\n\r\nMade by a real peer.\r\n"))
-	run := func(bin string, env []string, stdin []byte, args ...string) []byte {
-		t.Helper()
+	try := func(bin string, env []string, stdin []byte, args ...string) ([]byte, error) {
 		cmd := exec.Command(bin, args...)
 		cmd.Dir = dir
 		cmd.Env = append(os.Environ(), env...)
@@ -375,9 +374,17 @@ func peerMessages(t *testing.T, p *imapPKI) []labFixture {
 		var out, stderr bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &stderr
 		if err := cmd.Run(); err != nil {
-			t.Fatalf("%s %s: %v\n%s", filepath.Base(bin), strings.Join(args, " "), err, stderr.Bytes())
+			return nil, fmt.Errorf("%s %s: %v\n%s", filepath.Base(bin), strings.Join(args, " "), err, stderr.Bytes())
 		}
-		return out.Bytes()
+		return out.Bytes(), nil
+	}
+	run := func(bin string, env []string, stdin []byte, args ...string) []byte {
+		t.Helper()
+		out, err := try(bin, env, stdin, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
 	}
 	headers := func(subject string) []byte {
 		return []byte("From: alice@example.test\r\nTo: bob@example.test\r\nSubject: " + subject +
@@ -417,7 +424,14 @@ func peerMessages(t *testing.T, p *imapPKI) []labFixture {
 	run(openssl, nil, nil, "pkcs12", "-export", "-in", aliceCert, "-inkey", aliceKey, "-passout", "pass:"+pass,
 		"-keypbe", "PBE-SHA1-3DES", "-certpbe", "PBE-SHA1-3DES", "-macalg", "sha1", "-out", "alice.p12")
 	loopback := []string{"--batch", "--pinentry-mode", "loopback", "--passphrase-fd", "0"}
-	run(gpgsm, env, []byte(pass+"\n"), append(loopback, "--import", "alice.p12")...)
+	// gpgsm's import through its agent has been seen to take a wrong
+	// passphrase now and then while other tests load the machine: a second
+	// try, with a fresh agent.
+	if _, err := try(gpgsm, env, []byte(pass+"\n"), append(loopback, "--import", "alice.p12")...); err != nil {
+		t.Logf("retrying: %v", err)
+		try(gpgconf, env, nil, "--kill", "all")
+		run(gpgsm, env, []byte(pass+"\n"), append(loopback, "--import", "alice.p12")...)
+	}
 	run(gpgsm, env, nil, "--batch", "--cipher-algo", "AES256", "-r", "bob@example.test", "--output", "enc.p7m", "--encrypt", content)
 	run(gpgsm, env, []byte(pass+"\n"), append(loopback, "-u", "alice@example.test", "--detach-sign", "--output", "sig.p7s", content)...)
 	b64 := func(file string) string {
