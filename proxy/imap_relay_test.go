@@ -5,8 +5,6 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-
-	"github.com/emersion/go-imap/v2"
 )
 
 func TestIMAPRelayCommands(t *testing.T) {
@@ -159,5 +157,3 @@ func containsMatch(lines []string, re string) bool {
 	}
 	return false
 }
-
-var _ imap.UID

@@ -1,17 +1,13 @@
 package proxy_test
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/x509"
-	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
-	"github.com/emersion/go-imap/v2/imapserver"
-	"github.com/emersion/go-message/textproto"
 
 	"smimeproxy/smime"
 )
@@ -101,8 +97,3 @@ func TestIMAPFetchPlainAndEncrypted(t *testing.T) {
 		t.Errorf("field = %q", field)
 	}
 }
-
-var _ = reflect.DeepEqual
-var _ = bufio.NewReader
-var _ = textproto.ReadHeader
-var _ imapserver.Session
