@@ -295,7 +295,6 @@ func TestIMAPUndecryptableServedAsIs(t *testing.T) {
 	}
 }
 
-
 // upstreamFlags reads a message's flags straight from the upstream.
 func upstreamFlags(t *testing.T, up *imapUpstream, user, mailbox string, uid imap.UID) []imap.Flag {
 	t.Helper()
