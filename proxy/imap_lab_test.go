@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/sha1"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
@@ -29,6 +28,7 @@ import (
 	"smimeproxy/certcache"
 	"smimeproxy/config"
 	"smimeproxy/internal/lab"
+	"smimeproxy/internal/testpeer"
 	"smimeproxy/internal/testpki"
 	"smimeproxy/internal/testutil"
 	"smimeproxy/keystore"
@@ -365,7 +365,8 @@ func peerMessages(t *testing.T, p *imapPKI) []labFixture {
 	dir := t.TempDir()
 	aliceCert, aliceKey, _ := testpki.WriteIdentity(t, dir, "alice", p.alice)
 	bobCert := testpki.WriteFile(t, dir, "bob.crt", testpki.CertPEM(p.bob.Cert))
-	content := testpki.WriteFile(t, dir, "content", []byte("Content-Type: text/plain; charset=us-ascii\r\n\r\nMade by a real peer.\r\n"))
+	contentBytes := []byte("Content-Type: text/plain; charset=us-ascii\r\n\r\nMade by a real peer.\r\n")
+	content := testpki.WriteFile(t, dir, "content", contentBytes)
 	try := func(bin string, env []string, stdin []byte, args ...string) ([]byte, error) {
 		cmd := exec.Command(bin, args...)
 		cmd.Dir = dir
@@ -404,49 +405,20 @@ func peerMessages(t *testing.T, p *imapPKI) []labFixture {
 	}
 
 	// gpgsm, in a GnuPG home of its own that trusts the test CA.
-	gpgsm := testutil.NeedTool(t, "gpgsm")
-	gpgconf := testutil.NeedTool(t, "gpgconf")
-	home := filepath.Join(dir, "gnupg")
-	os.Mkdir(home, 0o700)
-	env := []string{"GNUPGHOME=" + home}
-	testpki.WriteFile(t, home, "gpgsm.conf", []byte("disable-crl-checks\ndisable-trusted-cert-crl-check\ndisable-dirmngr\n"))
-	testpki.WriteFile(t, home, "gpg-agent.conf", []byte("allow-loopback-pinentry\n"))
-	sum := sha1.Sum(p.ca.Root().Raw)
-	testpki.WriteFile(t, home, "trustlist.txt", []byte(strings.ToUpper(hex.EncodeToString(sum[:]))+" S\n"))
-	t.Cleanup(func() {
-		cmd := exec.Command(gpgconf, "--kill", "all")
-		cmd.Env = append(os.Environ(), env...)
-		cmd.Run()
-	})
-	run(gpgsm, env, nil, "--batch", "--import", testpki.WriteFile(t, dir, "root.crt", testpki.CertPEM(p.ca.Root())))
-	run(gpgsm, env, nil, "--batch", "--import", bobCert)
-	const pass = "gpgsm passphrase"
-	run(openssl, nil, nil, "pkcs12", "-export", "-in", aliceCert, "-inkey", aliceKey, "-passout", "pass:"+pass,
-		"-keypbe", "PBE-SHA1-3DES", "-certpbe", "PBE-SHA1-3DES", "-macalg", "sha1", "-out", "alice.p12")
-	loopback := []string{"--batch", "--pinentry-mode", "loopback", "--passphrase-fd", "0"}
-	// gpgsm's import through its agent has been seen to take a wrong
-	// passphrase now and then while other tests load the machine: a second
-	// try, with a fresh agent.
-	if _, err := try(gpgsm, env, []byte(pass+"\n"), append(loopback, "--import", "alice.p12")...); err != nil {
-		t.Logf("retrying: %v", err)
-		try(gpgconf, env, nil, "--kill", "all")
-		run(gpgsm, env, []byte(pass+"\n"), append(loopback, "--import", "alice.p12")...)
-	}
-	run(gpgsm, env, nil, "--batch", "--cipher-algo", "AES256", "-r", "bob@example.test", "--output", "enc.p7m", "--encrypt", content)
-	run(gpgsm, env, []byte(pass+"\n"), append(loopback, "-u", "alice@example.test", "--detach-sign", "--output", "sig.p7s", content)...)
+	g := testpeer.NewGpgsm(t, p.ca.Root())
+	g.ImportCert(t, "bob", p.bob.Cert)
+	g.ImportIdentity(t, "alice", p.alice)
+	g.Write(t, "content", contentBytes)
+	g.Run(t, nil, "--batch", "--cipher-algo", "AES256", "-r", "bob@example.test", "--output", "enc.p7m", "--encrypt", "content")
+	g.WithPassphrase(t, "-u", "alice@example.test", "--detach-sign", "--output", "sig.p7s", "content")
 	b64 := func(file string) string {
-		b, err := os.ReadFile(filepath.Join(dir, file))
-		if err != nil {
-			t.Fatal(err)
-		}
-		s := base64.StdEncoding.EncodeToString(b)
+		s := base64.StdEncoding.EncodeToString(g.Read(t, file))
 		var lines []string
 		for len(s) > 76 {
 			lines, s = append(lines, s[:76]), s[76:]
 		}
 		return strings.Join(append(lines, s), "\r\n") + "\r\n"
 	}
-	contentBytes, _ := os.ReadFile(filepath.Join(dir, "content"))
 	gpgEnc := append(headers("gpgsm encrypted"), []byte("MIME-Version: 1.0\r\nContent-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m\r\n"+
 		"Content-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=smime.p7m\r\n\r\n"+b64("enc.p7m"))...)
 	gpgSig := append(headers("gpgsm signed"), []byte("MIME-Version: 1.0\r\nContent-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; micalg=sha-256; boundary=\"gpgsm\"\r\n\r\n"+

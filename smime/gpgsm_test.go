@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"smimeproxy/internal/testpeer"
 	"smimeproxy/smime"
 )
 
@@ -13,7 +14,7 @@ import (
 // opaque, with the chain it trusts.
 func TestGpgsmVerifiesOurs(t *testing.T) {
 	p := newPKI(t)
-	g := newGpgsm(t, p.ca.Cert)
+	g := testpeer.NewGpgsm(t, p.ca.Cert)
 	for _, file := range []string{"plain.eml", "8bit.eml", "attachment.eml"} {
 		t.Run(file, func(t *testing.T) {
 			msg := testMessage(t, file)
@@ -22,23 +23,23 @@ func TestGpgsmVerifiesOurs(t *testing.T) {
 				t.Fatal(err)
 			}
 			content, sig := signedParts(t, detached)
-			g.write(t, "content", content)
-			g.write(t, "sig.p7s", sig)
-			if out := g.run(t, nil, "--batch", "--status-fd", "1", "--verify", "sig.p7s", "content"); !goodSig(out) {
+			g.Write(t, "content", content)
+			g.Write(t, "sig.p7s", sig)
+			if out := g.Run(t, nil, "--batch", "--status-fd", "1", "--verify", "sig.p7s", "content"); !goodSig(out) {
 				t.Errorf("gpgsm --verify (detached):\n%s", out)
 			}
 			opaque, err := smime.Sign(msg, identity(p.alice), &smime.SignOptions{Opaque: true})
 			if err != nil {
 				t.Fatal(err)
 			}
-			g.write(t, "opaque.p7m", mimeBody(t, opaque))
-			out := g.run(t, nil, "--batch", "--status-fd", "1", "--output", "opaque.out", "--verify", "opaque.p7m")
-			if !goodSig(out) || !bytes.Equal(g.read(t, "opaque.out"), content) {
-				t.Errorf("gpgsm --verify (opaque):\n%s\ncontent %q", out, g.read(t, "opaque.out"))
+			g.Write(t, "opaque.p7m", mimeBody(t, opaque))
+			out := g.Run(t, nil, "--batch", "--status-fd", "1", "--output", "opaque.out", "--verify", "opaque.p7m")
+			if !goodSig(out) || !bytes.Equal(g.Read(t, "opaque.out"), content) {
+				t.Errorf("gpgsm --verify (opaque):\n%s\ncontent %q", out, g.Read(t, "opaque.out"))
 			}
 			// A changed byte is caught.
-			g.write(t, "content", bytes.Replace(content, []byte("\r\n"), []byte("\n"), 1))
-			if _, _, err := g.try(nil, "--batch", "--verify", "sig.p7s", "content"); err == nil {
+			g.Write(t, "content", bytes.Replace(content, []byte("\r\n"), []byte("\n"), 1))
+			if _, _, err := g.Try(nil, "--batch", "--verify", "sig.p7s", "content"); err == nil {
 				t.Error("gpgsm accepted changed content")
 			}
 		})
@@ -55,13 +56,13 @@ func goodSig(status []byte) bool {
 // opaque, once the test wraps its output in MIME.
 func TestGpgsmSignedVerifiedByUs(t *testing.T) {
 	p := newPKI(t)
-	g := newGpgsm(t, p.ca.Cert)
-	g.importIdentity(t, "alice", p.alice)
+	g := testpeer.NewGpgsm(t, p.ca.Cert)
+	g.ImportIdentity(t, "alice", p.alice)
 	content := []byte("Content-Type: text/plain; charset=us-ascii\r\n\r\nSigned by gpgsm.\r\n")
-	g.write(t, "content", content)
+	g.Write(t, "content", content)
 
-	g.gpg(t, "-u", "alice@example.com", "--detach-sign", "--output", "sig.p7s", "content")
-	msg := wrapSigned(content, g.read(t, "sig.p7s"), "sha-256")
+	g.WithPassphrase(t, "-u", "alice@example.com", "--detach-sign", "--output", "sig.p7s", "content")
+	msg := wrapSigned(content, g.Read(t, "sig.p7s"), "sha-256")
 	o, err := smime.Open(msg, &smime.OpenOptions{Verify: p.verifyOpts()})
 	if err != nil {
 		t.Fatal(err)
@@ -73,8 +74,8 @@ func TestGpgsmSignedVerifiedByUs(t *testing.T) {
 	sigs, _ := smime.Verify(bytes.Replace(msg, []byte("by gpgsm"), []byte("by gpgsX"), 1), ptr(p.verifyOpts()))
 	wantStatus(t, "detached, changed", sigs, smime.StatusInvalid)
 
-	g.gpg(t, "-u", "alice@example.com", "--sign", "--output", "opaque.p7m", "content")
-	o, err = smime.Open(wrapPKCS7(g.read(t, "opaque.p7m"), "signed-data"), &smime.OpenOptions{Verify: p.verifyOpts()})
+	g.WithPassphrase(t, "-u", "alice@example.com", "--sign", "--output", "opaque.p7m", "content")
+	o, err = smime.Open(wrapPKCS7(g.Read(t, "opaque.p7m"), "signed-data"), &smime.OpenOptions{Verify: p.verifyOpts()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,8 +88,8 @@ func TestGpgsmSignedVerifiedByUs(t *testing.T) {
 // TestGpgsmDecryptsOurs: gpgsm --decrypt opens what we encrypt, signed or not.
 func TestGpgsmDecryptsOurs(t *testing.T) {
 	p := newPKI(t)
-	g := newGpgsm(t, p.ca.Cert)
-	g.importIdentity(t, "bob", p.bob)
+	g := testpeer.NewGpgsm(t, p.ca.Cert)
+	g.ImportIdentity(t, "bob", p.bob)
 	msg := testMessage(t, "8bit.eml")
 	signed, err := smime.Sign(msg, identity(p.alice), nil)
 	if err != nil {
@@ -103,8 +104,8 @@ func TestGpgsmDecryptsOurs(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			g.write(t, "enc.p7m", mimeBody(t, enc))
-			got := g.gpg(t, "--decrypt", "enc.p7m")
+			g.Write(t, "enc.p7m", mimeBody(t, enc))
+			got := g.WithPassphrase(t, "--decrypt", "enc.p7m")
 			if in.name == "signed" {
 				if want := contentEntity(t, signed); !bytes.Equal(got, want) {
 					t.Errorf("gpgsm decrypted\n%q\nwant the signed entity\n%q", got, want)
@@ -121,14 +122,14 @@ func TestGpgsmDecryptsOurs(t *testing.T) {
 // TestGpgsmEncryptedOpenedByUs: we open what gpgsm encrypts.
 func TestGpgsmEncryptedOpenedByUs(t *testing.T) {
 	p := newPKI(t)
-	g := newGpgsm(t, p.ca.Cert)
-	g.importCert(t, "bob", p.bob.Cert)
+	g := testpeer.NewGpgsm(t, p.ca.Cert)
+	g.ImportCert(t, "bob", p.bob.Cert)
 	content := []byte("Content-Type: text/plain; charset=us-ascii\r\n\r\nEncrypted by gpgsm.\r\n")
-	g.write(t, "content", content)
+	g.Write(t, "content", content)
 	for _, algo := range []string{"AES256", "AES128", "3DES"} {
 		t.Run(algo, func(t *testing.T) {
-			g.run(t, nil, "--batch", "--cipher-algo", algo, "-r", "bob@example.com", "--output", "enc.p7m", "--yes", "--encrypt", "content")
-			o, err := smime.Open(wrapPKCS7(g.read(t, "enc.p7m"), "enveloped-data"), &smime.OpenOptions{Keys: []smime.KeyPair{keyPair(p.bob)}})
+			g.Run(t, nil, "--batch", "--cipher-algo", algo, "-r", "bob@example.com", "--output", "enc.p7m", "--yes", "--encrypt", "content")
+			o, err := smime.Open(wrapPKCS7(g.Read(t, "enc.p7m"), "enveloped-data"), &smime.OpenOptions{Keys: []smime.KeyPair{keyPair(p.bob)}})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -2,10 +2,7 @@ package smime_test
 
 import (
 	"bytes"
-	"crypto/sha1"
-	"crypto/x509"
 	"encoding/base64"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -78,69 +75,6 @@ func (p *peer) writeIdentity(t *testing.T, base string, id *testpki.Identity) (c
 	key = p.write(t, base+".key", testpki.KeyPEM(t, id.Key))
 	chain = p.write(t, base+".chain.pem", testpki.CertPEM(id.Chain...))
 	return cert, key, chain
-}
-
-// gpgsm is a throwaway GnuPG home with gpgsm and its agent.
-type gpgsm struct {
-	*peer
-	openssl *peer
-}
-
-// newGpgsm makes a GNUPGHOME that trusts root, checks no CRLs and takes
-// passphrases from us; its agent is killed at cleanup.
-func newGpgsm(t *testing.T, root *x509.Certificate) *gpgsm {
-	t.Helper()
-	g := &gpgsm{peer: newPeer(t, "gpgsm")}
-	g.openssl = &peer{bin: testutil.NeedTool(t, "openssl"), dir: g.dir}
-	gpgconf := testutil.NeedTool(t, "gpgconf")
-	home := filepath.Join(g.dir, "gnupg")
-	if err := os.Mkdir(home, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	g.env = []string{"GNUPGHOME=" + home}
-	testpki.WriteFile(t, home, "gpgsm.conf", []byte("disable-crl-checks\ndisable-trusted-cert-crl-check\ndisable-dirmngr\n"))
-	testpki.WriteFile(t, home, "gpg-agent.conf", []byte("allow-loopback-pinentry\n"))
-	sum := sha1.Sum(root.Raw)
-	var fpr []string
-	for _, b := range sum {
-		fpr = append(fpr, fmt.Sprintf("%02X", b))
-	}
-	testpki.WriteFile(t, home, "trustlist.txt", []byte(strings.Join(fpr, ":")+" S\n"))
-	t.Cleanup(func() {
-		cmd := exec.Command(gpgconf, "--kill", "all")
-		cmd.Env = append(os.Environ(), g.env...)
-		_ = cmd.Run()
-	})
-	g.run(t, nil, "--batch", "--import", g.write(t, "root.crt", testpki.CertPEM(root)))
-	return g
-}
-
-const gpgsmPassphrase = "test passphrase"
-
-// gpg runs gpgsm in batch mode with the loopback passphrase.
-func (g *gpgsm) gpg(t *testing.T, args ...string) []byte {
-	t.Helper()
-	return g.run(t, []byte(gpgsmPassphrase+"\n"), append([]string{"--batch", "--pinentry-mode", "loopback", "--passphrase-fd", "0"}, args...)...)
-}
-
-// importIdentity gives gpgsm id's key and certificates, through a PKCS #12
-// file in the legacy encryption that gpgsm 2.2 reads.
-func (g *gpgsm) importIdentity(t *testing.T, name string, id *testpki.Identity) {
-	t.Helper()
-	cert, key, chain := g.writeIdentity(t, name, id)
-	args := []string{"pkcs12", "-export", "-in", cert, "-inkey", key, "-passout", "pass:" + gpgsmPassphrase,
-		"-keypbe", "PBE-SHA1-3DES", "-certpbe", "PBE-SHA1-3DES", "-macalg", "sha1", "-out", name + ".p12"}
-	if len(id.Chain) > 0 {
-		args = append(args, "-certfile", chain)
-	}
-	g.openssl.run(t, nil, args...)
-	g.gpg(t, "--import", name+".p12")
-}
-
-// importCert gives gpgsm a certificate without its key.
-func (g *gpgsm) importCert(t *testing.T, name string, c *x509.Certificate) {
-	t.Helper()
-	g.run(t, nil, "--batch", "--import", g.write(t, name+".crt", testpki.CertPEM(c)))
 }
 
 // mimeBody returns the decoded body of a single-part MIME message or entity.
