@@ -28,6 +28,7 @@ import (
 
 	"smimeproxy/cms"
 	"smimeproxy/internal/atomicfile"
+	"smimeproxy/internal/recheck"
 )
 
 // Source says how a certificate got here.
@@ -41,10 +42,6 @@ const (
 // DefaultRecheckInterval is how often reads look for changes made by another
 // process, by default.
 const DefaultRecheckInterval = 2 * time.Second
-
-// racyWindow covers coarse file system timestamps: a change made this soon
-// after a scan may carry the mtime the scan saw.
-const racyWindow = 2 * time.Second
 
 // Options tune a Cache; nil means the defaults.
 type Options struct {
@@ -89,18 +86,15 @@ func (e *Entry) clone() *Entry {
 
 // Cache is a certificate cache directory. It is safe for concurrent use.
 type Cache struct {
-	dir   string
-	now   func() time.Time
-	every time.Duration
-	sys   *x509.CertPool // nil with NoSystemRoots
+	dir     string
+	now     func() time.Time
+	recheck *recheck.Throttle
+	sys     *x509.CertPool // nil with NoSystemRoots
 
 	writeMu sync.Mutex // serializes this process's writers
 
 	mu sync.RWMutex
 	st *state
-
-	checkMu   sync.Mutex
-	lastCheck time.Time
 }
 
 // state is the index of the directory at one moment.
@@ -124,7 +118,8 @@ type fileRec struct {
 
 // Open opens the cache in dir, creating it if needed.
 func Open(dir string, opts *Options) (*Cache, error) {
-	c := &Cache{dir: dir, now: time.Now, every: DefaultRecheckInterval}
+	c := &Cache{dir: dir, now: time.Now}
+	every := DefaultRecheckInterval
 	if opts == nil || !opts.NoSystemRoots {
 		sys, err := x509.SystemCertPool()
 		if err != nil {
@@ -137,9 +132,10 @@ func Open(dir string, opts *Options) (*Cache, error) {
 			c.now = opts.Now
 		}
 		if opts.RecheckInterval != 0 {
-			c.every = opts.RecheckInterval
+			every = opts.RecheckInterval
 		}
 	}
+	c.recheck = recheck.NewThrottle(every)
 	for _, d := range []string{dir, filepath.Join(dir, certsDir), filepath.Join(dir, interDir), filepath.Join(dir, anchorDir)} {
 		if err := os.MkdirAll(d, dirMode); err != nil {
 			return nil, fmt.Errorf("certcache: %w", err)
@@ -289,17 +285,7 @@ func (c *Cache) rescan() error {
 // refresh rescans when a subdirectory may have changed, at most once per
 // RecheckInterval. Cost when nothing changed: three stats.
 func (c *Cache) refresh() {
-	if c.every < 0 {
-		return
-	}
-	now := time.Now()
-	c.checkMu.Lock()
-	due := now.Sub(c.lastCheck) >= c.every
-	if due {
-		c.lastCheck = now
-	}
-	c.checkMu.Unlock()
-	if due && c.changed() {
+	if c.recheck.Due() && c.changed() {
 		_ = c.Reload() // see Reload: keep serving the last good state
 	}
 }
@@ -313,9 +299,7 @@ func (c *Cache) changed() bool {
 		if err != nil || !fi.ModTime().Equal(mod) {
 			return true
 		}
-		// A write in the same timestamp tick as the scan leaves the mtime
-		// as it was: until it is safely older than the scan, look again.
-		if st.loaded.Sub(mod) < racyWindow {
+		if recheck.Unsettled(mod, st.loaded) {
 			return true
 		}
 	}

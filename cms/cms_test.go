@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -275,7 +276,7 @@ func TestDefaultCapabilities(t *testing.T) {
 		}
 	}
 	want := []cms.Cipher{cms.AES256GCM, cms.AES128GCM, cms.AES256CBC, cms.AES192CBC, cms.AES128CBC}
-	if !equalCiphers(got, want) {
+	if !slices.Equal(got, want) {
 		t.Errorf("DefaultCapabilities ciphers = %v, want %v", got, want)
 	}
 	names := map[cms.Cipher]string{
@@ -287,18 +288,6 @@ func TestDefaultCapabilities(t *testing.T) {
 			t.Errorf("Cipher(%d).String() = %q, want %q", int(c), got, want)
 		}
 	}
-}
-
-func equalCiphers(a, b []cms.Cipher) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 var ciphers = []cms.Cipher{cms.AES256CBC, cms.AES128CBC, cms.AES192CBC, cms.AES128GCM, cms.AES256GCM}

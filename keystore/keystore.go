@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"smimeproxy/internal/atomicfile"
+	"smimeproxy/internal/recheck"
 )
 
 const (
@@ -44,9 +45,6 @@ const (
 	// DefaultRecheckInterval is how often lookups look for changes made by
 	// another process, by default.
 	DefaultRecheckInterval = 2 * time.Second
-	// racyWindow covers file systems whose timestamps are coarse: a change
-	// made this soon after a scan may carry the same mtime as the scan saw.
-	racyWindow = 2 * time.Second
 )
 
 // Options tune a Store; nil means the defaults.
@@ -65,17 +63,14 @@ type Options struct {
 
 // Store is a keystore directory. It is safe for concurrent use.
 type Store struct {
-	dir   string
-	kdf   KDFParams
-	now   func() time.Time
-	every time.Duration
+	dir     string
+	kdf     KDFParams
+	now     func() time.Time
+	recheck *recheck.Throttle
 
 	mu      sync.RWMutex
 	st      *state
 	dataKey []byte // nil while locked
-
-	checkMu   sync.Mutex
-	lastCheck time.Time
 
 	keyMu sync.Mutex
 	keys  map[string]crypto.PrivateKey // unsealed keys by entry id
@@ -114,7 +109,8 @@ func parseHeader(data []byte) (header, error) {
 }
 
 func newStore(dir string, opts *Options) *Store {
-	s := &Store{dir: dir, kdf: DefaultKDF, now: time.Now, every: DefaultRecheckInterval, keys: map[string]crypto.PrivateKey{}}
+	s := &Store{dir: dir, kdf: DefaultKDF, now: time.Now, keys: map[string]crypto.PrivateKey{}}
+	every := DefaultRecheckInterval
 	if opts != nil {
 		if opts.KDF != nil {
 			s.kdf = *opts.KDF
@@ -123,9 +119,10 @@ func newStore(dir string, opts *Options) *Store {
 			s.now = opts.Now
 		}
 		if opts.RecheckInterval != 0 {
-			s.every = opts.RecheckInterval
+			every = opts.RecheckInterval
 		}
 	}
+	s.recheck = recheck.NewThrottle(every)
 	return s
 }
 
@@ -332,17 +329,7 @@ func (s *Store) swap(st *state) {
 // refresh reloads when the directory may have changed since the last load,
 // at most once per RecheckInterval. Cost when nothing changed: two stats.
 func (s *Store) refresh() {
-	if s.every < 0 {
-		return
-	}
-	now := time.Now()
-	s.checkMu.Lock()
-	due := now.Sub(s.lastCheck) >= s.every
-	if due {
-		s.lastCheck = now
-	}
-	s.checkMu.Unlock()
-	if due && s.changed() {
+	if s.recheck.Due() && s.changed() {
 		_ = s.Reload() // see Reload: keep serving the last good state
 	}
 }
@@ -359,9 +346,7 @@ func (s *Store) changed() bool {
 	if err != nil || !ki.ModTime().Equal(st.keysMod) {
 		return true
 	}
-	// A write in the same timestamp tick as the last scan leaves the mtime
-	// unchanged: until the mtime is safely older than the scan, look again.
-	return st.loaded.Sub(st.keysMod) < racyWindow
+	return recheck.Unsettled(st.keysMod, st.loaded)
 }
 
 // Dir returns the keystore's directory.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -345,7 +346,7 @@ func (s *IMAP) Reload(opts Options) error {
 		return err
 	}
 	s.mu.Lock()
-	if !sameListeners(s.opts.Config.IMAP.Listen, opts.Config.IMAP.Listen) {
+	if !slices.Equal(s.opts.Config.IMAP.Listen, opts.Config.IMAP.Listen) {
 		s.log.Warn("IMAP listeners changed; they take effect at restart", "proto", "imap")
 		cfg := *opts.Config
 		cfg.IMAP.Listen = s.opts.Config.IMAP.Listen
@@ -356,18 +357,6 @@ func (s *IMAP) Reload(opts Options) error {
 	s.mu.Unlock()
 	s.cache.clear()
 	return nil
-}
-
-func sameListeners(a, b []config.Listener) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // Check reports whether the upstream answers: connect, TLS, greeting,

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"strings"
 
 	"smimeproxy/smime"
@@ -44,7 +45,7 @@ func authResults(authservID string, o *smime.Opened, keys []userKey, keystoreLoc
 		switch {
 		case addr == "":
 			others++
-		case !containsString(mine, addr):
+		case !slices.Contains(mine, addr):
 			mine = append(mine, addr)
 		}
 	}
@@ -75,15 +76,6 @@ func plural(n int, word string) string {
 		return word
 	}
 	return word + "s"
-}
-
-func containsString(l []string, s string) bool {
-	for _, x := range l {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // comment makes an RFC 5322 comment of s: parentheses and backslashes are

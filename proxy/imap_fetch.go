@@ -405,19 +405,7 @@ func relayItems(rw *imapserver.FetchResponseWriter, next func() imapclient.Fetch
 				wroteStructure = true
 			}
 		case imapclient.FetchItemDataBodySection:
-			i := slices.IndexFunc(opts.BodySection, func(bs *imap.FetchItemBodySection) bool {
-				return item.MatchCommand(bs)
-			})
-			for i >= 0 && bodyUsed[i] {
-				next := slices.IndexFunc(opts.BodySection[i+1:], func(bs *imap.FetchItemBodySection) bool {
-					return item.MatchCommand(bs)
-				})
-				if next < 0 {
-					i = -1
-				} else {
-					i += 1 + next
-				}
-			}
+			i := nextUnused(opts.BodySection, bodyUsed, item.MatchCommand)
 			if i < 0 {
 				continue
 			}
@@ -426,19 +414,7 @@ func relayItems(rw *imapserver.FetchResponseWriter, next func() imapclient.Fetch
 				return err
 			}
 		case imapclient.FetchItemDataBinarySection:
-			i := slices.IndexFunc(opts.BinarySection, func(bs *imap.FetchItemBinarySection) bool {
-				return item.MatchCommand(bs)
-			})
-			for i >= 0 && binUsed[i] {
-				next := slices.IndexFunc(opts.BinarySection[i+1:], func(bs *imap.FetchItemBinarySection) bool {
-					return item.MatchCommand(bs)
-				})
-				if next < 0 {
-					i = -1
-				} else {
-					i += 1 + next
-				}
-			}
+			i := nextUnused(opts.BinarySection, binUsed, item.MatchCommand)
 			if i < 0 {
 				continue
 			}
@@ -861,4 +837,16 @@ func authservID(serverName string) string {
 		return h
 	}
 	return "localhost"
+}
+
+// nextUnused returns the index of the first section the client asked for that
+// matches and has not been answered yet, or -1: a client may ask for the same
+// section twice, and each request gets its own answer.
+func nextUnused[T any](asked []T, used []bool, matches func(T) bool) int {
+	for i, a := range asked {
+		if !used[i] && matches(a) {
+			return i
+		}
+	}
+	return -1
 }
