@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 )
 
@@ -18,6 +19,8 @@ type env struct {
 	getenv func(string) string
 	// tty opens the controlling terminal for prompts; nil means there is none.
 	tty func() (ttyFile, error)
+	// hup delivers SIGHUP to serve; nil means serve listens for the signal.
+	hup chan os.Signal
 }
 
 // command is one subcommand: its own flags, help text and behaviour.

@@ -8,6 +8,8 @@ import (
 // commands lists the subcommands in the order --help shows them.
 func commands() []*command {
 	return []*command{
+		serveCommand(),
+		demoCommand(),
 		csrCommand(),
 		importCommand(),
 		backupCommand(),
@@ -16,6 +18,8 @@ func commands() []*command {
 		certsCommand(),
 		trustCommand(),
 		messageCommand(),
+		checkConfigCommand(),
+		healthCommand(),
 	}
 }
 
