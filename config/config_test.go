@@ -129,3 +129,18 @@ func TestListenerSafety(t *testing.T) {
 		t.Errorf("Load with insecure_plaintext: true = %v, want nil", err)
 	}
 }
+
+// FuzzParse: no configuration file, however broken, makes Parse or Validate
+// panic.
+func FuzzParse(f *testing.F) {
+	if data, err := os.ReadFile("../config.example.yaml"); err == nil {
+		f.Add(data)
+	}
+	f.Add([]byte("smtp:\n  listen:\n    - {addr: \"0.0.0.0:25\", tls: none}\n"))
+	f.Add([]byte("policy: {users: {bob: {addresses: [x]}}}\nshutdown_timeout: -1s\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if c, err := config.Parse(data); err == nil {
+			_ = c.Validate()
+		}
+	})
+}
