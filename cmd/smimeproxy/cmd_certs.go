@@ -32,7 +32,7 @@ func cacheCommand(name, usage, short, help, examples string, nargs int,
 	do func(e *env, cc *certcache.Cache, args []string) error) *command {
 	var sf storeFlags
 	return &command{
-		name: name, usage: usage, short: short, help: help, examples: examples,
+		name: name, usage: usage, short: short, help: help, examples: examples, maxArgs: nargs,
 		flags: sf.register,
 		run: func(ctx context.Context, e *env, args []string) error {
 			if len(args) != nargs {

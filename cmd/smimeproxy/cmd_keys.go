@@ -46,9 +46,6 @@ certificate the CA issues to it.`,
 			fs.BoolVar(&force, "force", false, "overwrite --out if it exists")
 		},
 		run: func(ctx context.Context, e *env, args []string) error {
-			if len(args) > 0 {
-				return usagef("unexpected argument %q", args[0])
-			}
 			if email == "" {
 				return usagef("--email is required")
 			}
@@ -59,15 +56,8 @@ certificate the CA issues to it.`,
 			if err != nil {
 				return usagef("invalid value %q for --key-type; options are %s", keyType, keyTypeList())
 			}
-			c, err := sf.load(e)
+			_, ks, err := sf.open(e, true, true)
 			if err != nil {
-				return err
-			}
-			ks, err := e.openKeystore(c, true)
-			if err != nil {
-				return err
-			}
-			if err := e.unlock(c, ks); err != nil {
 				return err
 			}
 			der, info, err := ks.NewCSR(keystore.CSRRequest{Email: email, KeyType: kt, CommonName: name})
@@ -100,9 +90,10 @@ func importCommand() *command {
 		password string
 	)
 	return &command{
-		name:  "import",
-		usage: "import FILE [--password-file FILE]",
-		short: "import what your CA issued: a certificate, a chain, or a .p12",
+		name:    "import",
+		usage:   "import FILE [--password-file FILE]",
+		maxArgs: 1,
+		short:   "import what your CA issued: a certificate, a chain, or a .p12",
 		help: `Imports a certificate (PEM or DER), a chain (PEM, or PKCS #7 .p7b/.p7c), or a
 PKCS #12 file (.p12/.pfx) with its private key. A certificate for a key in
 the keystore joins that key and makes it active; intermediate CA certificates
@@ -297,21 +288,11 @@ Android). Keep the file and its password apart.`,
 			fs.BoolVar(&force, "force", false, "overwrite --out if it exists")
 		},
 		run: func(ctx context.Context, e *env, args []string) error {
-			if len(args) > 0 {
-				return usagef("unexpected argument %q", args[0])
-			}
 			if email == "" || out == "" {
 				return usagef("--email and --out are required")
 			}
-			c, err := sf.load(e)
+			_, ks, err := sf.open(e, false, true)
 			if err != nil {
-				return err
-			}
-			ks, err := e.openKeystore(c, false)
-			if err != nil {
-				return err
-			}
-			if err := e.unlock(c, ks); err != nil {
 				return err
 			}
 			pw, err := e.newSecret(password, "backup password", "password-file")
@@ -344,14 +325,7 @@ its latest certificate. Needs no passphrase.`,
   smimeproxy identities --keystore /var/lib/smimeproxy/keystore`,
 		flags: sf.register,
 		run: func(ctx context.Context, e *env, args []string) error {
-			if len(args) > 0 {
-				return usagef("unexpected argument %q", args[0])
-			}
-			c, err := sf.load(e)
-			if err != nil {
-				return err
-			}
-			ks, err := e.openKeystore(c, false)
+			_, ks, err := sf.open(e, false, false)
 			if err != nil {
 				return err
 			}
@@ -394,14 +368,7 @@ working. Update the service's credential afterwards.`,
 			fs.StringVar(&newFile, "new-passphrase-file", "", "read the new passphrase from `FILE` (default: ask twice)")
 		},
 		run: func(ctx context.Context, e *env, args []string) error {
-			if len(args) > 0 {
-				return usagef("unexpected argument %q", args[0])
-			}
-			c, err := sf.load(e)
-			if err != nil {
-				return err
-			}
-			ks, err := e.openKeystore(c, false)
+			c, ks, err := sf.open(e, false, false)
 			if err != nil {
 				return err
 			}

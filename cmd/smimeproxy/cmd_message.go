@@ -93,20 +93,13 @@ func fromAddress(msg []byte) (string, error) {
 	return from[0].Address, nil
 }
 
-// signerFor unlocks the keystore and returns the identity that signs as addr.
-func (e *env) signerFor(c *config.Config, addr string) (*smime.Identity, *keystore.Store, error) {
-	ks, err := e.openKeystore(c, false)
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := e.unlock(c, ks); err != nil {
-		return nil, nil, err
-	}
+// signerFor returns the identity that signs as addr, from an unlocked keystore.
+func signerFor(ks *keystore.Store, addr string) (*smime.Identity, error) {
 	s, err := ks.Signer(addr, time.Now())
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	return &smime.Identity{Cert: s.Cert, Key: s.Key, Chain: s.Chain, EncryptionCert: s.EncryptionCert}, ks, nil
+	return &smime.Identity{Cert: s.Cert, Key: s.Key, Chain: s.Chain, EncryptionCert: s.EncryptionCert}, nil
 }
 
 func messageSignCommand() *command {
@@ -116,9 +109,10 @@ func messageSignCommand() *command {
 		opaque              bool
 	)
 	return &command{
-		name:  "sign",
-		usage: "sign [FILE] [--identity ADDR] [--opaque] [--hash sha256|sha384|sha512] [--out FILE]",
-		short: "sign a message",
+		name:    "sign",
+		maxArgs: 1,
+		usage:   "sign [FILE] [--identity ADDR] [--opaque] [--hash sha256|sha384|sha512] [--out FILE]",
+		short:   "sign a message",
 		help: `Signs the message as the identity named by its From address (or --identity):
 multipart/signed by default, which every client shows; --opaque wraps it in
 application/pkcs7-mime instead.`,
@@ -140,7 +134,7 @@ application/pkcs7-mime instead.`,
 			if err != nil {
 				return err
 			}
-			c, err := sf.load(e)
+			_, ks, err := sf.open(e, false, true)
 			if err != nil {
 				return err
 			}
@@ -149,7 +143,7 @@ application/pkcs7-mime instead.`,
 					return err
 				}
 			}
-			id, _, err := e.signerFor(c, identity)
+			id, err := signerFor(ks, identity)
 			if err != nil {
 				return err
 			}
@@ -170,9 +164,10 @@ func messageEncryptCommand() *command {
 		noSign, oaep          bool
 	)
 	return &command{
-		name:  "encrypt",
-		usage: "encrypt [FILE] [--recipient ADDR]... [--cert FILE]... [--no-sign] [--cipher NAME] [--out FILE]",
-		short: "sign and encrypt a message to its recipients",
+		name:    "encrypt",
+		maxArgs: 1,
+		usage:   "encrypt [FILE] [--recipient ADDR]... [--cert FILE]... [--no-sign] [--cipher NAME] [--out FILE]",
+		short:   "sign and encrypt a message to its recipients",
 		help: `Encrypts the message to every address in its To and Cc fields and every
 --recipient, with their certificates from the certificate cache and any
 --cert file, and to the sender's own certificate, so that the sender can read
@@ -199,8 +194,8 @@ it too. It is signed first, as the From address (or --identity), unless
 			if err != nil {
 				return err
 			}
-			c, err := sf.load(e)
-			if err != nil {
+			c, ks, err := sf.open(e, false, false)
+			if err != nil && !(noSign && errors.Is(err, keystore.ErrNoKeystore)) {
 				return err
 			}
 			rcpts, err := headerRecipients(msg)
@@ -228,12 +223,11 @@ it too. It is signed first, as the From address (or --identity), unless
 			if err != nil {
 				return err
 			}
-			ks, err := e.openKeystore(c, false)
-			if err != nil && !(noSign && errors.Is(err, keystore.ErrNoKeystore)) {
-				return err
-			}
 			if !noSign {
-				id, _, err := e.signerFor(c, identity)
+				if err := e.unlock(c, ks); err != nil {
+					return err
+				}
+				id, err := signerFor(ks, identity)
 				if err != nil {
 					return err
 				}
@@ -338,9 +332,10 @@ func messageDecryptCommand() *command {
 		identity, out string
 	)
 	return &command{
-		name:  "decrypt",
-		usage: "decrypt [FILE] [--identity ADDR] [--out FILE]",
-		short: "decrypt a message and verify the signatures inside",
+		name:    "decrypt",
+		maxArgs: 1,
+		usage:   "decrypt [FILE] [--identity ADDR] [--out FILE]",
+		short:   "decrypt a message and verify the signatures inside",
 		help: `Decrypts the message with the keys of --identity, or of every identity in the
 keystore, verifies any signature inside, and writes the message as the IMAP
 proxy would serve it, with an Authentication-Results field. What was found is
@@ -357,15 +352,8 @@ printed on standard error. Exits 1 when the message could not be decrypted.`,
 			if err != nil {
 				return err
 			}
-			c, err := sf.load(e)
+			c, ks, err := sf.open(e, false, true)
 			if err != nil {
-				return err
-			}
-			ks, err := e.openKeystore(c, false)
-			if err != nil {
-				return err
-			}
-			if err := e.unlock(c, ks); err != nil {
 				return err
 			}
 			addrs := ks.Emails()
@@ -447,9 +435,10 @@ func messageVerifyCommand() *command {
 		harvest bool
 	)
 	return &command{
-		name:  "verify",
-		usage: "verify [FILE] [--harvest]",
-		short: "verify a signed message",
+		name:    "verify",
+		maxArgs: 1,
+		usage:   "verify [FILE] [--harvest]",
+		short:   "verify a signed message",
 		help: `Verifies every signature in the message against the trust anchors and system
 roots, and prints the result for each. Exits 0 only when the message is signed
 and every signature is valid. --harvest adds the signers' certificates of

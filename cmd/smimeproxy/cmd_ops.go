@@ -33,9 +33,6 @@ health checks and scripts. Exits 0 when the answer is yes.`,
 			fs.BoolVar(&ready, "ready", false, "ask /readyz instead of /healthz")
 		},
 		run: func(ctx context.Context, e *env, args []string) error {
-			if len(args) > 0 {
-				return usagef("unexpected argument %q", args[0])
-			}
 			path := "/healthz"
 			if ready {
 				path = "/readyz"
@@ -76,9 +73,6 @@ configured passphrase_file). Run it before reloading a running proxy.`,
   smimeproxy check-config --config config.yaml --passphrase-file /etc/smimeproxy/passphrase`,
 		flags: sf.register,
 		run: func(ctx context.Context, e *env, args []string) error {
-			if len(args) > 0 {
-				return usagef("unexpected argument %q", args[0])
-			}
 			c, err := sf.load(e)
 			if err != nil {
 				return err

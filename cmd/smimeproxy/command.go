@@ -33,8 +33,10 @@ type command struct {
 	examples string
 	// flags registers the command's flags; run receives the positional arguments.
 	flags func(fs *flag.FlagSet)
-	run   func(ctx context.Context, e *env, args []string) error
-	subs  []*command
+	// maxArgs is how many positional arguments the command takes at most.
+	maxArgs int
+	run     func(ctx context.Context, e *env, args []string) error
+	subs    []*command
 }
 
 // usageError is a mistake on the command line: exit status 2.
@@ -98,6 +100,9 @@ func (c *command) dispatch(ctx context.Context, e *env, path []string, args []st
 	if errors.Is(err, flag.ErrHelp) {
 		c.printHelp(e.stdout, path, fs)
 		return exitOK
+	}
+	if err == nil && len(pos) > c.maxArgs {
+		err = usagef("unexpected argument %q", pos[c.maxArgs])
 	}
 	if err == nil {
 		err = c.run(ctx, e, pos)

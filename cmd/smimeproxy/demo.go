@@ -57,9 +57,6 @@ happened at each step, and exits 0 only if all of it worked.`,
 			fs.BoolVar(&selfTest, "self-test", false, "send a message through the proxies, check it, and exit")
 		},
 		run: func(ctx context.Context, e *env, args []string) error {
-			if len(args) > 0 {
-				return usagef("unexpected argument %q", args[0])
-			}
 			if selfTest {
 				// Free ports: a self-test must work beside a running demo.
 				smtpAddr, imapAddr = "127.0.0.1:0", "127.0.0.1:0"

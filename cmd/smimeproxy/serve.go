@@ -41,21 +41,11 @@ close IMAP sessions with BYE, and exit 0.`,
   systemctl reload smimeproxy        # SIGHUP: reload the configuration`,
 		flags: sf.register,
 		run: func(ctx context.Context, e *env, args []string) error {
-			if len(args) > 0 {
-				return usagef("unexpected argument %q", args[0])
-			}
-			c, err := sf.load(e)
+			c, ks, err := sf.open(e, false, true)
 			if err != nil {
 				return err
 			}
 			log := newLogger(c.Log, e.stderr)
-			ks, err := keystore.Open(c.Keystore.Dir, nil)
-			if err != nil {
-				return err
-			}
-			if err := e.unlock(c, ks); err != nil {
-				return err
-			}
 			cc, err := openCertCache(c)
 			if err != nil {
 				return err

@@ -73,6 +73,25 @@ func dataHome(e *env) (string, error) {
 	return filepath.Join(home, ".local", "share"), nil
 }
 
+// open loads the configuration and opens its keystore: made when missing
+// with create, unlocked with unlock.
+func (sf *storeFlags) open(e *env, create, unlock bool) (*config.Config, *keystore.Store, error) {
+	c, err := sf.load(e)
+	if err != nil {
+		return nil, nil, err
+	}
+	ks, err := e.openKeystore(c, create)
+	if err != nil {
+		return c, nil, err
+	}
+	if unlock {
+		if err := e.unlock(c, ks); err != nil {
+			return nil, nil, err
+		}
+	}
+	return c, ks, nil
+}
+
 // openKeystore opens the configured keystore. With create, a missing keystore
 // is made, under a new passphrase.
 func (e *env) openKeystore(c *config.Config, create bool) (*keystore.Store, error) {
@@ -121,10 +140,7 @@ func openCertCache(c *config.Config) (*certcache.Cache, error) {
 // readInput reads the file named by args[0], or standard input when there is
 // none or it is "-".
 func (e *env) readInput(args []string) ([]byte, error) {
-	switch {
-	case len(args) > 1:
-		return nil, usagef("too many arguments: %q", args[1:])
-	case len(args) == 0 || args[0] == "-":
+	if len(args) == 0 || args[0] == "-" {
 		return io.ReadAll(e.stdin)
 	}
 	return os.ReadFile(args[0])
