@@ -34,6 +34,7 @@ import (
 	"smimeproxy/certcache"
 	"smimeproxy/config"
 	"smimeproxy/internal/testpki"
+	"smimeproxy/internal/testutil"
 	"smimeproxy/keystore"
 	"smimeproxy/policy"
 	"smimeproxy/proxy"
@@ -424,25 +425,10 @@ func (e *imapEnv) metric(t *testing.T, name string, labels ...string) float64 {
 
 // imapLogBuffer keeps the proxy's log for assertions and shows it in the
 // test's output.
-type imapLogBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
+type imapLogBuffer struct{ testutil.Buffer }
 
 func (b *imapLogBuffer) logger(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.MultiWriter(t.Output(), b), &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-func (b *imapLogBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *imapLogBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // imapTLSCert makes a self-signed certificate for 127.0.0.1 and localhost.

@@ -33,6 +33,7 @@ import (
 	"smimeproxy/certcache"
 	"smimeproxy/config"
 	"smimeproxy/internal/testpki"
+	"smimeproxy/internal/testutil"
 	"smimeproxy/keystore"
 	"smimeproxy/policy"
 	"smimeproxy/smime"
@@ -392,7 +393,7 @@ type smtpEnv struct {
 	proxy   *SMTP
 	keys    *keystore.Store
 	certs   *certcache.Cache
-	logs    *smtpLogBuffer
+	logs    *testutil.Buffer
 	metrics *Metrics
 	reg     *prometheus.Registry
 }
@@ -443,7 +444,7 @@ type smtpEnvOptions struct {
 func newSMTPEnv(t testing.TB, o smtpEnvOptions) *smtpEnv {
 	t.Helper()
 	p := smtpTestPKI(t)
-	e := &smtpEnv{t: t, pki: p, logs: &smtpLogBuffer{}}
+	e := &smtpEnv{t: t, pki: p, logs: &testutil.Buffer{}}
 	e.up = newSMTPRecorder(t, p, o.upstream)
 	if o.recorder != nil {
 		o.recorder(e.up)
@@ -660,24 +661,6 @@ func smtpMatch(pattern, s string) bool {
 func smtpFirstLine(s string) string {
 	l, _, _ := strings.Cut(s, "\n")
 	return l
-}
-
-// smtpLogBuffer collects the proxy's log, for checks on what it says.
-type smtpLogBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *smtpLogBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *smtpLogBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // smtpMessage is a small message from alice; extra header lines come first.

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,26 +22,8 @@ import (
 	"smimeproxy/keystore"
 )
 
-// syncBuffer is a bytes.Buffer safe for the server's log and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // waitFor polls the log until re matches, and returns the submatches.
-func waitFor(t *testing.T, log *syncBuffer, re string) []string {
+func waitFor(t *testing.T, log *testutil.Buffer, re string) []string {
 	t.Helper()
 	rx := regexp.MustCompile(re)
 	deadline := time.Now().Add(20 * time.Second)
@@ -116,7 +97,7 @@ shutdown_timeout: 5s
 	}
 	writeCfg("policy:\n  encrypt: never\n")
 
-	var log syncBuffer
+	var log testutil.Buffer
 	hup := make(chan os.Signal, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
