@@ -14,6 +14,7 @@ import (
 	"smimeproxy/certcache"
 	"smimeproxy/cms"
 	"smimeproxy/config"
+	"smimeproxy/internal/testutil"
 	"smimeproxy/keystore"
 	"smimeproxy/policy"
 )
@@ -28,21 +29,7 @@ type bareUpstream struct {
 }
 
 func (u *bareUpstream) start(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go u.serve(conn)
-		}
-	}()
-	return ln.Addr().String()
+	return testutil.Serve(t, u.serve)
 }
 
 func (u *bareUpstream) serve(conn net.Conn) {

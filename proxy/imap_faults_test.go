@@ -16,22 +16,13 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
-)
 
-// closedAddr is an address nothing listens on.
-func closedAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
+	"smimeproxy/internal/testutil"
+)
 
 func TestIMAPUpstreamUnreachableAtLogin(t *testing.T) {
 	up := startIMAPUpstream(t)
-	env := newIMAPEnv(t, up, &imapEnvOptions{upstream: closedAddr(t)})
+	env := newIMAPEnv(t, up, &imapEnvOptions{upstream: testutil.UnusedAddr(t)})
 	c, greeting := dialIMAPRaw(t, env.addr)
 	if !strings.HasPrefix(greeting, "* OK") {
 		t.Fatalf("greeting: %q", greeting)
@@ -205,71 +196,57 @@ func TestIMAPLyingBodyStructure(t *testing.T) {
 // BODYSTRUCTURE of go-imap issue 701 (a multipart without parts), which
 // go-imap's client cannot parse.
 func brokenUpstream(t *testing.T, encrypted []byte) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
+	return testutil.Serve(t, func(conn net.Conn) {
+		defer conn.Close()
+		w := bufio.NewWriter(conn)
+		r := bufio.NewReader(conn)
+		say := func(s string) { w.WriteString(s + "\r\n"); w.Flush() }
+		lit := func(s string, b []byte) { fmt.Fprintf(w, "%s{%d}\r\n", s, len(b)); w.Write(b) }
+		say("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] ready")
 		for {
-			conn, err := ln.Accept()
+			line, err := r.ReadString('\n')
 			if err != nil {
 				return
 			}
-			go func() {
-				defer conn.Close()
-				w := bufio.NewWriter(conn)
-				r := bufio.NewReader(conn)
-				say := func(s string) { w.WriteString(s + "\r\n"); w.Flush() }
-				lit := func(s string, b []byte) { fmt.Fprintf(w, "%s{%d}\r\n", s, len(b)); w.Write(b) }
-				say("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] ready")
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					tag, cmd, _ := strings.Cut(strings.TrimSpace(line), " ")
-					verb := strings.ToUpper(strings.Fields(cmd + " x")[0])
-					if verb == "UID" {
-						verb = strings.ToUpper(strings.Fields(cmd)[1])
-					}
-					switch {
-					case verb == "CAPABILITY":
-						say("* CAPABILITY IMAP4rev1 AUTH=PLAIN")
-						say(tag + " OK done")
-					case verb == "SELECT":
-						say("* 2 EXISTS")
-						say("* OK [UIDVALIDITY 7] v")
-						say("* OK [UIDNEXT 3] n")
-						say("* FLAGS (\\Seen)")
-						say(tag + " OK [READ-WRITE] done")
-					case verb == "FETCH" && strings.Contains(cmd, "BODYSTRUCTURE"):
-						say(`* 1 FETCH (UID 1 BODYSTRUCTURE (("ALTERNATIVE" ("BOUNDARY" "x") NIL NIL)("TEXT" "PLAIN" NIL NIL NIL "7BIT" 1 1 NIL NIL NIL NIL) "MIXED" NIL NIL NIL NIL))`)
-						say(tag + " OK done")
-					case verb == "FETCH" && strings.Contains(cmd, "HEADER.FIELDS") && strings.Contains(cmd, "FETCH 1 "):
-						lit("* 1 FETCH (UID 1 BODY[HEADER.FIELDS (CONTENT-TYPE CONTENT-DISPOSITION)] ", []byte("Content-Type: text/plain\r\n\r\n"))
-						say(")")
-						say(tag + " OK done")
-					case verb == "FETCH" && strings.Contains(cmd, "HEADER.FIELDS"):
-						lit("* 2 FETCH (UID 2 BODY[HEADER.FIELDS (CONTENT-TYPE CONTENT-DISPOSITION)] ", []byte("Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n\r\n"))
-						say(")")
-						say(tag + " OK done")
-					case verb == "FETCH":
-						lit("* 2 FETCH (UID 2 BODY[] ", encrypted)
-						say(")")
-						say(tag + " OK done")
-					case verb == "LOGOUT":
-						say("* BYE bye")
-						say(tag + " OK done")
-						return
-					default:
-						say(tag + " OK done")
-					}
-				}
-			}()
+			tag, cmd, _ := strings.Cut(strings.TrimSpace(line), " ")
+			verb := strings.ToUpper(strings.Fields(cmd + " x")[0])
+			if verb == "UID" {
+				verb = strings.ToUpper(strings.Fields(cmd)[1])
+			}
+			switch {
+			case verb == "CAPABILITY":
+				say("* CAPABILITY IMAP4rev1 AUTH=PLAIN")
+				say(tag + " OK done")
+			case verb == "SELECT":
+				say("* 2 EXISTS")
+				say("* OK [UIDVALIDITY 7] v")
+				say("* OK [UIDNEXT 3] n")
+				say("* FLAGS (\\Seen)")
+				say(tag + " OK [READ-WRITE] done")
+			case verb == "FETCH" && strings.Contains(cmd, "BODYSTRUCTURE"):
+				say(`* 1 FETCH (UID 1 BODYSTRUCTURE (("ALTERNATIVE" ("BOUNDARY" "x") NIL NIL)("TEXT" "PLAIN" NIL NIL NIL "7BIT" 1 1 NIL NIL NIL NIL) "MIXED" NIL NIL NIL NIL))`)
+				say(tag + " OK done")
+			case verb == "FETCH" && strings.Contains(cmd, "HEADER.FIELDS") && strings.Contains(cmd, "FETCH 1 "):
+				lit("* 1 FETCH (UID 1 BODY[HEADER.FIELDS (CONTENT-TYPE CONTENT-DISPOSITION)] ", []byte("Content-Type: text/plain\r\n\r\n"))
+				say(")")
+				say(tag + " OK done")
+			case verb == "FETCH" && strings.Contains(cmd, "HEADER.FIELDS"):
+				lit("* 2 FETCH (UID 2 BODY[HEADER.FIELDS (CONTENT-TYPE CONTENT-DISPOSITION)] ", []byte("Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n\r\n"))
+				say(")")
+				say(tag + " OK done")
+			case verb == "FETCH":
+				lit("* 2 FETCH (UID 2 BODY[] ", encrypted)
+				say(")")
+				say(tag + " OK done")
+			case verb == "LOGOUT":
+				say("* BYE bye")
+				say(tag + " OK done")
+				return
+			default:
+				say(tag + " OK done")
+			}
 		}
-	}()
-	return ln.Addr().String()
+	})
 }
 
 func TestIMAPNonCompliantBodyStructure(t *testing.T) {

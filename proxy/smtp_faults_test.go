@@ -12,6 +12,7 @@ import (
 
 	"smimeproxy/config"
 	"smimeproxy/internal/testpki"
+	"smimeproxy/internal/testutil"
 )
 
 // Each fault of issue 4 is a test here: the client never hears "accepted"
@@ -40,22 +41,11 @@ func TestSMTPUpstreamUnreachable(t *testing.T) {
 }
 
 func TestSMTPUpstreamRefusesAtConnect(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Write([]byte("554 5.3.2 No service for you\r\n"))
-			c.Close()
-		}
-	}()
-	e := newSMTPEnv(t, smtpEnvOptions{upAddr: ln.Addr().String()})
+	addr := testutil.Serve(t, func(c net.Conn) {
+		c.Write([]byte("554 5.3.2 No service for you\r\n"))
+		c.Close()
+	})
+	e := newSMTPEnv(t, smtpEnvOptions{upAddr: addr})
 	c := e.dial()
 	c.cmd("EHLO client.test", "250 *")
 	c.cmd("AUTH PLAIN "+smtpPlain("alice@example.com", smtpTestPassword), "421 4.4.1 *")

@@ -37,16 +37,6 @@ func waitFor(t *testing.T, log *testutil.Buffer, re string) []string {
 	return nil
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // TestServe runs serve against the demo's mail server: it signs what it
 // relays, reloads on SIGHUP without dropping an open IMAP session, refuses a
 // broken configuration, and stops cleanly.
@@ -74,7 +64,7 @@ func TestServe(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	metrics := freeAddr(t)
+	metrics := testutil.UnusedAddr(t)
 	cfgPath := filepath.Join(dir, "config.yaml")
 	writeCfg := func(extra string) {
 		cfg := fmt.Sprintf(`smtp:
