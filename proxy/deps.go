@@ -1,8 +1,8 @@
-// Package proxy is the network side of smimeproxy: an SMTP submission proxy
-// that signs and encrypts what a mail client sends, and an IMAP proxy that
-// decrypts and verifies what it fetches. Authentication belongs to the
-// upstream servers: a session exists only when the upstream accepted the same
-// credentials.
+// Package proxy is the network side of smimeproxy: what the SMTP submission
+// proxy (package proxy/smtp) and the IMAP proxy share: their options and
+// dependencies, metrics, listeners and TLS, and the way to the upstream
+// servers. Authentication belongs to the upstream servers: a session exists
+// only when the upstream accepted the same credentials.
 package proxy
 
 import (
@@ -53,7 +53,7 @@ type Options struct {
 	Now func() time.Time
 }
 
-func (o *Options) now() time.Time {
+func (o *Options) Time() time.Time {
 	if o.Now != nil {
 		return o.Now()
 	}

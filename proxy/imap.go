@@ -68,7 +68,7 @@ type IMAP struct {
 
 	mu        sync.Mutex
 	opts      Options
-	up        *upstream
+	up        *Upstream
 	gen       uint64 // counts Reloads; opened messages are cached per generation
 	started   bool
 	closed    bool
@@ -100,7 +100,7 @@ func NewIMAP(opts Options) (*IMAP, error) {
 }
 
 // imapOptions validates opts and fills in the defaults.
-func imapOptions(opts Options) (Options, *upstream, error) {
+func imapOptions(opts Options) (Options, *Upstream, error) {
 	if opts.Config == nil || opts.Policy == nil || opts.Keys == nil || opts.Certs == nil {
 		return opts, nil, errors.New("proxy: IMAP needs Config, Policy, Keys and Certs")
 	}
@@ -111,14 +111,14 @@ func imapOptions(opts Options) (Options, *upstream, error) {
 		bad("listen: no listener")
 	}
 	for i, l := range c.Listen {
-		if err := checkEndpoint(l.Addr, l.TLS, l.InsecurePlaintext); err != nil {
+		if err := CheckEndpoint(l.Addr, l.TLS, l.InsecurePlaintext); err != nil {
 			bad("listen[%d]: %v", i, err)
 		}
 		if l.TLS != config.TLSNone && opts.Cert == nil {
 			bad("listen[%d]: tls %s needs a TLS certificate", i, l.TLS)
 		}
 	}
-	if err := checkEndpoint(c.Upstream.Addr, c.Upstream.TLS, c.Upstream.InsecurePlaintext); err != nil {
+	if err := CheckEndpoint(c.Upstream.Addr, c.Upstream.TLS, c.Upstream.InsecurePlaintext); err != nil {
 		bad("upstream: %v", err)
 	}
 	if c.Timeouts.Connect <= 0 || c.Timeouts.Command <= 0 || c.Timeouts.Data <= 0 {
@@ -130,7 +130,7 @@ func imapOptions(opts Options) (Options, *upstream, error) {
 	if len(errs) > 0 {
 		return opts, nil, errors.Join(errs...)
 	}
-	up, err := newUpstream(c.Upstream, c.Timeouts.Connect.D())
+	up, err := NewUpstream(c.Upstream, c.Timeouts.Connect.D())
 	if err != nil {
 		return opts, nil, err
 	}
@@ -141,25 +141,6 @@ func imapOptions(opts Options) (Options, *upstream, error) {
 		opts.Metrics = NewMetrics(nil)
 	}
 	return opts, up, nil
-}
-
-// checkEndpoint applies the configuration's rule: plaintext only on
-// loopback, unless the configuration says so in so many words.
-func checkEndpoint(addr string, mode config.TLSMode, insecure bool) error {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil || port == "" {
-		return fmt.Errorf("invalid address %q", addr)
-	}
-	switch mode {
-	case config.TLSStartTLS, config.TLSImplicit:
-		return nil
-	case config.TLSNone:
-		if !insecure && !config.IsLoopback(host) {
-			return fmt.Errorf("tls: none on %s needs insecure_plaintext: true", addr)
-		}
-		return nil
-	}
-	return fmt.Errorf("invalid tls %q", mode)
 }
 
 // Start probes the upstream, opens every listener and serves in the
@@ -180,9 +161,9 @@ func (s *IMAP) Start(ctx context.Context) error {
 	if _, err := probeIMAP(ctx, up); err != nil {
 		de, ok := errors.AsType[*dialError](err)
 		if !ok || (de.stage != "connect" && !isTimeout(err)) {
-			return fmt.Errorf("proxy: IMAP upstream %s: %w", up.addr, err)
+			return fmt.Errorf("proxy: IMAP upstream %s: %w", up.Addr, err)
 		}
-		s.log.Warn("IMAP upstream unreachable; logins will fail until it answers", "proto", "imap", "upstream", up.addr, "err", err)
+		s.log.Warn("IMAP upstream unreachable; logins will fail until it answers", "proto", "imap", "upstream", up.Addr, "err", err)
 	}
 
 	var lns []imapListener
@@ -206,7 +187,7 @@ func (s *IMAP) Start(ctx context.Context) error {
 		go s.accept(lns[i])
 	}
 	for _, l := range lns {
-		s.log.Info("IMAP proxy listening", "proto", "imap", "addr", l.ln.Addr().String(), "tls", string(l.conf.TLS), "upstream", up.addr)
+		s.log.Info("IMAP proxy listening", "proto", "imap", "addr", l.ln.Addr().String(), "tls", string(l.conf.TLS), "upstream", up.Addr)
 	}
 	return nil
 }
@@ -366,7 +347,7 @@ func (s *IMAP) Check(ctx context.Context) error {
 	up := s.up
 	s.mu.Unlock()
 	if _, err := probeIMAP(ctx, up); err != nil {
-		return fmt.Errorf("proxy: IMAP upstream %s: %w", up.addr, err)
+		return fmt.Errorf("proxy: IMAP upstream %s: %w", up.Addr, err)
 	}
 	return nil
 }

@@ -38,7 +38,7 @@ var emulatedCaps = []imap.Cap{imap.CapNamespace, imap.CapESearch}
 type imapSession struct {
 	srv     *IMAP
 	opts    Options // as they were when the client connected
-	upCfg   *upstream
+	upCfg   *Upstream
 	gen     uint64 // of the options
 	conn    *imapserver.Conn
 	caps    imap.CapSet // this connection's offer, completed at login
@@ -70,7 +70,7 @@ var (
 	_ imapserver.SessionMove      = (*imapSession)(nil)
 )
 
-func (s *IMAP) newSession(c *imapserver.Conn, opts Options, up *upstream, gen uint64, caps imap.CapSet, one *oneConnListener) (*imapSession, error) {
+func (s *IMAP) newSession(c *imapserver.Conn, opts Options, up *Upstream, gen uint64, caps imap.CapSet, one *oneConnListener) (*imapSession, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	sess := &imapSession{
 		srv: s, opts: opts, upCfg: up, gen: gen, conn: c, caps: caps, one: one,

@@ -26,8 +26,8 @@ type imapUpstream struct {
 // greeting and capabilities. STARTTLS that the upstream refuses is an error,
 // never a reason to go on in the clear. Everything up to the capabilities is
 // bounded by the upstream's connect timeout.
-func dialIMAP(ctx context.Context, u *upstream, handler *imapclient.UnilateralDataHandler) (*imapUpstream, error) {
-	conn, err := u.dial(ctx)
+func dialIMAP(ctx context.Context, u *Upstream, handler *imapclient.UnilateralDataHandler) (*imapUpstream, error) {
+	conn, err := u.Dial(ctx)
 	if err != nil {
 		stage := "tls"
 		if oe, ok := errors.AsType[*net.OpError](err); ok && oe.Op == "dial" {
@@ -55,11 +55,11 @@ func dialIMAP(ctx context.Context, u *upstream, handler *imapclient.UnilateralDa
 	return up, nil
 }
 
-func greetIMAP(conn net.Conn, u *upstream, handler *imapclient.UnilateralDataHandler) (*imapUpstream, error) {
+func greetIMAP(conn net.Conn, u *Upstream, handler *imapclient.UnilateralDataHandler) (*imapUpstream, error) {
 	opts := &imapclient.Options{UnilateralDataHandler: handler}
 	var c *imapclient.Client
-	if u.mode == config.TLSStartTLS {
-		opts.TLSConfig = u.tls
+	if u.Mode == config.TLSStartTLS {
+		opts.TLSConfig = u.TLS
 		var err error
 		if c, err = imapclient.NewStartTLS(conn, opts); err != nil {
 			stage := "tls"
@@ -117,7 +117,7 @@ func (up *imapUpstream) logout(timeout time.Duration) {
 
 // probeIMAP checks that the upstream answers as configured: connect, TLS,
 // greeting, capabilities, LOGOUT.
-func probeIMAP(ctx context.Context, u *upstream) (imap.CapSet, error) {
+func probeIMAP(ctx context.Context, u *Upstream) (imap.CapSet, error) {
 	up, err := dialIMAP(ctx, u, nil)
 	if err != nil {
 		return nil, err

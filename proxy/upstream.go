@@ -10,39 +10,60 @@ import (
 	"smimeproxy/config"
 )
 
-// upstream is how to reach one real server.
-type upstream struct {
-	addr    string
-	mode    config.TLSMode
-	tls     *tls.Config
+// Upstream is how to reach one real server.
+type Upstream struct {
+	Addr string
+	Mode config.TLSMode
+	// TLS verifies the server, for implicit TLS and STARTTLS alike.
+	TLS     *tls.Config
 	timeout time.Duration // for the dial and the TLS handshake
 	dialer  net.Dialer
 }
 
-func newUpstream(up config.Upstream, connectTimeout time.Duration) (*upstream, error) {
+// NewUpstream prepares the connections to up; nothing is dialed yet.
+func NewUpstream(up config.Upstream, connectTimeout time.Duration) (*Upstream, error) {
 	conf, err := clientTLSConfig(up)
 	if err != nil {
 		return nil, err
 	}
-	return &upstream{addr: up.Addr, mode: up.TLS, tls: conf, timeout: connectTimeout}, nil
+	return &Upstream{Addr: up.Addr, Mode: up.TLS, TLS: conf, timeout: connectTimeout}, nil
 }
 
-// dial connects to the upstream; with implicit TLS the connection it returns
+// Dial connects to the upstream; with implicit TLS the connection it returns
 // has completed a verified handshake. STARTTLS is left to the protocol.
-func (u *upstream) dial(ctx context.Context) (net.Conn, error) {
+func (u *Upstream) Dial(ctx context.Context) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, u.timeout)
 	defer cancel()
-	conn, err := u.dialer.DialContext(ctx, "tcp", u.addr)
+	conn, err := u.dialer.DialContext(ctx, "tcp", u.Addr)
 	if err != nil {
-		return nil, fmt.Errorf("connect to upstream %s: %w", u.addr, err)
+		return nil, fmt.Errorf("connect to upstream %s: %w", u.Addr, err)
 	}
-	if u.mode != config.TLSImplicit {
+	if u.Mode != config.TLSImplicit {
 		return conn, nil
 	}
-	tc := tls.Client(conn, u.tls)
+	tc := tls.Client(conn, u.TLS)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("TLS with upstream %s: %w", u.addr, err)
+		return nil, fmt.Errorf("TLS with upstream %s: %w", u.Addr, err)
 	}
 	return tc, nil
+}
+
+// CheckEndpoint applies the configuration's rule: plaintext only on
+// loopback, unless the configuration says so in so many words.
+func CheckEndpoint(addr string, mode config.TLSMode, insecure bool) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || port == "" {
+		return fmt.Errorf("invalid address %q", addr)
+	}
+	switch mode {
+	case config.TLSStartTLS, config.TLSImplicit:
+		return nil
+	case config.TLSNone:
+		if !insecure && !config.IsLoopback(host) {
+			return fmt.Errorf("tls: none on %s needs insecure_plaintext: true", addr)
+		}
+		return nil
+	}
+	return fmt.Errorf("invalid tls %q", mode)
 }

@@ -17,6 +17,7 @@ import (
 	"smimeproxy/keystore"
 	"smimeproxy/policy"
 	"smimeproxy/proxy"
+	smtpproxy "smimeproxy/proxy/smtp"
 )
 
 func serveCommand() *command {
@@ -94,7 +95,7 @@ type server struct {
 	ks     *keystore.Store
 	cc     *certcache.Cache
 	cert   *proxy.Certificate
-	smtp   *proxy.SMTP
+	smtp   *smtpproxy.Proxy
 	imap   *proxy.IMAP
 	ops    *opsServer
 	expiry *expiry
@@ -124,7 +125,7 @@ func start(ctx context.Context, c *config.Config, ks *keystore.Store, cc *certca
 		Metrics: proxy.NewMetrics(reg),
 	}
 	var err error
-	if s.smtp, err = proxy.NewSMTP(s.opts); err != nil {
+	if s.smtp, err = smtpproxy.New(s.opts); err != nil {
 		return nil, err
 	}
 	if s.imap, err = proxy.NewIMAP(s.opts); err != nil {

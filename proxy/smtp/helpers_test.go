@@ -1,4 +1,4 @@
-package proxy
+package smtp
 
 import (
 	"bufio"
@@ -26,7 +26,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-sasl"
-	"github.com/emersion/go-smtp"
+	gosmtp "github.com/emersion/go-smtp"
 	"github.com/prometheus/client_golang/prometheus"
 	"software.sslmate.com/src/go-pkcs12"
 
@@ -36,6 +36,7 @@ import (
 	"smimeproxy/internal/testutil"
 	"smimeproxy/keystore"
 	"smimeproxy/policy"
+	"smimeproxy/proxy"
 	"smimeproxy/smime"
 )
 
@@ -43,14 +44,14 @@ import (
 // lines and a recording go-smtp server standing in for the upstream.
 
 const (
-	smtpTestPassword   = "alice's secret password"
-	smtpTestPassphrase = "keystore passphrase"
+	testPassword   = "alice's secret password"
+	testPassphrase = "keystore passphrase"
 )
 
-// smtpPKI is the test CA, a TLS server certificate for 127.0.0.1 and the
+// pki is the test CA, a TLS server certificate for 127.0.0.1 and the
 // S/MIME identities: alice sends (her key is in the keystore), bob, carol
 // and dave receive.
-type smtpPKI struct {
+type pki struct {
 	ca                      *testpki.CA
 	caFile                  string // the root, PEM
 	serverCert, serverKey   string // PEM files for 127.0.0.1 and localhost
@@ -59,20 +60,20 @@ type smtpPKI struct {
 }
 
 var (
-	smtpPKIOnce sync.Once
-	smtpPKIVal  *smtpPKI
+	pkiOnce sync.Once
+	pkiVal  *pki
 )
 
-// smtpTestPKI makes the PKI once per test binary: RSA keys are slow to make.
-func smtpTestPKI(t testing.TB) *smtpPKI {
+// testPKI makes the PKI once per test binary: RSA keys are slow to make.
+func testPKI(t testing.TB) *pki {
 	t.Helper()
-	smtpPKIOnce.Do(func() {
+	pkiOnce.Do(func() {
 		ca := testpki.NewCA(t, "smtp test root")
 		dir, err := os.MkdirTemp("", "smtp-pki-")
 		if err != nil {
 			t.Fatal(err)
 		}
-		p := &smtpPKI{
+		p := &pki{
 			ca:    ca,
 			alice: ca.Issue(t, "alice@example.com", nil),
 			bob:   ca.Issue(t, "bob@example.org", nil),
@@ -101,18 +102,18 @@ func smtpTestPKI(t testing.TB) *smtpPKI {
 		if p.server, err = tls.LoadX509KeyPair(p.serverCert, p.serverKey); err != nil {
 			t.Fatal(err)
 		}
-		smtpPKIVal = p
+		pkiVal = p
 	})
-	if smtpPKIVal == nil {
+	if pkiVal == nil {
 		t.Fatal("the test PKI could not be made")
 	}
-	return smtpPKIVal
+	return pkiVal
 }
 
-// smtpKeystore is an unlocked keystore holding ids' keys.
-func smtpKeystore(t testing.TB, ids ...*testpki.Identity) *keystore.Store {
+// newKeystore is an unlocked keystore holding ids' keys.
+func newKeystore(t testing.TB, ids ...*testpki.Identity) *keystore.Store {
 	t.Helper()
-	ks, err := keystore.Create(filepath.Join(t.TempDir(), "keystore"), []byte(smtpTestPassphrase),
+	ks, err := keystore.Create(filepath.Join(t.TempDir(), "keystore"), []byte(testPassphrase),
 		&keystore.Options{KDF: &keystore.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}, RecheckInterval: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -129,9 +130,9 @@ func smtpKeystore(t testing.TB, ids ...*testpki.Identity) *keystore.Store {
 	return ks
 }
 
-// smtpCertCache is a certificate cache that trusts the test CA alone and
+// certCache is a certificate cache that trusts the test CA alone and
 // holds certs.
-func smtpCertCache(t testing.TB, p *smtpPKI, certs ...*x509.Certificate) *certcache.Cache {
+func certCache(t testing.TB, p *pki, certs ...*x509.Certificate) *certcache.Cache {
 	t.Helper()
 	cc, err := certcache.Open(filepath.Join(t.TempDir(), "certcache"), &certcache.Options{NoSystemRoots: true, RecheckInterval: -1})
 	if err != nil {
@@ -148,42 +149,42 @@ func smtpCertCache(t testing.TB, p *smtpPKI, certs ...*x509.Certificate) *certca
 	return cc
 }
 
-// smtpRecorded is one transaction the recording upstream received.
-type smtpRecorded struct {
+// recorded is one transaction the recording upstream received.
+type recorded struct {
 	from  string
-	opts  smtp.MailOptions
+	opts  gosmtp.MailOptions
 	rcpts []string
 	notes []string // RCPT parameters, as "NOTIFY=..." and "ORCPT=..."
 	data  []byte
 }
 
-// smtpRecorder is the upstream: a go-smtp server that records what reaches
+// recorder is the upstream: a go-smtp server that records what reaches
 // it and can be told to refuse, stall or drop.
-type smtpRecorder struct {
+type recorder struct {
 	t    testing.TB
-	srv  *smtp.Server
+	srv  *gosmtp.Server
 	addr string
 
 	// Hooks, set before the proxy connects; nil accepts.
 	onMail func(from string) error
 	onRcpt func(to string) error
 	// onData may refuse (an error), stall or drop; it has the message read.
-	onData func(c *smtp.Conn, rcpts []string, data []byte) error
+	onData func(c *gosmtp.Conn, rcpts []string, data []byte) error
 	users  map[string]string // PLAIN and LOGIN credentials it accepts
 	tokens map[string]bool   // OAuth tokens it accepts
 	mechs  []string
 	keep   bool // false: count messages but keep no bytes (benchmarks)
 
 	mu          sync.Mutex
-	txns        []smtpRecorded
+	txns        []recorded
 	auths       []string // "MECH user", for each AUTH that reached it
 	dataStarted int      // DATA commands that reached it
 	logouts     int
 	queued      int
 }
 
-// smtpUpstreamOptions tune the recording upstream.
-type smtpUpstreamOptions struct {
+// upstreamOptions tune the recording upstream.
+type upstreamOptions struct {
 	noTLS    bool  // offer no STARTTLS
 	maxBytes int64 // SIZE; 0: 10 MB
 	noDSN    bool
@@ -191,13 +192,13 @@ type smtpUpstreamOptions struct {
 	mechs    []string // default PLAIN
 }
 
-func newSMTPRecorder(t testing.TB, p *smtpPKI, o smtpUpstreamOptions) *smtpRecorder {
+func newSMTPRecorder(t testing.TB, p *pki, o upstreamOptions) *recorder {
 	t.Helper()
-	r := &smtpRecorder{t: t, users: map[string]string{"alice@example.com": smtpTestPassword}, tokens: map[string]bool{}, keep: true, mechs: o.mechs}
+	r := &recorder{t: t, users: map[string]string{"alice@example.com": testPassword}, tokens: map[string]bool{}, keep: true, mechs: o.mechs}
 	if r.mechs == nil {
 		r.mechs = []string{sasl.Plain}
 	}
-	r.srv = smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) { return &smtpRecorderSession{r: r, c: c}, nil }))
+	r.srv = gosmtp.NewServer(gosmtp.BackendFunc(func(c *gosmtp.Conn) (gosmtp.Session, error) { return &recorderSession{r: r, c: c}, nil }))
 	r.srv.Domain = "upstream.test"
 	r.srv.MaxMessageBytes = 10 << 20
 	if o.maxBytes > 0 {
@@ -205,7 +206,7 @@ func newSMTPRecorder(t testing.TB, p *smtpPKI, o smtpUpstreamOptions) *smtpRecor
 	}
 	r.srv.EnableDSN = !o.noDSN
 	r.srv.EnableSMTPUTF8 = !o.noUTF8
-	r.srv.ErrorLog = smtpErrorLog{slog.New(slog.DiscardHandler)}
+	r.srv.ErrorLog = errorLog{slog.New(slog.DiscardHandler)}
 	if !o.noTLS {
 		r.srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{p.server}}
 	}
@@ -226,13 +227,13 @@ func newSMTPRecorder(t testing.TB, p *smtpPKI, o smtpUpstreamOptions) *smtpRecor
 	return r
 }
 
-func (r *smtpRecorder) transactions() []smtpRecorded {
+func (r *recorder) transactions() []recorded {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return slices.Clone(r.txns)
 }
 
-func (r *smtpRecorder) counts() (dataStarted, logouts int, auths []string) {
+func (r *recorder) counts() (dataStarted, logouts int, auths []string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.dataStarted, r.logouts, slices.Clone(r.auths)
@@ -240,7 +241,7 @@ func (r *smtpRecorder) counts() (dataStarted, logouts int, auths []string) {
 
 // waitLogouts waits until n upstream sessions have ended, so that a test
 // can say what never reached the upstream.
-func (r *smtpRecorder) waitLogouts(n int) {
+func (r *recorder) waitLogouts(n int) {
 	r.t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -255,22 +256,22 @@ func (r *smtpRecorder) waitLogouts(n int) {
 	}
 }
 
-type smtpRecorderSession struct {
-	r    *smtpRecorder
-	c    *smtp.Conn
+type recorderSession struct {
+	r    *recorder
+	c    *gosmtp.Conn
 	user string
-	cur  *smtpRecorded
+	cur  *recorded
 }
 
-func (s *smtpRecorderSession) AuthMechanisms() []string { return s.r.mechs }
+func (s *recorderSession) AuthMechanisms() []string { return s.r.mechs }
 
-func (s *smtpRecorderSession) Auth(mech string) (sasl.Server, error) {
+func (s *recorderSession) Auth(mech string) (sasl.Server, error) {
 	check := func(user, pass string) error {
 		s.r.mu.Lock()
 		s.r.auths = append(s.r.auths, mech+" "+user)
 		s.r.mu.Unlock()
 		if want, ok := s.r.users[user]; !ok || want != pass {
-			return &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Error: authentication failed: upstream says no"}
+			return &gosmtp.SMTPError{Code: 535, EnhancedCode: gosmtp.EnhancedCode{5, 7, 8}, Message: "Error: authentication failed: upstream says no"}
 		}
 		s.user = user
 		return nil
@@ -279,33 +280,33 @@ func (s *smtpRecorderSession) Auth(mech string) (sasl.Server, error) {
 	case sasl.Plain:
 		return sasl.NewPlainServer(func(_, user, pass string) error { return check(user, pass) }), nil
 	case sasl.Login:
-		return &smtpLoginServer{auth: func(_, user, pass string) error { return check(user, pass) }}, nil
-	case smtpMechOAuthBearer, smtpMechXOAuth2:
-		return &smtpTestTokenServer{s: s, mech: mech}, nil
+		return &loginServer{auth: func(_, user, pass string) error { return check(user, pass) }}, nil
+	case mechOAuthBearer, mechXOAuth2:
+		return &testTokenServer{s: s, mech: mech}, nil
 	}
-	return nil, smtp.ErrAuthUnknownMechanism
+	return nil, gosmtp.ErrAuthUnknownMechanism
 }
 
-// smtpTestTokenServer accepts the tokens in r.tokens and answers others as
+// testTokenServer accepts the tokens in r.tokens and answers others as
 // Gmail does: an error challenge, then 535 after the client's reply.
-type smtpTestTokenServer struct {
-	s      *smtpRecorderSession
+type testTokenServer struct {
+	s      *recorderSession
 	mech   string
 	failed bool
 }
 
-func (t *smtpTestTokenServer) Next(resp []byte) ([]byte, bool, error) {
+func (t *testTokenServer) Next(resp []byte) ([]byte, bool, error) {
 	if t.failed {
 		want := []byte{1}
-		if t.mech == smtpMechXOAuth2 {
+		if t.mech == mechXOAuth2 {
 			want = []byte{}
 		}
 		if !bytes.Equal(resp, want) {
 			return nil, true, fmt.Errorf("client answered the error challenge with %q", resp)
 		}
-		return nil, true, &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Username and Password not accepted"}
+		return nil, true, &gosmtp.SMTPError{Code: 535, EnhancedCode: gosmtp.EnhancedCode{5, 7, 8}, Message: "Username and Password not accepted"}
 	}
-	user, _ := smtpTokenLogin(t.mech, resp)
+	user, _ := tokenLogin(t.mech, resp)
 	t.s.r.mu.Lock()
 	t.s.r.auths = append(t.s.r.auths, t.mech+" "+user)
 	t.s.r.mu.Unlock()
@@ -319,23 +320,23 @@ func (t *smtpTestTokenServer) Next(resp []byte) ([]byte, bool, error) {
 	return []byte(`{"status":"401","schemes":"bearer"}`), false, nil
 }
 
-func (s *smtpRecorderSession) Mail(from string, opts *smtp.MailOptions) error {
+func (s *recorderSession) Mail(from string, opts *gosmtp.MailOptions) error {
 	if s.user == "" {
-		return &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Authentication required"}
+		return &gosmtp.SMTPError{Code: 530, EnhancedCode: gosmtp.EnhancedCode{5, 7, 0}, Message: "Authentication required"}
 	}
 	if s.r.onMail != nil {
 		if err := s.r.onMail(from); err != nil {
 			return err
 		}
 	}
-	s.cur = &smtpRecorded{from: from}
+	s.cur = &recorded{from: from}
 	if opts != nil {
 		s.cur.opts = *opts
 	}
 	return nil
 }
 
-func (s *smtpRecorderSession) Rcpt(to string, opts *smtp.RcptOptions) error {
+func (s *recorderSession) Rcpt(to string, opts *gosmtp.RcptOptions) error {
 	if s.r.onRcpt != nil {
 		if err := s.r.onRcpt(to); err != nil {
 			return err
@@ -351,7 +352,7 @@ func (s *smtpRecorderSession) Rcpt(to string, opts *smtp.RcptOptions) error {
 	return nil
 }
 
-func (s *smtpRecorderSession) Data(r io.Reader) error {
+func (s *recorderSession) Data(r io.Reader) error {
 	s.r.mu.Lock()
 	s.r.dataStarted++
 	s.r.mu.Unlock()
@@ -371,35 +372,35 @@ func (s *smtpRecorderSession) Data(r io.Reader) error {
 		s.cur.data = data
 		s.r.txns = append(s.r.txns, *s.cur)
 	}
-	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: fmt.Sprintf("Ok: queued as Q%04d", s.r.queued)}
+	return &gosmtp.SMTPError{Code: 250, EnhancedCode: gosmtp.EnhancedCode{2, 0, 0}, Message: fmt.Sprintf("Ok: queued as Q%04d", s.r.queued)}
 }
 
-func (s *smtpRecorderSession) Reset() { s.cur = nil }
+func (s *recorderSession) Reset() { s.cur = nil }
 
-func (s *smtpRecorderSession) Logout() error {
+func (s *recorderSession) Logout() error {
 	s.r.mu.Lock()
 	s.r.logouts++
 	s.r.mu.Unlock()
 	return nil
 }
 
-// smtpEnv is a proxy in front of a recording upstream.
-type smtpEnv struct {
+// env is a proxy in front of a recording upstream.
+type env struct {
 	t       testing.TB
-	pki     *smtpPKI
-	up      *smtpRecorder
+	pki     *pki
+	up      *recorder
 	cfg     *config.Config
-	opts    Options
-	proxy   *SMTP
+	opts    proxy.Options
+	proxy   *Proxy
 	keys    *keystore.Store
 	certs   *certcache.Cache
 	logs    *testutil.Buffer
-	metrics *Metrics
+	metrics *proxy.Metrics
 	reg     *prometheus.Registry
 }
 
 // metric returns the value of a counter or gauge with the given labels.
-func (e *smtpEnv) metric(name string, labels ...string) float64 {
+func (e *env) metric(name string, labels ...string) float64 {
 	e.t.Helper()
 	mfs, err := e.reg.Gather()
 	if err != nil {
@@ -429,28 +430,28 @@ func (e *smtpEnv) metric(name string, labels ...string) float64 {
 	return 0
 }
 
-// smtpEnvOptions tune newSMTPEnv.
-type smtpEnvOptions struct {
-	upstream smtpUpstreamOptions
+// envOptions tune newEnv.
+type envOptions struct {
+	upstream upstreamOptions
 	certs    []*x509.Certificate    // in the certificate cache
 	config   func(c *config.Config) // edits before the proxy is made
 	policy   func(p *policy.Policy) // edits of the policy made from it
-	recorder func(r *smtpRecorder)  // sets hooks before the proxy starts
+	recorder func(r *recorder)      // sets hooks before the proxy starts
 	listen   []config.Listener      // default: one plain loopback listener
 	upAddr   string                 // overrides the upstream address
 	quiet    bool                   // log warnings only, for benchmarks
 }
 
-func newSMTPEnv(t testing.TB, o smtpEnvOptions) *smtpEnv {
+func newEnv(t testing.TB, o envOptions) *env {
 	t.Helper()
-	p := smtpTestPKI(t)
-	e := &smtpEnv{t: t, pki: p, logs: &testutil.Buffer{}}
+	p := testPKI(t)
+	e := &env{t: t, pki: p, logs: &testutil.Buffer{}}
 	e.up = newSMTPRecorder(t, p, o.upstream)
 	if o.recorder != nil {
 		o.recorder(e.up)
 	}
-	e.keys = smtpKeystore(t, p.alice)
-	e.certs = smtpCertCache(t, p, o.certs...)
+	e.keys = newKeystore(t, p.alice)
+	e.certs = certCache(t, p, o.certs...)
 	c := config.Default()
 	c.ServerName = "proxy.test"
 	c.SMTP.Listen = []config.Listener{{Addr: "127.0.0.1:0", TLS: config.TLSNone}}
@@ -470,23 +471,23 @@ func newSMTPEnv(t testing.TB, o smtpEnvOptions) *smtpEnv {
 	if o.policy != nil {
 		o.policy(pol)
 	}
-	var cert *Certificate
+	var cert *proxy.Certificate
 	if slices.ContainsFunc(c.SMTP.Listen, func(l config.Listener) bool { return l.TLS != config.TLSNone }) {
 		var err error
-		if cert, err = LoadCertificate(p.serverCert, p.serverKey); err != nil {
+		if cert, err = proxy.LoadCertificate(p.serverCert, p.serverKey); err != nil {
 			t.Fatal(err)
 		}
 	}
 	e.reg = prometheus.NewRegistry()
-	e.metrics = NewMetrics(e.reg)
+	e.metrics = proxy.NewMetrics(e.reg)
 	level := slog.LevelInfo
 	if o.quiet {
 		level = slog.LevelWarn
 	}
-	e.opts = Options{Config: c, Policy: pol, Keys: e.keys, Certs: e.certs, Cert: cert, Metrics: e.metrics,
+	e.opts = proxy.Options{Config: c, Policy: pol, Keys: e.keys, Certs: e.certs, Cert: cert, Metrics: e.metrics,
 		Logger: slog.New(slog.NewTextHandler(io.MultiWriter(t.Output(), e.logs), &slog.HandlerOptions{Level: level}))}
 	var err error
-	if e.proxy, err = NewSMTP(e.opts); err != nil {
+	if e.proxy, err = New(e.opts); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.proxy.Start(context.Background()); err != nil {
@@ -498,7 +499,7 @@ func newSMTPEnv(t testing.TB, o smtpEnvOptions) *smtpEnv {
 		if err := e.proxy.Shutdown(ctx); err != nil {
 			t.Errorf("Shutdown: %v", err)
 		}
-		if strings.Contains(e.logs.String(), smtpTestPassword) {
+		if strings.Contains(e.logs.String(), testPassword) {
 			t.Errorf("the log holds the password")
 		}
 	})
@@ -506,25 +507,25 @@ func newSMTPEnv(t testing.TB, o smtpEnvOptions) *smtpEnv {
 }
 
 // addr is the address of listener i.
-func (e *smtpEnv) addr(i int) string { return e.proxy.Addrs()[i].String() }
+func (e *env) addr(i int) string { return e.proxy.Addrs()[i].String() }
 
 // dial connects a raw client to the first listener and reads the greeting.
-func (e *smtpEnv) dial() *smtpTestClient {
+func (e *env) dial() *testClient {
 	e.t.Helper()
-	return dialSMTPTest(e.t, e.addr(0))
+	return dialTest(e.t, e.addr(0))
 }
 
 // login dials, says EHLO and logs in as alice with PLAIN.
-func (e *smtpEnv) login() *smtpTestClient {
+func (e *env) login() *testClient {
 	e.t.Helper()
 	c := e.dial()
 	c.cmd("EHLO client.test", "250 *")
-	c.cmd("AUTH PLAIN "+smtpPlain("alice@example.com", smtpTestPassword), "235 2.0.0 *")
+	c.cmd("AUTH PLAIN "+plain("alice@example.com", testPassword), "235 2.0.0 *")
 	return c
 }
 
 // send runs one transaction from alice and returns the final reply's last line.
-func (c *smtpTestClient) send(from string, rcpts []string, msg string) string {
+func (c *testClient) send(from string, rcpts []string, msg string) string {
 	c.t.Helper()
 	c.cmd("MAIL FROM:<"+from+">", "250 *")
 	for _, r := range rcpts {
@@ -535,7 +536,7 @@ func (c *smtpTestClient) send(from string, rcpts []string, msg string) string {
 }
 
 // data writes msg with dot-stuffing and the final dot, and returns the reply.
-func (c *smtpTestClient) data(msg string) string {
+func (c *testClient) data(msg string) string {
 	c.t.Helper()
 	var b strings.Builder
 	for line := range strings.Lines(msg) {
@@ -553,39 +554,39 @@ func (c *smtpTestClient) data(msg string) string {
 	return lines[len(lines)-1]
 }
 
-func smtpPlain(user, pass string) string {
+func plain(user, pass string) string {
 	return base64.StdEncoding.EncodeToString([]byte("\x00" + user + "\x00" + pass))
 }
 
-// smtpTestClient speaks SMTP as raw lines.
-type smtpTestClient struct {
+// testClient speaks SMTP as raw lines.
+type testClient struct {
 	t    testing.TB
 	conn net.Conn
 	r    *bufio.Reader
 }
 
-func dialSMTPTest(t testing.TB, addr string) *smtpTestClient {
+func dialTest(t testing.TB, addr string) *testClient {
 	t.Helper()
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &smtpTestClient{t: t, conn: conn, r: bufio.NewReader(conn)}
+	c := &testClient{t: t, conn: conn, r: bufio.NewReader(conn)}
 	t.Cleanup(func() { conn.Close() })
 	c.expect("220 *")
 	return c
 }
 
-func (c *smtpTestClient) write(s string) {
+func (c *testClient) write(s string) {
 	c.t.Helper()
 	_ = c.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.WriteString(c.conn, s); err != nil {
-		c.t.Fatalf("write %q: %v", smtpFirstLine(s), err)
+		c.t.Fatalf("write %q: %v", firstLine(s), err)
 	}
 }
 
 // read reads one reply, every line of it.
-func (c *smtpTestClient) read() []string {
+func (c *testClient) read() []string {
 	c.t.Helper()
 	_ = c.conn.SetReadDeadline(time.Now().Add(20 * time.Second))
 	var lines []string
@@ -604,31 +605,31 @@ func (c *smtpTestClient) read() []string {
 
 // expect reads a reply and checks its last line against want, where *
 // matches anything.
-func (c *smtpTestClient) expect(want string) []string {
+func (c *testClient) expect(want string) []string {
 	c.t.Helper()
 	lines := c.read()
-	if last := lines[len(lines)-1]; !smtpMatch(want, last) {
+	if last := lines[len(lines)-1]; !match(want, last) {
 		c.t.Fatalf("reply %q, want %q", lines, want)
 	}
 	return lines
 }
 
 // cmd sends a command line and expects a reply.
-func (c *smtpTestClient) cmd(line, want string) []string {
+func (c *testClient) cmd(line, want string) []string {
 	c.t.Helper()
 	c.write(line + "\r\n")
 	return c.expect(want)
 }
 
 // closed reports whether the server closed the connection.
-func (c *smtpTestClient) closed() bool {
+func (c *testClient) closed() bool {
 	_ = c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	_, err := c.r.ReadByte()
 	return err != nil && !errors.Is(err, os.ErrDeadlineExceeded)
 }
 
 // startTLS upgrades the connection, verifying the proxy's certificate.
-func (c *smtpTestClient) startTLS(p *smtpPKI) {
+func (c *testClient) startTLS(p *pki) {
 	c.t.Helper()
 	c.cmd("STARTTLS", "220 *")
 	tc := tls.Client(c.conn, &tls.Config{RootCAs: p.ca.Pool(), ServerName: "127.0.0.1"})
@@ -638,8 +639,8 @@ func (c *smtpTestClient) startTLS(p *smtpPKI) {
 	c.conn, c.r = tc, bufio.NewReader(tc)
 }
 
-// smtpMatch matches s against pattern, where * matches any run of characters.
-func smtpMatch(pattern, s string) bool {
+// match matches s against pattern, where * matches any run of characters.
+func match(pattern, s string) bool {
 	parts := strings.Split(pattern, "*")
 	if !strings.HasPrefix(s, parts[0]) {
 		return false
@@ -658,13 +659,13 @@ func smtpMatch(pattern, s string) bool {
 	return s == ""
 }
 
-func smtpFirstLine(s string) string {
+func firstLine(s string) string {
 	l, _, _ := strings.Cut(s, "\n")
 	return l
 }
 
-// smtpMessage is a small message from alice; extra header lines come first.
-func smtpMessage(to, subject, body string, extra ...string) string {
+// message is a small message from alice; extra header lines come first.
+func message(to, subject, body string, extra ...string) string {
 	var b strings.Builder
 	for _, h := range extra {
 		b.WriteString(h + "\r\n")
@@ -676,8 +677,8 @@ func smtpMessage(to, subject, body string, extra ...string) string {
 	return b.String()
 }
 
-// smtpOpen decrypts and verifies msg as the holder of id would.
-func smtpOpen(t testing.TB, p *smtpPKI, msg []byte, ids ...*testpki.Identity) *smime.Opened {
+// open decrypts and verifies msg as the holder of id would.
+func open(t testing.TB, p *pki, msg []byte, ids ...*testpki.Identity) *smime.Opened {
 	t.Helper()
 	var keys []smime.KeyPair
 	for _, id := range ids {
@@ -690,9 +691,9 @@ func smtpOpen(t testing.TB, p *smtpPKI, msg []byte, ids ...*testpki.Identity) *s
 	return o
 }
 
-// smtpGoroutines waits until no more goroutines run than before, and
+// goroutines waits until no more goroutines run than before, and
 // fails the test with a dump of them if some are left.
-func smtpGoroutines(t testing.TB, before int) {
+func goroutines(t testing.TB, before int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for runtime.NumGoroutine() > before {
@@ -705,15 +706,15 @@ func smtpGoroutines(t testing.TB, before int) {
 	}
 }
 
-// smtpDialTLS connects to an implicit TLS listener, verifying the proxy's
+// dialTLS connects to an implicit TLS listener, verifying the proxy's
 // certificate, and reads the greeting.
-func smtpDialTLS(t testing.TB, e *smtpEnv, addr string) *smtpTestClient {
+func dialTLS(t testing.TB, e *env, addr string) *testClient {
 	t.Helper()
 	conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: e.pki.ca.Pool(), ServerName: "127.0.0.1"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &smtpTestClient{t: t, conn: conn, r: bufio.NewReader(conn)}
+	c := &testClient{t: t, conn: conn, r: bufio.NewReader(conn)}
 	t.Cleanup(func() { conn.Close() })
 	c.expect("220 *")
 	return c

@@ -1,4 +1,4 @@
-package proxy
+package smtp
 
 import (
 	"context"
@@ -10,48 +10,49 @@ import (
 	"time"
 
 	"github.com/emersion/go-sasl"
-	"github.com/emersion/go-smtp"
+	gosmtp "github.com/emersion/go-smtp"
 
 	"smimeproxy/config"
+	"smimeproxy/proxy"
 )
 
 // goSMTPNoStartTLSText is the text of the error go-smtp's NewClientStartTLS
 // returns when the server offers no STARTTLS; it has no sentinel for it.
 const goSMTPNoStartTLSText = "smtp: server doesn't support STARTTLS"
 
-// smtpUpstream is one connection to the upstream submission server. Every
+// upstream is one connection to the upstream submission server. Every
 // wait on it is bounded: the connect timeout covers the greeting, STARTTLS
 // and EHLO, the command timeout each command, the data timeout the message
 // and the final reply. Any failure other than a reply leaves it broken.
-type smtpUpstream struct {
-	c        *smtp.Client
+type upstream struct {
+	c        *gosmtp.Client
 	conn     net.Conn // under c: closing it ends every wait at once
 	timeouts config.Timeouts
 	stop     func() bool // undoes closing conn when the session's context ends
 	broken   bool
 	open     bool // a transaction is open: MAIL was accepted, the final DATA reply not yet read
-	metrics  *Metrics
+	metrics  *proxy.Metrics
 }
 
 // dialSMTPUpstream connects, greets, upgrades with STARTTLS when configured
 // (failing, never downgrading, when the server does not offer it) and says
 // EHLO. The connection is closed when ctx ends.
-func dialSMTPUpstream(ctx context.Context, g *smtpGen) (*smtpUpstream, error) {
+func dialSMTPUpstream(ctx context.Context, g *gen) (*upstream, error) {
 	start := time.Now()
-	conn, err := g.up.dial(ctx)
+	conn, err := g.up.Dial(ctx)
 	if err != nil {
-		g.metrics.UpstreamErrors.WithLabelValues("smtp", smtpStageConnect).Inc()
-		return nil, &smtpUpstreamError{stage: smtpStageConnect, err: err}
+		g.metrics.UpstreamErrors.WithLabelValues("smtp", stageConnect).Inc()
+		return nil, &upstreamError{stage: stageConnect, err: err}
 	}
 	// go-smtp sets deadlines of its own during the greeting, replacing any
 	// set here: a timer that closes the connection bounds the whole setup.
 	setup, cancel := context.WithTimeout(ctx, g.timeouts.Connect.D())
 	defer cancel()
 	stopSetup := context.AfterFunc(setup, func() { conn.Close() })
-	c, stage, err := smtpHandshake(conn, g)
+	c, stage, err := handshake(conn, g)
 	if !stopSetup() { // the timer closed the connection, maybe just as the handshake ended
 		if err == nil {
-			err, stage = setup.Err(), smtpStageConnect
+			err, stage = setup.Err(), stageConnect
 		} else {
 			err = fmt.Errorf("%w (%v)", setup.Err(), err)
 		}
@@ -59,49 +60,49 @@ func dialSMTPUpstream(ctx context.Context, g *smtpGen) (*smtpUpstream, error) {
 	if err != nil {
 		conn.Close()
 		g.metrics.UpstreamErrors.WithLabelValues("smtp", stage).Inc()
-		return nil, &smtpUpstreamError{stage: stage, err: fmt.Errorf("upstream %s: %w", g.up.addr, err)}
+		return nil, &upstreamError{stage: stage, err: fmt.Errorf("upstream %s: %w", g.up.Addr, err)}
 	}
 	g.metrics.UpstreamSeconds.WithLabelValues("smtp", "connect").Observe(time.Since(start).Seconds())
 	c.CommandTimeout = g.timeouts.Command.D()
 	c.SubmissionTimeout = g.timeouts.Data.D()
-	u := &smtpUpstream{c: c, conn: conn, timeouts: g.timeouts, metrics: g.metrics}
+	u := &upstream{c: c, conn: conn, timeouts: g.timeouts, metrics: g.metrics}
 	u.stop = context.AfterFunc(ctx, func() { conn.Close() })
 	return u, nil
 }
 
-// smtpHandshake reads the greeting and says EHLO, with STARTTLS between
+// handshake reads the greeting and says EHLO, with STARTTLS between
 // them when the upstream is configured for it. It returns the stage that
 // failed, for the metric.
-func smtpHandshake(conn net.Conn, g *smtpGen) (*smtp.Client, string, error) {
-	var c *smtp.Client
-	if g.up.mode == config.TLSStartTLS {
+func handshake(conn net.Conn, g *gen) (*gosmtp.Client, string, error) {
+	var c *gosmtp.Client
+	if g.up.Mode == config.TLSStartTLS {
 		var err error
-		c, err = smtp.NewClientStartTLS(conn, g.up.tls)
+		c, err = gosmtp.NewClientStartTLS(conn, g.up.TLS)
 		if err != nil && err.Error() == goSMTPNoStartTLSText {
-			return nil, smtpStageTLS, errSMTPNoStartTLS
+			return nil, stageTLS, errSMTPNoStartTLS
 		} else if err != nil {
-			return nil, smtpStageConnect, err
+			return nil, stageConnect, err
 		}
 	} else {
-		c = smtp.NewClient(conn)
+		c = gosmtp.NewClient(conn)
 	}
 	// After STARTTLS this EHLO is the first thing sent over TLS, so a
 	// certificate that fails verification fails here.
 	if err := c.Hello(g.name); err != nil {
-		var se *smtp.SMTPError
-		if g.up.mode == config.TLSStartTLS && !errors.As(err, &se) {
-			return nil, smtpStageTLS, err
+		var se *gosmtp.SMTPError
+		if g.up.Mode == config.TLSStartTLS && !errors.As(err, &se) {
+			return nil, stageTLS, err
 		}
-		return nil, smtpStageConnect, err
+		return nil, stageConnect, err
 	}
 	return c, "", nil
 }
 
 // fail records err: a reply from the upstream is returned as it is; any
 // other failure breaks the connection, so that no half-written message can
-// ever be completed, and is returned as an *smtpUpstreamError.
-func (u *smtpUpstream) fail(stage string, err error) error {
-	var se *smtp.SMTPError
+// ever be completed, and is returned as an *upstreamError.
+func (u *upstream) fail(stage string, err error) error {
+	var se *gosmtp.SMTPError
 	if errors.As(err, &se) {
 		if se.Code == 421 {
 			u.close()
@@ -110,49 +111,49 @@ func (u *smtpUpstream) fail(stage string, err error) error {
 	}
 	u.close()
 	u.metrics.UpstreamErrors.WithLabelValues("smtp", stage).Inc()
-	return &smtpUpstreamError{stage: stage, err: err}
+	return &upstreamError{stage: stage, err: err}
 }
 
-func (u *smtpUpstream) close() {
+func (u *upstream) close() {
 	u.broken = true
 	u.open = false
 	u.conn.Close()
 }
 
-func (u *smtpUpstream) auth(c sasl.Client) error {
+func (u *upstream) auth(c sasl.Client) error {
 	start := time.Now()
 	defer func() { u.metrics.UpstreamSeconds.WithLabelValues("smtp", "auth").Observe(time.Since(start).Seconds()) }()
 	if err := u.c.Auth(c); err != nil {
-		return u.fail(smtpStageAuth, err)
+		return u.fail(stageAuth, err)
 	}
 	return nil
 }
 
 // supports reports whether the upstream offered an extension after EHLO.
-func (u *smtpUpstream) supports(ext string) bool {
+func (u *upstream) supports(ext string) bool {
 	ok, _ := u.c.Extension(ext)
 	return ok
 }
 
-func (u *smtpUpstream) mail(from string, opts *smtp.MailOptions) error {
+func (u *upstream) mail(from string, opts *gosmtp.MailOptions) error {
 	if err := u.c.Mail(from, opts); err != nil {
-		return u.fail(smtpStageCommand, err)
+		return u.fail(stageCommand, err)
 	}
 	u.open = true
 	return nil
 }
 
-func (u *smtpUpstream) rcpt(to string, opts *smtp.RcptOptions) error {
+func (u *upstream) rcpt(to string, opts *gosmtp.RcptOptions) error {
 	if err := u.c.Rcpt(to, opts); err != nil {
-		return u.fail(smtpStageCommand, err)
+		return u.fail(stageCommand, err)
 	}
 	return nil
 }
 
 // reset aborts the open transaction.
-func (u *smtpUpstream) reset() error {
+func (u *upstream) reset() error {
 	if err := u.c.Reset(); err != nil {
-		return u.fail(smtpStageCommand, err)
+		return u.fail(stageCommand, err)
 	}
 	u.open = false
 	return nil
@@ -161,30 +162,30 @@ func (u *smtpUpstream) reset() error {
 // data sends msg and returns the upstream's final reply: a 250 as a
 // *smtp.SMTPError with Code 250, which go-smtp writes to the client as it
 // is, or the upstream's refusal as an error.
-func (u *smtpUpstream) data(msg []byte) (*smtp.SMTPError, error) {
+func (u *upstream) data(msg []byte) (*gosmtp.SMTPError, error) {
 	start := time.Now()
 	defer func() { u.metrics.UpstreamSeconds.WithLabelValues("smtp", "data").Observe(time.Since(start).Seconds()) }()
 	w, err := u.c.Data()
 	if err != nil {
-		return nil, u.fail(smtpStageData, err)
+		return nil, u.fail(stageData, err)
 	}
 	// go-smtp sets no deadline while the body is written.
 	if err := u.conn.SetDeadline(time.Now().Add(u.timeouts.Data.D())); err != nil {
-		return nil, u.fail(smtpStageData, err)
+		return nil, u.fail(stageData, err)
 	}
 	if _, err := w.Write(msg); err != nil {
-		return nil, u.fail(smtpStageData, err)
+		return nil, u.fail(stageData, err)
 	}
 	resp, err := w.CloseWithResponse()
 	u.open = false // accepted or refused, the transaction is over
 	if err != nil {
-		return nil, u.fail(smtpStageData, err)
+		return nil, u.fail(stageData, err)
 	}
-	return smtpParseOK(resp.StatusText), nil
+	return parseOK(resp.StatusText), nil
 }
 
 // quit ends the session politely, if the connection still works, and closes it.
-func (u *smtpUpstream) quit() {
+func (u *upstream) quit() {
 	if !u.broken {
 		_ = u.c.Quit()
 	}
@@ -192,10 +193,10 @@ func (u *smtpUpstream) quit() {
 	u.close()
 }
 
-// smtpParseOK makes the reply go-smtp writes to the client from the text of the
+// parseOK makes the reply go-smtp writes to the client from the text of the
 // upstream's 250 reply ("2.0.0 Ok: queued as X"), keeping its enhanced code.
-func smtpParseOK(text string) *smtp.SMTPError {
-	r := &smtp.SMTPError{Code: 250, Message: text}
+func parseOK(text string) *gosmtp.SMTPError {
+	r := &gosmtp.SMTPError{Code: 250, Message: text}
 	code, rest, ok := strings.Cut(text, " ")
 	if !ok {
 		return r
@@ -216,8 +217,8 @@ func smtpParseOK(text string) *smtp.SMTPError {
 	return r
 }
 
-// smtpCaps is what the upstream offers, as the probe at start found it.
-type smtpCaps struct {
+// upstreamCaps is what the upstream offers, as the probe at start found it.
+type upstreamCaps struct {
 	known bool  // the probe succeeded; otherwise the rest is a conservative guess
 	size  int64 // SIZE limit; 0: none given
 	utf8  bool
@@ -227,13 +228,13 @@ type smtpCaps struct {
 
 // probeSMTP connects as a session would and reads what the upstream offers
 // after EHLO (after STARTTLS, since servers offer AUTH only then).
-func probeSMTP(ctx context.Context, g *smtpGen) (smtpCaps, error) {
+func probeSMTP(ctx context.Context, g *gen) (upstreamCaps, error) {
 	u, err := dialSMTPUpstream(ctx, g)
 	if err != nil {
-		return smtpCaps{}, err
+		return upstreamCaps{}, err
 	}
 	defer u.quit()
-	caps := smtpCaps{known: true, utf8: u.supports("SMTPUTF8"), dsn: u.supports("DSN")}
+	caps := upstreamCaps{known: true, utf8: u.supports("SMTPUTF8"), dsn: u.supports("DSN")}
 	if n, ok := u.c.MaxMessageSize(); ok {
 		caps.size = int64(n)
 	}

@@ -1,4 +1,4 @@
-package proxy
+package smtp
 
 import (
 	"crypto"
@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/emersion/go-sasl"
-	"github.com/emersion/go-smtp"
+	gosmtp "github.com/emersion/go-smtp"
 )
 
 // smime's benchmarks measure Sign and Encrypt alone. These measure the
@@ -19,12 +19,12 @@ import (
 // sign, encrypt, relay), next to one private-key operation with the key it
 // signs with, so that the ratio to the crypto bound shows:
 //
-//	go test -run '^$' -bench 'SMTP' ./proxy
+//	go test -run '^$' -bench . ./proxy/smtp
 
-var smtpBenchSizes = []int{4 << 10, 64 << 10, 1 << 20}
+var benchSizes = []int{4 << 10, 64 << 10, 1 << 20}
 
-func BenchmarkSMTPData(b *testing.B) {
-	p := smtpTestPKI(b)
+func BenchmarkData(b *testing.B) {
+	p := testPKI(b)
 	for _, mode := range []struct {
 		name  string
 		rcpts []string
@@ -33,19 +33,19 @@ func BenchmarkSMTPData(b *testing.B) {
 		{"sign", []string{"bob@example.org"}, nil},
 		{"sign_encrypt3", []string{"bob@example.org", "carol@example.org", "dave@example.net"}, []*x509.Certificate{p.bob.Cert, p.carol.Cert, p.dave.Cert}},
 	} {
-		for _, size := range smtpBenchSizes {
+		for _, size := range benchSizes {
 			b.Run(fmt.Sprintf("%s/%dKB", mode.name, size>>10), func(b *testing.B) {
-				e := newSMTPEnv(b, smtpEnvOptions{certs: mode.certs, quiet: true, recorder: func(r *smtpRecorder) { r.keep = false }})
-				c, err := smtp.Dial(e.addr(0))
+				e := newEnv(b, envOptions{certs: mode.certs, quiet: true, recorder: func(r *recorder) { r.keep = false }})
+				c, err := gosmtp.Dial(e.addr(0))
 				if err != nil {
 					b.Fatal(err)
 				}
 				defer c.Close()
-				if err := c.Auth(sasl.NewPlainClient("", "alice@example.com", smtpTestPassword)); err != nil {
+				if err := c.Auth(sasl.NewPlainClient("", "alice@example.com", testPassword)); err != nil {
 					b.Fatal(err)
 				}
 				line := "The quick brown fox jumps over the lazy dog, again and again and again.\r\n"
-				msg := []byte(smtpMessage(mode.rcpts[0], "Bench", strings.Repeat(line, size/len(line)+1)[:size], "Cc: "+strings.Join(mode.rcpts[1:], ", ")))
+				msg := []byte(message(mode.rcpts[0], "Bench", strings.Repeat(line, size/len(line)+1)[:size], "Cc: "+strings.Join(mode.rcpts[1:], ", ")))
 				b.SetBytes(int64(len(msg)))
 				for b.Loop() {
 					if err := c.SendMail("alice@example.com", mode.rcpts, strings.NewReader(string(msg))); err != nil {
@@ -60,8 +60,8 @@ func BenchmarkSMTPData(b *testing.B) {
 
 // BenchmarkSMTPKeyOp is one PKCS #1 v1.5 signature with the key
 // BenchmarkSMTPData signs with: the floor of its cost per message.
-func BenchmarkSMTPKeyOp(b *testing.B) {
-	key := smtpTestPKI(b).alice.Key
+func BenchmarkKeyOp(b *testing.B) {
+	key := testPKI(b).alice.Key
 	digest := sha256.Sum256([]byte("message digest"))
 	for b.Loop() {
 		if _, err := key.Sign(rand.Reader, digest[:], crypto.SHA256); err != nil {

@@ -1,4 +1,4 @@
-package proxy
+package smtp
 
 import (
 	"bufio"
@@ -16,7 +16,7 @@ import (
 
 	"github.com/emersion/go-message/mail"
 	"github.com/emersion/go-message/textproto"
-	"github.com/emersion/go-smtp"
+	gosmtp "github.com/emersion/go-smtp"
 
 	"smimeproxy/certcache"
 	"smimeproxy/cms"
@@ -46,46 +46,46 @@ import (
 
 // Values of the action label and log key.
 const (
-	smtpActionSign        = "sign"
-	smtpActionEncrypt     = "encrypt"
-	smtpActionSignEncrypt = "sign_encrypt"
-	smtpActionPass        = "pass"
-	smtpActionRefuse      = "refuse"
+	actionSign        = "sign"
+	actionEncrypt     = "encrypt"
+	actionSignEncrypt = "sign_encrypt"
+	actionPass        = "pass"
+	actionRefuse      = "refuse"
 )
 
-// smtpPlan is what to send upstream for one message.
-type smtpPlan struct {
+// plan is what to send upstream for one message.
+type plan struct {
 	action string
 	cipher string // of the main copy, when encrypted
 	msgID  string
-	copies []smtpCopy // the main copy first
+	copies []msgCopy // the main copy first
 }
 
-// smtpCopy is one upstream transaction.
-type smtpCopy struct {
-	rcpts  []smtpRcpt
+// msgCopy is one upstream transaction.
+type msgCopy struct {
+	rcpts  []rcpt
 	msg    []byte
 	reuse  bool // in the transaction the client opened, whose MAIL and RCPTs are upstream already
 	cipher string
 }
 
-// smtpFailed is a Bcc copy the upstream did not take.
-type smtpFailed struct {
-	rcpts []smtpRcpt
+// failedCopy is a Bcc copy the upstream did not take.
+type failedCopy struct {
+	rcpts []rcpt
 	err   error
 }
 
 // deliver plans, sends and logs one message; it returns the client's reply.
-func (s *smtpSession) deliver(raw []byte, start time.Time) error {
+func (s *session) deliver(raw []byte, start time.Time) error {
 	txn := s.txn
 	planned := time.Now()
 	p, err := s.plan(raw, txn)
-	if p.action == smtpActionSign || p.action == smtpActionEncrypt || p.action == smtpActionSignEncrypt {
+	if p.action == actionSign || p.action == actionEncrypt || p.action == actionSignEncrypt {
 		s.gen.metrics.TransformSeconds.WithLabelValues(p.action).Observe(time.Since(planned).Seconds())
 	}
 	var (
-		ok     *smtp.SMTPError
-		failed []smtpFailed
+		ok     *gosmtp.SMTPError
+		failed []failedCopy
 	)
 	if err == nil {
 		ok, failed, err = s.send(p, txn)
@@ -98,11 +98,11 @@ func (s *smtpSession) deliver(raw []byte, start time.Time) error {
 	reply := ok
 	if err != nil {
 		reply = s.reply(err)
-		result = smtpMessageResult(err, reply)
+		result = messageResult(err, reply)
 	}
 	s.gen.metrics.Messages.WithLabelValues(p.action, result).Inc()
 	attrs := []any{"msg_id", p.msgID, "from", txn.from, "action", p.action, "rcpts", len(txn.rcpts),
-		"cipher", p.cipher, "bytes", len(raw), "dur_ms", time.Since(start).Milliseconds(), "reply", smtpReplyText(reply)}
+		"cipher", p.cipher, "bytes", len(raw), "dur_ms", time.Since(start).Milliseconds(), "reply", replyText(reply)}
 	if err != nil {
 		attrs = append(attrs, "err", err.Error())
 	}
@@ -110,12 +110,12 @@ func (s *smtpSession) deliver(raw []byte, start time.Time) error {
 	return reply
 }
 
-// smtpMessageResult is the result label for a message that was not accepted.
-func smtpMessageResult(err error, reply *smtp.SMTPError) string {
+// messageResult is the result label for a message that was not accepted.
+func messageResult(err error, reply *gosmtp.SMTPError) string {
 	var (
-		se  *smtp.SMTPError
+		se  *gosmtp.SMTPError
 		ref *policy.Refusal
-		me  *smtpMessageError
+		me  *messageError
 	)
 	switch {
 	case errors.As(err, &ref):
@@ -124,15 +124,15 @@ func smtpMessageResult(err error, reply *smtp.SMTPError) string {
 		return "rejected"
 	case errors.As(err, &me):
 		return "error"
-	case reply.Code/100 == 4 && reply.EnhancedCode != smtp.EnhancedCode{4, 3, 0}:
+	case reply.Code/100 == 4 && reply.EnhancedCode != gosmtp.EnhancedCode{4, 3, 0}:
 		return "tempfail"
 	}
 	return "error"
 }
 
-// smtpReplyText is a reply as the client reads it, for logs and notices.
-func smtpReplyText(r *smtp.SMTPError) string {
-	if r.EnhancedCode == smtp.EnhancedCodeNotSet || r.EnhancedCode == smtp.NoEnhancedCode {
+// replyText is a reply as the client reads it, for logs and notices.
+func replyText(r *gosmtp.SMTPError) string {
+	if r.EnhancedCode == gosmtp.EnhancedCodeNotSet || r.EnhancedCode == gosmtp.NoEnhancedCode {
 		return fmt.Sprintf("%d %s", r.Code, r.Message)
 	}
 	return fmt.Sprintf("%d %d.%d.%d %s", r.Code, r.EnhancedCode[0], r.EnhancedCode[1], r.EnhancedCode[2], r.Message)
@@ -140,18 +140,18 @@ func smtpReplyText(r *smtp.SMTPError) string {
 
 // plan reads the facts policy needs, asks it, and makes the copies to send.
 // It always returns a plan, for the log, even with an error.
-func (s *smtpSession) plan(raw []byte, txn *smtpTxn) (*smtpPlan, error) {
+func (s *session) plan(raw []byte, txn *transaction) (*plan, error) {
 	g := s.gen
-	p := &smtpPlan{action: smtpActionRefuse}
+	p := &plan{action: actionRefuse}
 	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(raw)))
 	if err != nil {
 		reason := "its header cannot be read"
-		if _, err := smime.EditHeader(raw, smtpKeepField); err != nil {
-			reason = smtpMalformedReason(err) // says what is wrong with it
+		if _, err := smime.EditHeader(raw, keepField); err != nil {
+			reason = malformedReason(err) // says what is wrong with it
 		}
-		return p, &smtpMessageError{reason: reason, err: err}
+		return p, &messageError{reason: reason, err: err}
 	}
-	p.msgID = smtpLogValue(h.Get("Message-Id"))
+	p.msgID = logValue(h.Get("Message-Id"))
 	rcpts := make([]string, len(txn.rcpts))
 	for i, r := range txn.rcpts {
 		rcpts[i] = strings.ToLower(r.addr)
@@ -159,15 +159,15 @@ func (s *smtpSession) plan(raw []byte, txn *smtpTxn) (*smtpPlan, error) {
 	if smime.Classify(h) != smime.Plain {
 		// Already S/MIME or PGP/MIME: policy passes it (policy.Message.Protected),
 		// byte for byte as it came.
-		p.action = smtpActionPass
-		p.copies = []smtpCopy{{rcpts: txn.rcpts, msg: raw, reuse: true}}
+		p.action = actionPass
+		p.copies = []msgCopy{{rcpts: txn.rcpts, msg: raw, reuse: true}}
 		return p, nil
 	}
-	from, err := smtpFromAddress(h)
+	from, err := fromAddress(h)
 	if err != nil {
-		return p, &smtpMessageError{reason: "its From header does not hold one address", err: err}
+		return p, &messageError{reason: "its From header does not hold one address", err: err}
 	}
-	ov, edited, err := smtpEditHeader(raw, h, g.policy.Overrides)
+	ov, edited, err := editHeader(raw, h, g.policy.Overrides)
 	if err != nil {
 		return p, err
 	}
@@ -178,7 +178,7 @@ func (s *smtpSession) plan(raw []byte, txn *smtpTxn) (*smtpPlan, error) {
 		if err != nil && !errors.Is(err, certcache.ErrNoCert) {
 			return p, fmt.Errorf("certificate lookup for a recipient: %w", err)
 		} else if err != nil {
-			noCert[r] = smtpCertReason(err)
+			noCert[r] = certReason(err)
 			continue
 		}
 		entries[r] = e
@@ -190,38 +190,38 @@ func (s *smtpSession) plan(raw []byte, txn *smtpTxn) (*smtpPlan, error) {
 	}
 
 	if d.Action == policy.Pass {
-		p.action = smtpActionPass
-		p.copies = []smtpCopy{{rcpts: txn.rcpts, msg: edited, reuse: true}}
+		p.action = actionPass
+		p.copies = []msgCopy{{rcpts: txn.rcpts, msg: edited, reuse: true}}
 		return p, nil
 	}
-	now := g.opts.now()
+	now := g.opts.Time()
 	content := edited
-	p.action = smtpActionSign
+	p.action = actionSign
 	if d.Sign {
 		sg, err := g.opts.Keys.Signer(from, now)
 		if err != nil {
-			return p, &smtpKeyError{addr: from, purpose: "signing", err: err}
+			return p, &keyError{addr: from, purpose: "signing", err: err}
 		}
 		id := &smime.Identity{Cert: sg.Cert, Key: sg.Key, Chain: sg.Chain, EncryptionCert: sg.EncryptionCert}
 		if content, err = smime.Sign(edited, id, &smime.SignOptions{Opaque: g.policy.Opaque, Time: now}); err != nil {
-			return p, smtpTransformError(err)
+			return p, transformError(err)
 		}
 	}
 	if !d.Encrypt {
-		p.copies = []smtpCopy{{rcpts: txn.rcpts, msg: content, reuse: true}}
+		p.copies = []msgCopy{{rcpts: txn.rcpts, msg: content, reuse: true}}
 		return p, nil
 	}
-	p.action = smtpActionEncrypt
+	p.action = actionEncrypt
 	if d.Sign {
-		p.action = smtpActionSignEncrypt
+		p.action = actionSignEncrypt
 	}
 	var self *x509.Certificate
-	if selfAddr := smtpSelfAddress(from, addrs); g.policy.EncryptToSelf && selfAddr != "" {
+	if selfAddr := selfAddress(from, addrs); g.policy.EncryptToSelf && selfAddr != "" {
 		if self, err = g.opts.Keys.EncryptionCert(selfAddr, now); err != nil {
-			return p, &smtpKeyError{addr: selfAddr, purpose: "encrypting to yourself", err: err}
+			return p, &keyError{addr: selfAddr, purpose: "encrypting to yourself", err: err}
 		}
 	}
-	for _, grp := range smtpBccGroups(txn.rcpts, smtpHeaderRecipients(h)) {
+	for _, grp := range bccGroups(txn.rcpts, headerRecipients(h)) {
 		certs := make([]*x509.Certificate, 0, len(grp.rcpts)+1)
 		caps := make([][]cms.Capability, 0, len(grp.rcpts))
 		for _, r := range grp.rcpts {
@@ -235,7 +235,7 @@ func (s *smtpSession) plan(raw []byte, txn *smtpTxn) (*smtpPlan, error) {
 		cipher := g.policy.ContentCipher(caps)
 		msg, err := smime.Encrypt(content, certs, &smime.EncryptOptions{Cipher: cipher})
 		if err != nil {
-			return p, smtpTransformError(err)
+			return p, transformError(err)
 		}
 		grp.msg, grp.cipher = msg, cipher.String()
 		p.copies = append(p.copies, grp)
@@ -244,13 +244,13 @@ func (s *smtpSession) plan(raw []byte, txn *smtpTxn) (*smtpPlan, error) {
 	return p, nil
 }
 
-// smtpKeepField keeps every field, for a pass of EditHeader that only checks.
-func smtpKeepField(_ string, raw []byte) []byte { return raw }
+// keepField keeps every field, for a pass of EditHeader that only checks.
+func keepField(_ string, raw []byte) []byte { return raw }
 
-// smtpSelfAddress is the sender's own address to encrypt to: the From address
+// selfAddress is the sender's own address to encrypt to: the From address
 // when it is theirs, else (a foreign From sent unsigned) their first one.
 // A sender who did not log in (require_auth: false) has none.
-func smtpSelfAddress(from string, addrs []string) string {
+func selfAddress(from string, addrs []string) string {
 	switch {
 	case slices.Contains(addrs, from):
 		return from
@@ -260,15 +260,15 @@ func smtpSelfAddress(from string, addrs []string) string {
 	return ""
 }
 
-// smtpEditHeader reads the per-message overrides (when honoured) and removes
+// editHeader reads the per-message overrides (when honoured) and removes
 // what is not for the recipients: the override tags and header, and any
 // Bcc field the client left for the server to remove. The Subject is
 // rewritten only when a tag was taken out of it; every other byte stays.
-func smtpEditHeader(raw []byte, h textproto.Header, overrides bool) (policy.Override, []byte, error) {
+func editHeader(raw []byte, h textproto.Header, overrides bool) (policy.Override, []byte, error) {
 	var ov policy.Override
 	subject, newSubject, decoded := "", "", false
 	if overrides {
-		subject, decoded = smtpDecodeSubject(h.Get("Subject"))
+		subject, decoded = decodeSubject(h.Get("Subject"))
 		ov, newSubject = policy.ParseOverride(subject, strings.Join(h.Values(policy.OverrideHeader), ","))
 	}
 	rewrite, rewritten := newSubject != subject, false
@@ -280,21 +280,21 @@ func smtpEditHeader(raw []byte, h textproto.Header, overrides bool) (policy.Over
 			return nil
 		case name == "Subject" && rewrite:
 			rewritten = true
-			return smtpSubjectField(newSubject, decoded)
+			return subjectField(newSubject, decoded)
 		}
 		return field
 	})
 	if err != nil {
-		return ov, nil, &smtpMessageError{reason: smtpMalformedReason(err), err: err}
+		return ov, nil, &messageError{reason: malformedReason(err), err: err}
 	}
 	return ov, edited, nil
 }
 
-// smtpBccGroups splits the envelope for encryption: one transaction for all
+// bccGroups splits the envelope for encryption: one transaction for all
 // when every recipient is in To or Cc (the one the client opened), else one
 // for those who are and one for each who is not.
-func smtpBccGroups(rcpts []smtpRcpt, visible map[string]bool) []smtpCopy {
-	var shown, hidden []smtpRcpt
+func bccGroups(rcpts []rcpt, visible map[string]bool) []msgCopy {
+	var shown, hidden []rcpt
 	for _, r := range rcpts {
 		if visible[strings.ToLower(r.addr)] {
 			shown = append(shown, r)
@@ -303,29 +303,29 @@ func smtpBccGroups(rcpts []smtpRcpt, visible map[string]bool) []smtpCopy {
 		}
 	}
 	if len(hidden) == 0 {
-		return []smtpCopy{{rcpts: rcpts, reuse: true}}
+		return []msgCopy{{rcpts: rcpts, reuse: true}}
 	}
-	var groups []smtpCopy
+	var groups []msgCopy
 	if len(shown) > 0 {
-		groups = append(groups, smtpCopy{rcpts: shown})
+		groups = append(groups, msgCopy{rcpts: shown})
 	}
 	for _, r := range hidden {
-		groups = append(groups, smtpCopy{rcpts: []smtpRcpt{r}})
+		groups = append(groups, msgCopy{rcpts: []rcpt{r}})
 	}
 	return groups
 }
 
 // send runs the plan's transactions, the main copy first. An error means
 // the main copy was not accepted, and so nothing was sent.
-func (s *smtpSession) send(p *smtpPlan, txn *smtpTxn) (*smtp.SMTPError, []smtpFailed, error) {
+func (s *session) send(p *plan, txn *transaction) (*gosmtp.SMTPError, []failedCopy, error) {
 	ok, err := s.transaction(p.copies[0], txn)
 	if err != nil {
 		return nil, nil, err
 	}
-	var failed []smtpFailed
+	var failed []failedCopy
 	for _, c := range p.copies[1:] {
 		if _, err := s.transaction(c, txn); err != nil {
-			failed = append(failed, smtpFailed{rcpts: c.rcpts, err: err})
+			failed = append(failed, failedCopy{rcpts: c.rcpts, err: err})
 		}
 	}
 	return ok, failed, nil
@@ -333,7 +333,7 @@ func (s *smtpSession) send(p *smtpPlan, txn *smtpTxn) (*smtp.SMTPError, []smtpFa
 
 // transaction sends one copy: in the client's open transaction, or in one
 // of its own (MAIL with the client's parameters, RCPT for its recipients).
-func (s *smtpSession) transaction(c smtpCopy, txn *smtpTxn) (*smtp.SMTPError, error) {
+func (s *session) transaction(c msgCopy, txn *transaction) (*gosmtp.SMTPError, error) {
 	if s.up.broken {
 		return nil, errSMTPUpstreamLost
 	}
@@ -343,7 +343,7 @@ func (s *smtpSession) transaction(c smtpCopy, txn *smtpTxn) (*smtp.SMTPError, er
 				return nil, err
 			}
 		}
-		var opts smtp.MailOptions
+		var opts gosmtp.MailOptions
 		if txn.opts != nil {
 			opts = *txn.opts
 		}
@@ -361,12 +361,12 @@ func (s *smtpSession) transaction(c smtpCopy, txn *smtpTxn) (*smtp.SMTPError, er
 }
 
 // bccFailed logs Bcc copies the upstream did not take and tells the sender.
-func (s *smtpSession) bccFailed(p *smtpPlan, txn *smtpTxn, failed []smtpFailed) {
+func (s *session) bccFailed(p *plan, txn *transaction, failed []failedCopy) {
 	var lines []string
 	for _, f := range failed {
-		r, _ := smtpReply(f.err)
+		r, _ := reply(f.err)
 		for _, rc := range f.rcpts {
-			lines = append(lines, fmt.Sprintf("  %s: %s", rc.addr, smtpReplyText(r)))
+			lines = append(lines, fmt.Sprintf("  %s: %s", rc.addr, replyText(r)))
 			s.log.Warn("a Bcc copy was not delivered", "msg_id", p.msgID, "rcpt", rc.addr, "err", f.err.Error())
 		}
 	}
@@ -374,16 +374,16 @@ func (s *smtpSession) bccFailed(p *smtpPlan, txn *smtpTxn, failed []smtpFailed) 
 		s.log.Warn("no notice of the undelivered Bcc copies: the envelope sender is empty", "msg_id", p.msgID)
 		return
 	}
-	notice := smtpNotice(s.gen.name, txn.from, p.msgID, lines, s.gen.opts.now())
-	own := &smtpTxn{from: txn.from, opts: &smtp.MailOptions{UTF8: txn.opts != nil && txn.opts.UTF8}}
-	if _, err := s.transaction(smtpCopy{rcpts: []smtpRcpt{{addr: txn.from}}, msg: notice}, own); err != nil {
+	notice := notice(s.gen.name, txn.from, p.msgID, lines, s.gen.opts.Time())
+	own := &transaction{from: txn.from, opts: &gosmtp.MailOptions{UTF8: txn.opts != nil && txn.opts.UTF8}}
+	if _, err := s.transaction(msgCopy{rcpts: []rcpt{{addr: txn.from}}, msg: notice}, own); err != nil {
 		s.log.Warn("the notice of the undelivered Bcc copies was not sent", "msg_id", p.msgID, "err", err.Error())
 	}
 }
 
-// smtpNotice is the plain message that tells a sender which Bcc recipients
+// notice is the plain message that tells a sender which Bcc recipients
 // did not get their message.
-func smtpNotice(host, sender, msgID string, lines []string, now time.Time) []byte {
+func notice(host, sender, msgID string, lines []string, now time.Time) []byte {
 	var id [8]byte
 	_, _ = rand.Read(id[:])
 	var body bytes.Buffer
@@ -404,8 +404,8 @@ func smtpNotice(host, sender, msgID string, lines []string, now time.Time) []byt
 	return b.Bytes()
 }
 
-// smtpFromAddress is the one address of the From field, in lower case.
-func smtpFromAddress(h textproto.Header) (string, error) {
+// fromAddress is the one address of the From field, in lower case.
+func fromAddress(h textproto.Header) (string, error) {
 	values := h.Values("From")
 	if len(values) != 1 {
 		return "", fmt.Errorf("%d From fields", len(values))
@@ -420,10 +420,10 @@ func smtpFromAddress(h textproto.Header) (string, error) {
 	return strings.ToLower(list[0].Address), nil
 }
 
-// smtpHeaderRecipients are the addresses in To and Cc. A field that cannot be
+// headerRecipients are the addresses in To and Cc. A field that cannot be
 // read counts as naming nobody, so that its recipients are treated as Bcc
 // and revealed to no one.
-func smtpHeaderRecipients(h textproto.Header) map[string]bool {
+func headerRecipients(h textproto.Header) map[string]bool {
 	seen := map[string]bool{}
 	for _, key := range []string{"To", "Cc"} {
 		for _, v := range h.Values(key) {
@@ -439,9 +439,9 @@ func smtpHeaderRecipients(h textproto.Header) map[string]bool {
 	return seen
 }
 
-// smtpCertReason says why a recipient has no usable certificate, in the words
+// certReason says why a recipient has no usable certificate, in the words
 // of the certificate cache: "no certificate", or each stored one's reason.
-func smtpCertReason(err error) string {
+func certReason(err error) string {
 	var nv *certcache.NoValidCertError
 	if !errors.As(err, &nv) || len(nv.Rejected) == 0 {
 		return "no certificate"
@@ -455,17 +455,17 @@ func smtpCertReason(err error) string {
 	return "certificate " + strings.Join(reasons, ", ")
 }
 
-// smtpTransformError classifies a failure of smime.Sign or smime.Encrypt: a
+// transformError classifies a failure of smime.Sign or smime.Encrypt: a
 // message it cannot read is the client's to fix; anything else is ours.
-func smtpTransformError(err error) error {
+func transformError(err error) error {
 	if errors.Is(err, smime.ErrMalformed) {
-		return &smtpMessageError{reason: smtpMalformedReason(err), err: err}
+		return &messageError{reason: malformedReason(err), err: err}
 	}
 	return fmt.Errorf("transform: %w", err)
 }
 
-// smtpMalformedReason is what smime says is wrong, without its package prefix.
-func smtpMalformedReason(err error) string {
+// malformedReason is what smime says is wrong, without its package prefix.
+func malformedReason(err error) string {
 	reason := strings.TrimPrefix(err.Error(), smime.ErrMalformed.Error())
 	reason = strings.TrimPrefix(reason, ": ")
 	if reason == "" {
@@ -474,9 +474,9 @@ func smtpMalformedReason(err error) string {
 	return reason
 }
 
-// smtpDecodeSubject decodes RFC 2047 encoded words. A subject it cannot decode
+// decodeSubject decodes RFC 2047 encoded words. A subject it cannot decode
 // (an unknown charset) comes back as it is, with ok false.
-func smtpDecodeSubject(v string) (s string, ok bool) {
+func decodeSubject(v string) (s string, ok bool) {
 	d, err := new(mime.WordDecoder).DecodeHeader(v)
 	if err != nil {
 		return v, false
@@ -484,14 +484,14 @@ func smtpDecodeSubject(v string) (s string, ok bool) {
 	return d, true
 }
 
-// smtpSubjectField writes a Subject field for s, folded at spaces to keep lines
+// subjectField writes a Subject field for s, folded at spaces to keep lines
 // short. A decoded subject goes as it is when it is printable ASCII that
 // cannot be mistaken for an encoded word, else as UTF-8 encoded words; one
 // that could not be decoded goes as it came, encoded words and all. Either
 // way a CR or LF in s cannot start a field of its own.
-func smtpSubjectField(s string, decoded bool) []byte {
+func subjectField(s string, decoded bool) []byte {
 	words := strings.Fields(s)
-	if decoded && smtpNeedsEncoding(s) || strings.ContainsAny(s, "\r\n\x00") {
+	if decoded && needsEncoding(s) || strings.ContainsAny(s, "\r\n\x00") {
 		words = strings.Split(mime.QEncoding.Encode("utf-8", s), " ")
 	}
 	b := []byte("Subject:")
@@ -508,12 +508,12 @@ func smtpSubjectField(s string, decoded bool) []byte {
 	return append(b, "\r\n"...)
 }
 
-func smtpNeedsEncoding(s string) bool {
+func needsEncoding(s string) bool {
 	return strings.Contains(s, "=?") || strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r > 0x7e })
 }
 
-// smtpLogValue keeps a header value short and on one line for the log.
-func smtpLogValue(v string) string {
+// logValue keeps a header value short and on one line for the log.
+func logValue(v string) string {
 	v = strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f {
 			return -1

@@ -1,4 +1,4 @@
-package proxy
+package smtp
 
 import (
 	"bytes"
@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-sasl"
-	"github.com/emersion/go-smtp"
+	gosmtp "github.com/emersion/go-smtp"
 
 	"smimeproxy/config"
 	"smimeproxy/internal/lab"
@@ -25,58 +25,59 @@ import (
 	"smimeproxy/internal/testpki"
 	"smimeproxy/internal/testutil"
 	"smimeproxy/policy"
+	"smimeproxy/proxy"
 )
 
 // The proxy in front of the lab's real Postfix: what arrives in the
 // Maildirs is what openssl reads, and real clients submit through it.
 
-// smtpLabIDs are S/MIME identities from the test CA for the lab's users.
-type smtpLabIDs struct{ alice, bob, carol *testpki.Identity }
+// labIDs are S/MIME identities from the test CA for the lab's users.
+type labIDs struct{ alice, bob, carol *testpki.Identity }
 
 var (
-	smtpLabOnce sync.Once
-	smtpLabVal  *smtpLabIDs
+	labOnce sync.Once
+	labVal  *labIDs
 )
 
-func smtpLabIdentities(t testing.TB, p *smtpPKI) *smtpLabIDs {
-	smtpLabOnce.Do(func() {
-		smtpLabVal = &smtpLabIDs{
+func labIdentities(t testing.TB, p *pki) *labIDs {
+	labOnce.Do(func() {
+		labVal = &labIDs{
 			alice: p.ca.Issue(t, "alice@example.test", nil),
 			bob:   p.ca.Issue(t, "bob@example.test", nil),
 			carol: p.ca.Issue(t, "carol@example.org", nil),
 		}
 	})
-	return smtpLabVal
+	return labVal
 }
 
-// smtpLabEnv is the proxy in front of the lab's Postfix, with alice's key,
+// labEnv is the proxy in front of the lab's Postfix, with alice's key,
 // a STARTTLS listener (certificate from the test CA) and a plain loopback
 // one.
-type smtpLabEnv struct {
+type labEnv struct {
 	lab   *lab.Lab
-	pki   *smtpPKI
-	ids   *smtpLabIDs
-	proxy *SMTP
+	pki   *pki
+	ids   *labIDs
+	proxy *Proxy
 	alice lab.User
 }
 
-func newSMTPLabEnv(t testing.TB, certs ...*x509.Certificate) *smtpLabEnv {
+func newSMTPLabEnv(t testing.TB, certs ...*x509.Certificate) *labEnv {
 	t.Helper()
 	l := lab.Start(t)
-	p := smtpTestPKI(t)
-	ids := smtpLabIdentities(t, p)
+	p := testPKI(t)
+	ids := labIdentities(t, p)
 	c := config.Default()
 	c.ServerName = "proxy.test"
 	c.SMTP.Listen = []config.Listener{{Addr: "127.0.0.1:0", TLS: config.TLSStartTLS}, {Addr: "127.0.0.1:0", TLS: config.TLSNone}}
 	c.SMTP.Upstream = config.Upstream{Addr: l.Submission, TLS: config.TLSStartTLS, CAFile: l.CA}
 	// The default timeouts: with 50 sessions at once on a busy machine,
 	// Postfix may take seconds to greet.
-	cert, err := LoadCertificate(p.serverCert, p.serverKey)
+	cert, err := proxy.LoadCertificate(p.serverCert, p.serverKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := NewSMTP(Options{Config: c, Policy: policy.FromConfig(c.Policy), Keys: smtpKeystore(t, ids.alice),
-		Certs: smtpCertCache(t, p, certs...), Cert: cert, Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	s, err := New(proxy.Options{Config: c, Policy: policy.FromConfig(c.Policy), Keys: newKeystore(t, ids.alice),
+		Certs: certCache(t, p, certs...), Cert: cert, Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,13 +91,13 @@ func newSMTPLabEnv(t testing.TB, certs ...*x509.Certificate) *smtpLabEnv {
 			t.Errorf("Shutdown: %v", err)
 		}
 	})
-	return &smtpLabEnv{lab: l, pki: p, ids: ids, proxy: s, alice: l.User(t, "alice")}
+	return &labEnv{lab: l, pki: p, ids: ids, proxy: s, alice: l.User(t, "alice")}
 }
 
 // submit sends msg as alice through the proxy's STARTTLS listener.
-func (e *smtpLabEnv) submit(t testing.TB, to []string, msg string) {
+func (e *labEnv) submit(t testing.TB, to []string, msg string) {
 	t.Helper()
-	c, err := smtp.DialStartTLS(e.proxy.Addrs()[0].String(), &tls.Config{RootCAs: e.pki.ca.Pool(), ServerName: "127.0.0.1"})
+	c, err := gosmtp.DialStartTLS(e.proxy.Addrs()[0].String(), &tls.Config{RootCAs: e.pki.ca.Pool(), ServerName: "127.0.0.1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +113,7 @@ func (e *smtpLabEnv) submit(t testing.TB, to []string, msg string) {
 	}
 }
 
-func smtpLabMessage(marker, to, body string, extra ...string) string {
+func labMessage(marker, to, body string, extra ...string) string {
 	var b strings.Builder
 	for _, h := range extra {
 		b.WriteString(h + "\r\n")
@@ -122,40 +123,40 @@ func smtpLabMessage(marker, to, body string, extra ...string) string {
 	return b.String()
 }
 
-func smtpMarker(t testing.TB) string {
+func marker(t testing.TB) string {
 	return fmt.Sprintf("smtp-%s-%d", strings.ReplaceAll(filepath.Base(t.Name()), "/", "-"), time.Now().UnixNano())
 }
 
-func TestSMTPLabSigned(t *testing.T) {
+func TestLabSigned(t *testing.T) {
 	e := newSMTPLabEnv(t)
-	marker := smtpMarker(t)
-	e.submit(t, []string{"bob@example.test"}, smtpLabMessage(marker, "bob@example.test", "Hi Bob, signed and sealed. Grüße!\r\n"))
+	marker := marker(t)
+	e.submit(t, []string{"bob@example.test"}, labMessage(marker, "bob@example.test", "Hi Bob, signed and sealed. Grüße!\r\n"))
 	got := e.lab.WaitMessage(t, "bob@example.test", marker)
-	if ct := smtpContentType(got); !strings.HasPrefix(ct, "multipart/signed") {
+	if ct := contentType(got); !strings.HasPrefix(ct, "multipart/signed") {
 		t.Fatalf("arrived as %q, want multipart/signed", ct)
 	}
-	if content := smtpOpenSSLVerify(t, got, e.pki.caFile); !bytes.Contains(content, []byte("signed and sealed")) {
+	if content := openSSLVerify(t, got, e.pki.caFile); !bytes.Contains(content, []byte("signed and sealed")) {
 		t.Errorf("openssl verified %q, want the body", content)
 	}
 }
 
-func TestSMTPLabEncrypted(t *testing.T) {
-	p := smtpTestPKI(t)
-	ids := smtpLabIdentities(t, p)
+func TestLabEncrypted(t *testing.T) {
+	p := testPKI(t)
+	ids := labIdentities(t, p)
 	e := newSMTPLabEnv(t, ids.bob.Cert)
-	marker := smtpMarker(t)
+	marker := marker(t)
 	body := "Hi Bob, for your eyes only.\r\n"
-	e.submit(t, []string{"bob@example.test"}, smtpLabMessage(marker, "bob@example.test", body))
+	e.submit(t, []string{"bob@example.test"}, labMessage(marker, "bob@example.test", body))
 	got := e.lab.WaitMessage(t, "bob@example.test", marker)
-	if ct := smtpContentType(got); !strings.Contains(ct, "enveloped-data") {
+	if ct := contentType(got); !strings.Contains(ct, "enveloped-data") {
 		t.Fatalf("arrived as %q, want enveloped-data", ct)
 	}
 	if bytes.Contains(got, []byte("for your eyes only")) {
 		t.Fatal("the body arrived in the clear")
 	}
 	for _, reader := range []*testpki.Identity{ids.bob, ids.alice} {
-		inner := smtpOpenSSLDecrypt(t, got, reader)
-		if content := smtpOpenSSLVerify(t, inner, p.caFile); !bytes.Contains(content, []byte(body)) {
+		inner := openSSLDecrypt(t, got, reader)
+		if content := openSSLVerify(t, inner, p.caFile); !bytes.Contains(content, []byte(body)) {
 			t.Errorf("decrypted with %s's key: %q, want the original body", reader.Cert.EmailAddresses[0], content)
 		}
 	}
@@ -163,12 +164,12 @@ func TestSMTPLabEncrypted(t *testing.T) {
 
 // TestSMTPLabBcc: with Postfix, the Bcc copy goes in a transaction of its
 // own after RSET on the same logged-in connection.
-func TestSMTPLabBcc(t *testing.T) {
-	p := smtpTestPKI(t)
-	ids := smtpLabIdentities(t, p)
+func TestLabBcc(t *testing.T) {
+	p := testPKI(t)
+	ids := labIdentities(t, p)
 	e := newSMTPLabEnv(t, ids.bob.Cert, ids.carol.Cert)
-	marker := smtpMarker(t)
-	e.submit(t, []string{"bob@example.test", "carol@example.org"}, smtpLabMessage(marker, "bob@example.test", "Hi Bob, and a secret reader.\r\n"))
+	marker := marker(t)
+	e.submit(t, []string{"bob@example.test", "carol@example.org"}, labMessage(marker, "bob@example.test", "Hi Bob, and a secret reader.\r\n"))
 	for _, who := range []struct {
 		addr string
 		id   *testpki.Identity
@@ -177,19 +178,19 @@ func TestSMTPLabBcc(t *testing.T) {
 		if who.id == ids.bob && bytes.Contains(got, []byte("carol")) {
 			t.Error("bob's copy names carol")
 		}
-		if content := smtpOpenSSLVerify(t, smtpOpenSSLDecrypt(t, got, who.id), p.caFile); !bytes.Contains(content, []byte("a secret reader")) {
+		if content := openSSLVerify(t, openSSLDecrypt(t, got, who.id), p.caFile); !bytes.Contains(content, []byte("a secret reader")) {
 			t.Errorf("%s read %q", who.addr, content)
 		}
 	}
 }
 
 // TestSMTPLabReplies: Postfix's refusals reach the client verbatim.
-func TestSMTPLabReplies(t *testing.T) {
+func TestLabReplies(t *testing.T) {
 	e := newSMTPLabEnv(t)
-	c := dialSMTPTest(t, e.proxy.Addrs()[1].String())
+	c := dialTest(t, e.proxy.Addrs()[1].String())
 	c.cmd("EHLO client.test", "250 *")
-	c.cmd("AUTH PLAIN "+smtpPlain(e.alice.Address, "wrong password"), "535 5.7.8 Error: authentication failed:*")
-	c.cmd("AUTH PLAIN "+smtpPlain(e.alice.Address, e.alice.Password), "235 *")
+	c.cmd("AUTH PLAIN "+plain(e.alice.Address, "wrong password"), "535 5.7.8 Error: authentication failed:*")
+	c.cmd("AUTH PLAIN "+plain(e.alice.Address, e.alice.Password), "235 *")
 	c.cmd("MAIL FROM:<bob@example.test>", "250 *")
 	c.cmd("RCPT TO:<carol@example.org>", "553 5.7.1 <bob@example.test>: Sender address rejected: not owned by user *")
 	c.cmd("RSET", "250 *")
@@ -197,7 +198,7 @@ func TestSMTPLabReplies(t *testing.T) {
 	c.cmd("RCPT TO:<someone@elsewhere.invalid>", "550 5.7.1 *")
 	c.cmd("RCPT TO:<bob@example.test>", "250 *")
 	c.cmd("DATA", "354 *")
-	if got := c.data(smtpLabMessage(smtpMarker(t), "bob@example.test", "Hi\r\n")); !smtpMatch("250 2.0.0 Ok: queued as *", got) {
+	if got := c.data(labMessage(marker(t), "bob@example.test", "Hi\r\n")); !match("250 2.0.0 Ok: queued as *", got) {
 		t.Errorf("DATA reply %q, want Postfix's", got)
 	}
 	c.cmd("QUIT", "221 *")
@@ -205,14 +206,14 @@ func TestSMTPLabReplies(t *testing.T) {
 
 // TestSMTPLabClients: swaks and curl submit through the proxy with AUTH
 // PLAIN over STARTTLS, verifying its certificate.
-func TestSMTPLabClients(t *testing.T) {
+func TestLabClients(t *testing.T) {
 	e := newSMTPLabEnv(t)
 	addr := e.proxy.Addrs()[0].String()
 	host, port, _ := strings.Cut(addr, ":")
 	dir := t.TempDir()
 	t.Run("swaks", func(t *testing.T) {
 		swaks := testutil.NeedTool(t, "swaks")
-		marker := smtpMarker(t)
+		marker := marker(t)
 		out, err := exec.Command(swaks, "--server", host, "--port", port, "--tls", "--tls-verify", "--tls-ca-path", e.pki.caFile,
 			"--auth", "PLAIN", "--auth-user", e.alice.Address, "--auth-password", e.alice.Password,
 			"--from", e.alice.Address, "--to", "bob@example.test", "--h-From", "<alice@example.test>",
@@ -221,15 +222,15 @@ func TestSMTPLabClients(t *testing.T) {
 			t.Fatalf("swaks: %v\n%s", err, out)
 		}
 		got := e.lab.WaitMessage(t, "bob@example.test", marker)
-		if content := smtpOpenSSLVerify(t, got, e.pki.caFile); !bytes.Contains(content, []byte("from swaks")) {
+		if content := openSSLVerify(t, got, e.pki.caFile); !bytes.Contains(content, []byte("from swaks")) {
 			t.Errorf("openssl verified %q", content)
 		}
 	})
 	t.Run("curl", func(t *testing.T) {
 		curl := testutil.NeedTool(t, "curl")
-		marker := smtpMarker(t)
+		marker := marker(t)
 		msg := filepath.Join(dir, "msg.eml")
-		if err := os.WriteFile(msg, []byte(smtpLabMessage(marker, "bob@example.test", "Hi Bob, from curl.\r\n")), 0o600); err != nil {
+		if err := os.WriteFile(msg, []byte(labMessage(marker, "bob@example.test", "Hi Bob, from curl.\r\n")), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		out, err := exec.Command(curl, "--silent", "--show-error", "--url", "smtp://"+addr, "--ssl-reqd", "--cacert", e.pki.caFile,
@@ -239,7 +240,7 @@ func TestSMTPLabClients(t *testing.T) {
 			t.Fatalf("curl: %v\n%s", err, out)
 		}
 		got := e.lab.WaitMessage(t, "bob@example.test", marker)
-		if content := smtpOpenSSLVerify(t, got, e.pki.caFile); !bytes.Contains(content, []byte("from curl")) {
+		if content := openSSLVerify(t, got, e.pki.caFile); !bytes.Contains(content, []byte("from curl")) {
 			t.Errorf("openssl verified %q", content)
 		}
 	})
@@ -249,18 +250,18 @@ func TestSMTPLabClients(t *testing.T) {
 // Postfix; each arrives exactly once, encrypted as policy asks, and no
 // goroutine is left after Shutdown. The same load sent directly gives the
 // ratio, in the log.
-func TestSMTPLabLoad(t *testing.T) {
+func TestLabLoad(t *testing.T) {
 	const clients, each = 50, 20
-	p := smtpTestPKI(t)
-	ids := smtpLabIdentities(t, p)
+	p := testPKI(t)
+	ids := labIdentities(t, p)
 	l := lab.Start(t)
 	alice := l.User(t, "alice")
-	before := smtpBaseline(t)
+	before := baseline(t)
 	e := newSMTPLabEnv(t, ids.bob.Cert)
 	o := smtpload.Options{
 		Addr: e.proxy.Addrs()[1].String(), TLS: "none", User: alice.Address, Password: alice.Password,
 		From: alice.Address, To: []string{"bob@example.test"}, Messages: clients * each, Conns: clients, Size: 4096,
-		Marker: smtpMarker(t), Timeout: 2 * time.Minute,
+		Marker: marker(t), Timeout: 2 * time.Minute,
 	}
 	r, err := smtpload.Run(t.Context(), o)
 	if err != nil || r.Failed > 0 || r.Sent != clients*each {
@@ -273,13 +274,13 @@ func TestSMTPLabLoad(t *testing.T) {
 	if err := e.proxy.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
-	smtpGoroutines(t, before)
+	goroutines(t, before)
 
 	ids2 := map[string]bool{}
 	for i := range o.Messages {
 		ids2[smtpload.MessageID(o.Marker, i)] = true
 	}
-	found := smtpCountDelivered(t, l.Maildir("bob@example.test"), o.Marker, len(ids2), 2*time.Minute)
+	found := countDelivered(t, l.Maildir("bob@example.test"), o.Marker, len(ids2), 2*time.Minute)
 	for id := range ids2 {
 		if n := len(found[id]); n != 1 {
 			t.Errorf("%s arrived %d times, want once", id, n)
@@ -290,7 +291,7 @@ func TestSMTPLabLoad(t *testing.T) {
 			t.Errorf("%s arrived, but was never sent", id)
 		}
 		for _, f := range files {
-			if ct := smtpContentType(f); !strings.Contains(ct, "enveloped-data") {
+			if ct := contentType(f); !strings.Contains(ct, "enveloped-data") {
 				t.Errorf("%s arrived as %q, want enveloped-data", id, ct)
 				break
 			}
@@ -301,7 +302,7 @@ func TestSMTPLabLoad(t *testing.T) {
 	}
 	// One sample, opened with bob's key.
 	for _, files := range found {
-		if o := smtpOpen(t, p, files[0], ids.bob); !o.Decrypted || len(o.Signatures) != 1 {
+		if o := open(t, p, files[0], ids.bob); !o.Decrypted || len(o.Signatures) != 1 {
 			t.Errorf("a sample: decrypted %v (%v), %d signatures", o.Decrypted, o.DecryptErr, len(o.Signatures))
 		}
 		break
@@ -317,10 +318,10 @@ func TestSMTPLabLoad(t *testing.T) {
 	t.Logf("directly to Postfix: %d messages in %v: %.1f msgs/s; proxy/direct = %.2f", d.Sent, d.Elapsed.Round(time.Millisecond), d.Rate(), r.Rate()/d.Rate())
 }
 
-// smtpCountDelivered reads a Maildir until want messages whose Message-ID
+// countDelivered reads a Maildir until want messages whose Message-ID
 // holds marker are there (and a little longer, for late duplicates), and
 // returns each one's files by Message-ID.
-func smtpCountDelivered(t testing.TB, dir, marker string, want int, wait time.Duration) map[string][][]byte {
+func countDelivered(t testing.TB, dir, marker string, want int, wait time.Duration) map[string][][]byte {
 	t.Helper()
 	found := map[string][][]byte{}
 	seen := map[string]bool{}
@@ -344,7 +345,7 @@ func smtpCountDelivered(t testing.TB, dir, marker string, want int, wait time.Du
 					continue // moved from new to cur meanwhile
 				}
 				seen[key] = true
-				_, id, _ := strings.Cut(smtpHeaderField(b, "Message-Id"), ":")
+				_, id, _ := strings.Cut(headerField(b, "Message-Id"), ":")
 				if id = strings.Trim(strings.TrimSpace(id), "<>"); strings.Contains(id, marker+".") {
 					found[id] = append(found[id], b)
 				}

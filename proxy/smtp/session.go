@@ -1,4 +1,4 @@
-package proxy
+package smtp
 
 import (
 	"bytes"
@@ -10,10 +10,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/emersion/go-smtp"
+	gosmtp "github.com/emersion/go-smtp"
 )
 
-// smtpSession is one client's session, from EHLO to the end of the
+// session is one client's session, from EHLO to the end of the
 // connection (STARTTLS starts a new one, as RFC 3207 asks). It owns one
 // upstream connection, made at AUTH, and a context that ends with it.
 //
@@ -21,10 +21,10 @@ import (
 // refusals verbatim. When the upstream accepts, go-smtp writes its own text
 // after the same 250 code ("250 2.0.0 Roger, accepting mail from <a>"); the
 // DATA reply, which matters, is the upstream's own text.
-type smtpSession struct {
-	gen    *smtpGen
-	conn   *smtp.Conn
-	cc     *smtpConn
+type session struct {
+	gen    *gen
+	conn   *gosmtp.Conn
+	cc     *conn
 	ctx    context.Context
 	cancel context.CancelFunc
 	log    *slog.Logger
@@ -33,33 +33,33 @@ type smtpSession struct {
 	// own for BDAT, while Reset and Logout come from the connection's.
 	mu    sync.Mutex
 	login string // the name the upstream accepted; empty before AUTH
-	up    *smtpUpstream
-	lost  bool     // the upstream connection broke: the session can only end
-	txn   *smtpTxn // the client's envelope, relayed as it came
+	up    *upstream
+	lost  bool         // the upstream connection broke: the session can only end
+	txn   *transaction // the client's envelope, relayed as it came
 }
 
-// smtpTxn is the envelope of the client's current transaction.
-type smtpTxn struct {
+// transaction is the envelope of the client's current transaction.
+type transaction struct {
 	from  string
-	opts  *smtp.MailOptions
-	rcpts []smtpRcpt
+	opts  *gosmtp.MailOptions
+	rcpts []rcpt
 }
 
-type smtpRcpt struct {
+type rcpt struct {
 	addr string
-	opts *smtp.RcptOptions
+	opts *gosmtp.RcptOptions
 }
 
-var _ smtp.AuthSession = (*smtpSession)(nil)
+var _ gosmtp.AuthSession = (*session)(nil)
 
 // NewSession starts a session at the client's EHLO (go-smtp's Backend).
-func (g *smtpGen) NewSession(c *smtp.Conn) (smtp.Session, error) {
-	cc := smtpConnOf(c.Conn())
+func (g *gen) NewSession(c *gosmtp.Conn) (gosmtp.Session, error) {
+	cc := connOf(c.Conn())
 	if cc == nil {
 		return nil, errors.New("proxy: SMTP connection of an unknown kind")
 	}
 	ctx, cancel := context.WithCancel(g.srv.base)
-	return &smtpSession{
+	return &session{
 		gen: g, conn: c, cc: cc, ctx: ctx, cancel: cancel,
 		log: g.log.With("session", cc.id, "remote", cc.RemoteAddr().String()),
 	}, nil
@@ -67,8 +67,8 @@ func (g *smtpGen) NewSession(c *smtp.Conn) (smtp.Session, error) {
 
 // reply turns err into the client's reply (see reply.go), logs what was not
 // expected, and hangs up after a 421, which says the connection closes.
-func (s *smtpSession) reply(err error) *smtp.SMTPError {
-	r, unexpected := smtpReply(err)
+func (s *session) reply(err error) *gosmtp.SMTPError {
+	r, unexpected := reply(err)
 	if unexpected {
 		s.log.Error("unexpected failure", "err", err)
 	}
@@ -79,9 +79,9 @@ func (s *smtpSession) reply(err error) *smtp.SMTPError {
 }
 
 // ready says why no transaction can start now, if so.
-func (s *smtpSession) ready() error {
+func (s *session) ready() error {
 	s.cc.mu.Lock()
-	draining := s.cc.state == smtpConnDraining
+	draining := s.cc.state == connDraining
 	s.cc.mu.Unlock()
 	switch {
 	case draining:
@@ -94,7 +94,7 @@ func (s *smtpSession) ready() error {
 }
 
 // connect makes the session's upstream connection.
-func (s *smtpSession) connect() error {
+func (s *session) connect() error {
 	if s.up != nil {
 		return nil
 	}
@@ -110,14 +110,14 @@ func (s *smtpSession) connect() error {
 
 // Mail relays MAIL FROM. Unless the configuration says otherwise, the client
 // must have logged in: the proxy is never an open relay.
-func (s *smtpSession) Mail(from string, opts *smtp.MailOptions) error {
+func (s *session) Mail(from string, opts *gosmtp.MailOptions) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.ready(); err != nil {
 		return s.reply(err)
 	}
 	if s.login == "" && s.gen.cfg.RequireAuth {
-		return smtpReplyAuthRequired
+		return replyAuthRequired
 	}
 	if err := s.connect(); err != nil {
 		return s.reply(err)
@@ -125,42 +125,42 @@ func (s *smtpSession) Mail(from string, opts *smtp.MailOptions) error {
 	// go-smtp's client drops what the upstream does not support without a
 	// word; a client must hear it instead.
 	if opts != nil && (opts.Return != "" || opts.EnvelopeID != "") && !s.up.supports("DSN") {
-		return smtpReplyNoDSN
+		return replyNoDSN
 	}
 	if opts != nil && opts.UTF8 && !s.up.supports("SMTPUTF8") {
-		return smtpReplyNoUTF8
+		return replyNoUTF8
 	}
 	if err := s.up.mail(from, opts); err != nil {
 		return s.reply(err)
 	}
-	s.txn = &smtpTxn{from: from, opts: opts}
+	s.txn = &transaction{from: from, opts: opts}
 	return nil
 }
 
 // Rcpt relays RCPT TO; the upstream's refusal reaches the client verbatim.
-func (s *smtpSession) Rcpt(to string, opts *smtp.RcptOptions) error {
+func (s *session) Rcpt(to string, opts *gosmtp.RcptOptions) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.ready(); err != nil {
 		return s.reply(err)
 	}
 	if s.txn == nil || s.up == nil {
-		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "MAIL first"}
+		return &gosmtp.SMTPError{Code: 503, EnhancedCode: gosmtp.EnhancedCode{5, 5, 1}, Message: "MAIL first"}
 	}
 	if opts != nil && (len(opts.Notify) > 0 || opts.OriginalRecipient != "") && !s.up.supports("DSN") {
-		return smtpReplyNoDSN
+		return replyNoDSN
 	}
 	if err := s.up.rcpt(to, opts); err != nil {
 		return s.reply(err)
 	}
-	s.txn.rcpts = append(s.txn.rcpts, smtpRcpt{addr: to, opts: opts})
+	s.txn.rcpts = append(s.txn.rcpts, rcpt{addr: to, opts: opts})
 	return nil
 }
 
 // Data reads the message, has policy decide, signs and encrypts it, sends
 // it upstream and answers with the upstream's final reply. Until the
 // upstream accepts, the client is told nothing but a failure.
-func (s *smtpSession) Data(r io.Reader) error {
+func (s *session) Data(r io.Reader) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.cc.setBusy(true)
@@ -181,20 +181,20 @@ func (s *smtpSession) Data(r io.Reader) error {
 	raw := buf.Bytes()
 	if err != nil {
 		// Nothing went upstream but MAIL and RCPT; Reset or Logout abort them.
-		var se *smtp.SMTPError
+		var se *gosmtp.SMTPError
 		if !errors.As(err, &se) { // too large is go-smtp's own reply
-			err = &smtpClientError{err: err}
+			err = &clientError{err: err}
 		}
 		reply := s.reply(err)
 		s.log.Info("message", "from", s.txn.from, "action", "", "rcpts", len(s.txn.rcpts), "bytes", len(raw),
-			"dur_ms", time.Since(start).Milliseconds(), "reply", smtpReplyText(reply), "err", err.Error())
+			"dur_ms", time.Since(start).Milliseconds(), "reply", replyText(reply), "err", err.Error())
 		return reply
 	}
 	return s.deliver(raw, start)
 }
 
 // Reset aborts the transaction, upstream too if it is still open there.
-func (s *smtpSession) Reset() {
+func (s *session) Reset() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.txn = nil
@@ -208,7 +208,7 @@ func (s *smtpSession) Reset() {
 // Logout ends the session: the upstream gets QUIT, and the session's
 // context ends. A Data still running (BDAT after the client went away) is
 // cut short first.
-func (s *smtpSession) Logout() error {
+func (s *session) Logout() error {
 	if !s.mu.TryLock() {
 		s.cancel()
 		s.mu.Lock()
@@ -223,7 +223,7 @@ func (s *smtpSession) Logout() error {
 }
 
 // user is the login for the log and for policy; lower case.
-func (s *smtpSession) setLogin(name string) {
+func (s *session) setLogin(name string) {
 	s.login = strings.ToLower(name)
 	s.log = s.log.With("user", s.login)
 }

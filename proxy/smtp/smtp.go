@@ -1,4 +1,7 @@
-package proxy
+// Package smtp is the SMTP submission proxy: it relays a mail client's
+// session to the real submission server, signing and encrypting each message
+// on its way, and answers the client with the upstream's own replies.
+package smtp
 
 import (
 	"context"
@@ -15,29 +18,30 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/emersion/go-smtp"
+	gosmtp "github.com/emersion/go-smtp"
 
 	"smimeproxy/config"
 	"smimeproxy/policy"
+	"smimeproxy/proxy"
 )
 
-// smtpFallbackMaxMessage bounds a message, in bytes, when the upstream
+// fallbackMaxMessage bounds a message, in bytes, when the upstream
 // advertises no SIZE limit or could not be asked: the proxy holds each
 // message in memory while it signs and encrypts it.
-const smtpFallbackMaxMessage = 64 << 20
+const fallbackMaxMessage = 64 << 20
 
-// SMTP is the submission proxy: mail clients submit to it as they would to
+// Proxy is the submission proxy: mail clients submit to it as they would to
 // their provider, and it relays to the upstream server what policy asks for,
-// signed and encrypted. See NewSMTP.
-type SMTP struct {
+// signed and encrypted. See New.
+type Proxy struct {
 	mu      sync.Mutex
-	opts    Options // the latest, for Start and Reload
+	opts    proxy.Options // the latest, for Start and Reload
 	lns     []net.Listener
 	started bool
 	closed  bool
 
-	gen   atomic.Pointer[smtpGen] // what new connections get
-	conns map[*smtpConn]struct{}
+	gen   atomic.Pointer[gen] // what new connections get
+	conns map[*conn]struct{}
 
 	// life ends when Shutdown begins (the re-probe stops); base ends when
 	// Shutdown stops waiting, cancelling every session's upstream I/O.
@@ -46,31 +50,31 @@ type SMTP struct {
 	loops, serving, probes sync.WaitGroup
 }
 
-// smtpGen is one generation of settings: Start makes the first and Reload
+// gen is one generation of settings: Start makes the first and Reload
 // the next. New connections go to the newest; open sessions keep theirs.
-type smtpGen struct {
-	srv      *SMTP
-	opts     Options
+type gen struct {
+	srv      *Proxy
+	opts     proxy.Options
 	cfg      config.SMTP
 	policy   *policy.Policy
 	timeouts config.Timeouts
-	up       *upstream
-	caps     smtpCaps
+	up       *proxy.Upstream
+	caps     upstreamCaps
 	name     string // the proxy's name, in the greeting and its own EHLO
 	tls      *tls.Config
 	log      *slog.Logger
-	metrics  *Metrics
-	servers  []*smtp.Server // one per listener, in config order
-	feeds    []*smtpFeed
+	metrics  *proxy.Metrics
+	servers  []*gosmtp.Server // one per listener, in config order
+	feeds    []*feed
 }
 
-// NewSMTP checks opts and returns a proxy that is not yet listening.
-func NewSMTP(opts Options) (*SMTP, error) {
+// New checks opts and returns a proxy that is not yet listening.
+func New(opts proxy.Options) (*Proxy, error) {
 	opts, err := checkSMTPOptions(opts)
 	if err != nil {
 		return nil, err
 	}
-	s := &SMTP{opts: opts, conns: map[*smtpConn]struct{}{}}
+	s := &Proxy{opts: opts, conns: map[*conn]struct{}{}}
 	s.life, s.endLife = context.WithCancel(context.Background())
 	s.base, s.endBase = context.WithCancel(context.Background())
 	return s, nil
@@ -78,7 +82,7 @@ func NewSMTP(opts Options) (*SMTP, error) {
 
 // checkSMTPOptions enforces what config.Validate checks, since the options
 // may come from elsewhere, and fills in the defaults.
-func checkSMTPOptions(opts Options) (Options, error) {
+func checkSMTPOptions(opts proxy.Options) (proxy.Options, error) {
 	if opts.Config == nil || opts.Policy == nil || opts.Keys == nil || opts.Certs == nil {
 		return opts, errors.New("proxy: SMTP needs Config, Policy, Keys and Certs")
 	}
@@ -118,16 +122,16 @@ func checkSMTPOptions(opts Options) (Options, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	if opts.Metrics == nil {
-		opts.Metrics = NewMetrics(nil)
+		opts.Metrics = proxy.NewMetrics(nil)
 	}
 	return opts, nil
 }
 
 // newGen builds the settings a generation of sessions uses. The servers and
 // their feeds are made by serve.
-func (s *SMTP) newGen(opts Options) (*smtpGen, error) {
+func (s *Proxy) newGen(opts proxy.Options) (*gen, error) {
 	c := opts.Config.SMTP
-	up, err := newUpstream(c.Upstream, c.Timeouts.Connect.D())
+	up, err := proxy.NewUpstream(c.Upstream, c.Timeouts.Connect.D())
 	if err != nil {
 		return nil, err
 	}
@@ -137,7 +141,7 @@ func (s *SMTP) newGen(opts Options) (*smtpGen, error) {
 			name = "localhost"
 		}
 	}
-	g := &smtpGen{
+	g := &gen{
 		srv: s, opts: opts, cfg: c, policy: opts.Policy, timeouts: c.Timeouts, up: up, name: name,
 		log: opts.Logger.With("proto", "smtp"), metrics: opts.Metrics,
 	}
@@ -150,11 +154,11 @@ func (s *SMTP) newGen(opts Options) (*smtpGen, error) {
 // probe asks the upstream what it offers. When it cannot be reached the
 // generation offers a conservative set (no SMTPUTF8, no DSN, the fallback
 // size, AUTH PLAIN LOGIN) and a re-probe replaces it once the upstream answers.
-func (s *SMTP) probe(ctx context.Context, g *smtpGen) bool {
+func (s *Proxy) probe(ctx context.Context, g *gen) bool {
 	caps, err := probeSMTP(ctx, g)
 	if err != nil {
-		g.log.Warn("cannot ask the upstream what it offers; offering a conservative set until it answers", "upstream", g.up.addr, "err", err)
-		g.caps = smtpCaps{auth: []string{"PLAIN", "LOGIN"}}
+		g.log.Warn("cannot ask the upstream what it offers; offering a conservative set until it answers", "upstream", g.up.Addr, "err", err)
+		g.caps = upstreamCaps{auth: []string{"PLAIN", "LOGIN"}}
 		return false
 	}
 	g.caps = caps
@@ -166,7 +170,7 @@ func (s *SMTP) probe(ctx context.Context, g *smtpGen) bool {
 // opens every configured listener and serves in the background. It fails
 // when a listener cannot be opened; an upstream that does not answer is
 // logged and asked again later.
-func (s *SMTP) Start(ctx context.Context) error {
+func (s *Proxy) Start(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.started || s.closed {
@@ -204,7 +208,7 @@ func (s *SMTP) Start(ctx context.Context) error {
 
 // Addrs returns the listeners' addresses, in config order: with port 0 in
 // the config, the ports the system chose. Nil before Start.
-func (s *SMTP) Addrs() []net.Addr {
+func (s *Proxy) Addrs() []net.Addr {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	addrs := make([]net.Addr, len(s.lns))
@@ -216,26 +220,26 @@ func (s *SMTP) Addrs() []net.Addr {
 
 // serve makes g's servers, one per listener, makes g current and starts
 // serving its feeds. The caller holds s.mu.
-func (s *SMTP) serve(g *smtpGen) {
+func (s *Proxy) serve(g *gen) {
 	for i, l := range g.cfg.Listen {
-		srv := smtp.NewServer(g)
+		srv := gosmtp.NewServer(g)
 		srv.Domain = g.name
 		srv.ReadTimeout = g.timeouts.Command.D()
 		srv.WriteTimeout = g.timeouts.Command.D()
-		srv.MaxMessageBytes = smtpFallbackMaxMessage
+		srv.MaxMessageBytes = fallbackMaxMessage
 		if g.caps.size > 0 {
 			srv.MaxMessageBytes = g.caps.size
 		}
 		srv.EnableSMTPUTF8 = g.caps.utf8
 		srv.EnableDSN = g.caps.dsn
-		srv.ErrorLog = smtpErrorLog{g.log}
+		srv.ErrorLog = errorLog{g.log}
 		if l.TLS == config.TLSStartTLS {
 			srv.TLSConfig = g.tls
 		}
 		// A listener without TLS is on loopback or explicitly insecure
 		// (checkSMTPOptions): AUTH is offered there too.
 		srv.AllowInsecureAuth = l.TLS == config.TLSNone
-		feed := &smtpFeed{addr: s.lns[i].Addr(), conns: make(chan net.Conn), done: make(chan struct{})}
+		feed := &feed{addr: s.lns[i].Addr(), conns: make(chan net.Conn), done: make(chan struct{})}
 		g.servers = append(g.servers, srv)
 		g.feeds = append(g.feeds, feed)
 	}
@@ -250,7 +254,7 @@ func (s *SMTP) serve(g *smtpGen) {
 }
 
 // retire stops g taking connections; its open sessions run to their end.
-func (s *SMTP) retire(g *smtpGen) {
+func (s *Proxy) retire(g *gen) {
 	for i, srv := range g.servers {
 		g.feeds[i].Close()
 		s.serving.Add(1)
@@ -263,7 +267,7 @@ func (s *SMTP) retire(g *smtpGen) {
 
 // accept takes connections on listener i and hands each to the current
 // generation's server for it.
-func (s *SMTP) accept(i int, ln net.Listener) {
+func (s *Proxy) accept(i int, ln net.Listener) {
 	defer s.loops.Done()
 	var delay time.Duration
 	for {
@@ -297,18 +301,18 @@ func (s *SMTP) accept(i int, ln net.Listener) {
 	}
 }
 
-func (s *SMTP) isClosed() bool {
+func (s *Proxy) isClosed() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.closed
 }
 
 // track registers a new client connection, so that Shutdown can reach it.
-func (s *SMTP) track(raw net.Conn) *smtpConn {
+func (s *Proxy) track(raw net.Conn) *conn {
 	var id [6]byte
 	_, _ = rand.Read(id[:])
 	g := s.gen.Load()
-	cc := &smtpConn{Conn: raw, srv: s, id: hex.EncodeToString(id[:]), metrics: g.metrics}
+	cc := &conn{Conn: raw, srv: s, id: hex.EncodeToString(id[:]), metrics: g.metrics}
 	s.mu.Lock()
 	s.conns[cc] = struct{}{}
 	s.mu.Unlock()
@@ -317,7 +321,7 @@ func (s *SMTP) track(raw net.Conn) *smtpConn {
 	return cc
 }
 
-func (s *SMTP) untrack(cc *smtpConn) {
+func (s *Proxy) untrack(cc *conn) {
 	s.mu.Lock()
 	delete(s.conns, cc)
 	s.mu.Unlock()
@@ -328,7 +332,7 @@ func (s *SMTP) untrack(cc *smtpConn) {
 // finishes it (the client gets the upstream's reply) and ends then. When ctx
 // ends first, every connection is closed, upstream ones included, and
 // Shutdown returns ctx's error. Either way no goroutine is left behind.
-func (s *SMTP) Shutdown(ctx context.Context) error {
+func (s *Proxy) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	if !s.started || s.closed {
 		s.closed = true
@@ -344,7 +348,7 @@ func (s *SMTP) Shutdown(ctx context.Context) error {
 	s.loops.Wait()
 	s.probes.Wait()
 	s.retire(s.gen.Load())
-	s.eachConn((*smtpConn).drain)
+	s.eachConn((*conn).drain)
 
 	done := make(chan struct{})
 	go func() {
@@ -358,14 +362,14 @@ func (s *SMTP) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	s.endBase()
-	s.eachConn(func(cc *smtpConn) { cc.Close() })
+	s.eachConn(func(cc *conn) { cc.Close() })
 	<-done
 	return fmt.Errorf("proxy: SMTP shutdown cut sessions short: %w", ctx.Err())
 }
 
-func (s *SMTP) eachConn(f func(*smtpConn)) {
+func (s *Proxy) eachConn(f func(*conn)) {
 	s.mu.Lock()
-	conns := make([]*smtpConn, 0, len(s.conns))
+	conns := make([]*conn, 0, len(s.conns))
 	for cc := range s.conns {
 		conns = append(conns, cc)
 	}
@@ -381,7 +385,7 @@ func (s *SMTP) eachConn(f func(*smtpConn)) {
 // not dropped. Listener addresses do not change: opts must list the same
 // smtp.listen addresses in the same order (their TLS modes may change), or
 // Reload fails and nothing changes; moving a listener needs a restart.
-func (s *SMTP) Reload(opts Options) error {
+func (s *Proxy) Reload(opts proxy.Options) error {
 	opts, err := checkSMTPOptions(opts)
 	if err != nil {
 		return err
@@ -399,7 +403,7 @@ func (s *SMTP) Reload(opts Options) error {
 	old := s.opts.Config.SMTP.Listen
 	s.mu.Unlock()
 	addr := func(l config.Listener) string { return l.Addr }
-	if !slices.Equal(smtpMapSlice(old, addr), smtpMapSlice(opts.Config.SMTP.Listen, addr)) {
+	if !slices.Equal(mapSlice(old, addr), mapSlice(opts.Config.SMTP.Listen, addr)) {
 		return errors.New("proxy: smtp.listen addresses changed; restart to move listeners")
 	}
 	g, err := s.newGen(opts)
@@ -434,7 +438,7 @@ func (s *SMTP) Reload(opts Options) error {
 // reprobe asks the upstream again, every connect timeout, until it answers;
 // then the offered extensions follow it in a new generation, unless a
 // Reload came first. The caller holds s.mu.
-func (s *SMTP) reprobe(g *smtpGen) {
+func (s *Proxy) reprobe(g *gen) {
 	s.probes.Add(1)
 	go func() {
 		defer s.probes.Done()
@@ -466,7 +470,7 @@ func (s *SMTP) reprobe(g *smtpGen) {
 
 // Check reports whether the upstream is ready: it connects, reads the
 // greeting, upgrades with STARTTLS when configured, says EHLO and QUIT.
-func (s *SMTP) Check(ctx context.Context) error {
+func (s *Proxy) Check(ctx context.Context) error {
 	g := s.gen.Load()
 	if g == nil {
 		s.mu.Lock()
@@ -485,7 +489,7 @@ func (s *SMTP) Check(ctx context.Context) error {
 	return nil
 }
 
-func smtpMapSlice[T, U any](in []T, f func(T) U) []U {
+func mapSlice[T, U any](in []T, f func(T) U) []U {
 	out := make([]U, len(in))
 	for i, v := range in {
 		out[i] = f(v)
@@ -493,17 +497,17 @@ func smtpMapSlice[T, U any](in []T, f func(T) U) []U {
 	return out
 }
 
-// smtpFeed is the listener a generation's go-smtp server serves: the accept
+// feed is the listener a generation's go-smtp server serves: the accept
 // loop hands it connections, so that a Reload can switch servers without
 // closing the real listener.
-type smtpFeed struct {
+type feed struct {
 	addr  net.Addr
 	conns chan net.Conn
 	done  chan struct{}
 	once  sync.Once
 }
 
-func (f *smtpFeed) Accept() (net.Conn, error) {
+func (f *feed) Accept() (net.Conn, error) {
 	select {
 	case c := <-f.conns:
 		return c, nil
@@ -512,15 +516,15 @@ func (f *smtpFeed) Accept() (net.Conn, error) {
 	}
 }
 
-func (f *smtpFeed) Close() error {
+func (f *feed) Close() error {
 	f.once.Do(func() { close(f.done) })
 	return nil
 }
 
-func (f *smtpFeed) Addr() net.Addr { return f.addr }
+func (f *feed) Addr() net.Addr { return f.addr }
 
 // deliver hands c to the server; false when the feed is closed.
-func (f *smtpFeed) deliver(c net.Conn) bool {
+func (f *feed) deliver(c net.Conn) bool {
 	select {
 	case f.conns <- c:
 		return true
@@ -529,44 +533,44 @@ func (f *smtpFeed) deliver(c net.Conn) bool {
 	}
 }
 
-// smtpConn is a client's TCP connection, under TLS when there is TLS. It
+// conn is a client's TCP connection, under TLS when there is TLS. It
 // lets Shutdown end a session between commands without cutting a message
 // short, and a session hang up after a 421 reply.
-type smtpConn struct {
+type conn struct {
 	net.Conn
-	srv     *SMTP
+	srv     *Proxy
 	id      string
-	metrics *Metrics
+	metrics *proxy.Metrics
 
 	mu      sync.Mutex
 	busy    bool // a message is being read or relayed
-	state   int  // smtpConnOpen, smtpConnDraining or smtpConnHangup
+	state   int  // connOpen, connDraining or connHangup
 	closing sync.Once
 }
 
 const (
-	smtpConnOpen = iota
-	smtpConnDraining
-	smtpConnHangup
+	connOpen = iota
+	connDraining
+	connHangup
 )
 
-// smtpDrainError ends the connection at its next read between commands; as a
+// drainError ends the connection at its next read between commands; as a
 // timeout, go-smtp answers it with 421 before closing.
-type smtpDrainError struct{}
+type drainError struct{}
 
-func (smtpDrainError) Error() string   { return "proxy: SMTP shutting down" }
-func (smtpDrainError) Timeout() bool   { return true }
-func (smtpDrainError) Temporary() bool { return true }
+func (drainError) Error() string   { return "proxy: SMTP shutting down" }
+func (drainError) Timeout() bool   { return true }
+func (drainError) Temporary() bool { return true }
 
-func (c *smtpConn) Read(p []byte) (int, error) {
+func (c *conn) Read(p []byte) (int, error) {
 	c.mu.Lock()
 	busy, state := c.busy, c.state
 	c.mu.Unlock()
 	if !busy {
 		switch state {
-		case smtpConnDraining:
-			return 0, smtpDrainError{}
-		case smtpConnHangup:
+		case connDraining:
+			return 0, drainError{}
+		case connHangup:
 			return 0, net.ErrClosed
 		}
 	}
@@ -574,7 +578,7 @@ func (c *smtpConn) Read(p []byte) (int, error) {
 }
 
 // setBusy marks the time a message is read and relayed, which a drain lets finish.
-func (c *smtpConn) setBusy(busy bool) {
+func (c *conn) setBusy(busy bool) {
 	c.mu.Lock()
 	c.busy = busy
 	c.mu.Unlock()
@@ -582,11 +586,11 @@ func (c *smtpConn) setBusy(busy bool) {
 
 // drain ends the session at its next read between commands, or now when it
 // is waiting for one.
-func (c *smtpConn) drain() {
+func (c *conn) drain() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.state == smtpConnOpen {
-		c.state = smtpConnDraining
+	if c.state == connOpen {
+		c.state = connDraining
 	}
 	if !c.busy {
 		_ = c.Conn.SetReadDeadline(time.Now())
@@ -595,13 +599,13 @@ func (c *smtpConn) drain() {
 
 // hangup closes the connection once the reply being written is out: go-smtp
 // reads again only after flushing it.
-func (c *smtpConn) hangup() {
+func (c *conn) hangup() {
 	c.mu.Lock()
-	c.state = smtpConnHangup
+	c.state = connHangup
 	c.mu.Unlock()
 }
 
-func (c *smtpConn) Close() error {
+func (c *conn) Close() error {
 	c.closing.Do(func() {
 		c.srv.untrack(c)
 		c.metrics.SessionsOpen.WithLabelValues("smtp").Dec()
@@ -609,18 +613,18 @@ func (c *smtpConn) Close() error {
 	return c.Conn.Close()
 }
 
-// smtpConnOf finds the smtpConn under a go-smtp connection, TLS or not.
-func smtpConnOf(c net.Conn) *smtpConn {
+// connOf finds the conn under a go-smtp connection, TLS or not.
+func connOf(c net.Conn) *conn {
 	if tc, ok := c.(*tls.Conn); ok {
 		c = tc.NetConn()
 	}
-	cc, _ := c.(*smtpConn)
+	cc, _ := c.(*conn)
 	return cc
 }
 
-// smtpErrorLog passes go-smtp's own error reports (failed TLS handshakes,
+// errorLog passes go-smtp's own error reports (failed TLS handshakes,
 // broken connections, recovered panics) to the log.
-type smtpErrorLog struct{ log *slog.Logger }
+type errorLog struct{ log *slog.Logger }
 
-func (l smtpErrorLog) Printf(format string, v ...any) { l.log.Warn(fmt.Sprintf(format, v...)) }
-func (l smtpErrorLog) Println(v ...any)               { l.log.Warn(fmt.Sprint(v...)) }
+func (l errorLog) Printf(format string, v ...any) { l.log.Warn(fmt.Sprintf(format, v...)) }
+func (l errorLog) Println(v ...any)               { l.log.Warn(fmt.Sprint(v...)) }

@@ -1,4 +1,4 @@
-package proxy
+package smtp
 
 import (
 	"bytes"
@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emersion/go-smtp"
+	gosmtp "github.com/emersion/go-smtp"
 
 	"smimeproxy/certcache"
 	"smimeproxy/cms"
@@ -19,9 +19,9 @@ import (
 	"smimeproxy/smime"
 )
 
-// smtpHeaderField returns the raw bytes of the first field named name in msg's
+// headerField returns the raw bytes of the first field named name in msg's
 // header, folding and line end included.
-func smtpHeaderField(msg []byte, name string) string {
+func headerField(msg []byte, name string) string {
 	var out string
 	_, _ = smime.EditHeader(msg, func(n string, raw []byte) []byte {
 		if out == "" && strings.EqualFold(n, name) {
@@ -32,13 +32,13 @@ func smtpHeaderField(msg []byte, name string) string {
 	return out
 }
 
-func smtpContentType(msg []byte) string {
-	return strings.Join(strings.Fields(strings.TrimSpace(strings.TrimPrefix(smtpHeaderField(msg, "Content-Type"), "Content-Type:"))), " ")
+func contentType(msg []byte) string {
+	return strings.Join(strings.Fields(strings.TrimSpace(strings.TrimPrefix(headerField(msg, "Content-Type"), "Content-Type:"))), " ")
 }
 
 // TestSMTPPolicy: what reaches the upstream is what policy asked for.
-func TestSMTPPolicy(t *testing.T) {
-	p := smtpTestPKI(t)
+func TestPolicy(t *testing.T) {
+	p := testPKI(t)
 	gcm := cms.Capability{Algorithm: asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 1, 46}}
 	dkim := "DKIM-Signature: v=1; a=rsa-sha256; d=example.com; s=sel;\r\n\tbh=abc=; b=def"
 	body := "Hi Bob,\r\nGrüße aus Köln.\r\n.leading dot\r\n"
@@ -57,15 +57,15 @@ func TestSMTPPolicy(t *testing.T) {
 	}{
 		{name: "signed when a recipient has no certificate", want: "250 2.0.0 Ok: queued as Q0001", extra: []string{dkim},
 			check: func(t *testing.T, in string, got []byte) {
-				if ct := smtpContentType(got); !strings.HasPrefix(ct, "multipart/signed;") || !strings.Contains(ct, "application/pkcs7-signature") {
+				if ct := contentType(got); !strings.HasPrefix(ct, "multipart/signed;") || !strings.Contains(ct, "application/pkcs7-signature") {
 					t.Errorf("Content-Type %q, want multipart/signed", ct)
 				}
 				for _, f := range []string{"DKIM-Signature", "Message-ID", "Date", "From", "To", "Subject"} {
-					if a, b := smtpHeaderField([]byte(in), f), smtpHeaderField(got, f); a != b || a == "" {
+					if a, b := headerField([]byte(in), f), headerField(got, f); a != b || a == "" {
 						t.Errorf("%s changed from %q to %q", f, a, b)
 					}
 				}
-				o := smtpOpen(t, p, got)
+				o := open(t, p, got)
 				if len(o.Signatures) != 1 || o.Signatures[0].Status != smime.StatusValid || !o.Signatures[0].Signer.Equal(p.alice.Cert) {
 					t.Errorf("signatures %+v, want one valid by alice", o.Signatures)
 				}
@@ -75,19 +75,19 @@ func TestSMTPPolicy(t *testing.T) {
 			}},
 		{name: "signed and encrypted when every recipient has a certificate", certs: []*x509.Certificate{p.bob.Cert}, want: "250 *",
 			check: func(t *testing.T, in string, got []byte) {
-				if ct := smtpContentType(got); !strings.Contains(ct, "application/pkcs7-mime") || !strings.Contains(ct, "enveloped-data") {
+				if ct := contentType(got); !strings.Contains(ct, "application/pkcs7-mime") || !strings.Contains(ct, "enveloped-data") {
 					t.Errorf("Content-Type %q, want enveloped-data", ct)
 				}
 				if strings.Contains(string(got), "Bob") {
 					t.Error("the body went in the clear")
 				}
 				for _, reader := range []*testpki.Identity{p.bob, p.alice} {
-					o := smtpOpen(t, p, got, reader)
+					o := open(t, p, got, reader)
 					if !o.Decrypted || o.Cipher != cms.AES256CBC || len(o.Signatures) != 1 || o.Signatures[0].Status != smime.StatusValid {
 						t.Errorf("opened by %s: decrypted %v (%v), cipher %v, signatures %+v", reader.Cert.EmailAddresses, o.Decrypted, o.DecryptErr, o.Cipher, o.Signatures)
 					}
 				}
-				if o := smtpOpen(t, p, got, p.carol); o.Decrypted {
+				if o := open(t, p, got, p.carol); o.Decrypted {
 					t.Error("carol, not a recipient, could decrypt it")
 				}
 			}},
@@ -98,13 +98,13 @@ func TestSMTPPolicy(t *testing.T) {
 				}
 			},
 			check: func(t *testing.T, in string, got []byte) {
-				if o := smtpOpen(t, p, got, p.bob); !o.Decrypted || o.Cipher != cms.AES256GCM {
+				if o := open(t, p, got, p.bob); !o.Decrypted || o.Cipher != cms.AES256GCM {
 					t.Errorf("cipher %v (decrypted %v), want AES-256-GCM", o.Cipher, o.Decrypted)
 				}
 			}},
 		{name: "opaque signature when configured", policy: func(pol *policy.Policy) { pol.Opaque = true }, want: "250 *",
 			check: func(t *testing.T, in string, got []byte) {
-				if ct := smtpContentType(got); !strings.Contains(ct, "signed-data") {
+				if ct := contentType(got); !strings.Contains(ct, "signed-data") {
 					t.Errorf("Content-Type %q, want signed-data", ct)
 				}
 			}},
@@ -122,7 +122,7 @@ func TestSMTPPolicy(t *testing.T) {
 			want: "554 5.7.1 Refused by policy: encryption is required but there is no usable certificate for bob@example.org (no certificate)"},
 		{name: "[encrypt] is stripped", subject: "[encrypt] Contract", certs: []*x509.Certificate{p.bob.Cert}, want: "250 *",
 			check: func(t *testing.T, in string, got []byte) {
-				if f := smtpHeaderField(got, "Subject"); f != "Subject: Contract\r\n" {
+				if f := headerField(got, "Subject"); f != "Subject: Contract\r\n" {
 					t.Errorf("Subject %q, want the tag removed", f)
 				}
 			}},
@@ -140,20 +140,20 @@ func TestSMTPPolicy(t *testing.T) {
 			}},
 		{name: "an encoded subject is decoded, stripped and encoded again", subject: "=?utf-8?q?=5Bnosign=5D_Gr=C3=BC=C3=9Fe?=", want: "250 *",
 			check: func(t *testing.T, in string, got []byte) {
-				if f := smtpHeaderField(got, "Subject"); f != "Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\n" {
+				if f := headerField(got, "Subject"); f != "Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\n" {
 					t.Errorf("Subject %q", f)
 				}
-				if ct := smtpContentType(got); !strings.HasPrefix(ct, "text/plain") {
+				if ct := contentType(got); !strings.HasPrefix(ct, "text/plain") {
 					t.Errorf("Content-Type %q, want it unsigned", ct)
 				}
 			}},
 		{name: "overrides off: tags stay and count for nothing", subject: "[nosign] Hello", extra: []string{"X-SMIME-Policy: nosign"},
 			policy: func(pol *policy.Policy) { pol.Overrides = false }, want: "250 *",
 			check: func(t *testing.T, in string, got []byte) {
-				if f := smtpHeaderField(got, "Subject"); f != "Subject: [nosign] Hello\r\n" || smtpHeaderField(got, "X-SMIME-Policy") == "" {
-					t.Errorf("Subject %q, X-SMIME-Policy %q: want both kept", f, smtpHeaderField(got, "X-SMIME-Policy"))
+				if f := headerField(got, "Subject"); f != "Subject: [nosign] Hello\r\n" || headerField(got, "X-SMIME-Policy") == "" {
+					t.Errorf("Subject %q, X-SMIME-Policy %q: want both kept", f, headerField(got, "X-SMIME-Policy"))
 				}
-				if !strings.HasPrefix(smtpContentType(got), "multipart/signed") {
+				if !strings.HasPrefix(contentType(got), "multipart/signed") {
 					t.Error("not signed")
 				}
 			}},
@@ -166,7 +166,7 @@ func TestSMTPPolicy(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newSMTPEnv(t, smtpEnvOptions{certs: tc.certs, policy: tc.policy})
+			e := newEnv(t, envOptions{certs: tc.certs, policy: tc.policy})
 			if tc.addCert != nil {
 				tc.addCert(t, e.certs)
 			}
@@ -174,7 +174,7 @@ func TestSMTPPolicy(t *testing.T) {
 			if subject == "" {
 				subject = "Hello"
 			}
-			in := smtpMessage("bob@example.org", subject, body, tc.extra...)
+			in := message("bob@example.org", subject, body, tc.extra...)
 			if tc.from != "" {
 				in = strings.Replace(in, "Alice <alice@example.com>", tc.from, 1)
 			}
@@ -183,7 +183,7 @@ func TestSMTPPolicy(t *testing.T) {
 				rcpts = []string{"bob@example.org"}
 			}
 			c := e.login()
-			if got := c.send("alice@example.com", rcpts, in); !smtpMatch(tc.want, got) {
+			if got := c.send("alice@example.com", rcpts, in); !match(tc.want, got) {
 				t.Fatalf("DATA reply %q, want %q", got, tc.want)
 			}
 			c.cmd("QUIT", "221 *")
@@ -204,9 +204,9 @@ func TestSMTPPolicy(t *testing.T) {
 }
 
 // TestSMTPAlreadyProtected: S/MIME and PGP/MIME messages pass byte for byte.
-func TestSMTPAlreadyProtected(t *testing.T) {
-	p := smtpTestPKI(t)
-	signed, err := smime.Sign([]byte(smtpMessage("bob@example.org", "[encrypt] signed elsewhere", "Hi\r\n", "X-SMIME-Policy: plain")),
+func TestAlreadyProtected(t *testing.T) {
+	p := testPKI(t)
+	signed, err := smime.Sign([]byte(message("bob@example.org", "[encrypt] signed elsewhere", "Hi\r\n", "X-SMIME-Policy: plain")),
 		&smime.Identity{Cert: p.alice.Cert, Key: p.alice.Key, Chain: p.alice.Chain}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -216,7 +216,7 @@ func TestSMTPAlreadyProtected(t *testing.T) {
 		"--b\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n--b\r\nContent-Type: application/octet-stream\r\n\r\n-----BEGIN PGP MESSAGE-----\r\n-----END PGP MESSAGE-----\r\n--b--\r\n"
 	for name, msg := range map[string]string{"S/MIME": string(signed), "PGP/MIME": pgp} {
 		t.Run(name, func(t *testing.T) {
-			e := newSMTPEnv(t, smtpEnvOptions{certs: []*x509.Certificate{p.bob.Cert}})
+			e := newEnv(t, envOptions{certs: []*x509.Certificate{p.bob.Cert}})
 			c := e.login()
 			c.send("alice@example.com", []string{"bob@example.org"}, msg)
 			if txns := e.up.transactions(); len(txns) != 1 || string(txns[0].data) != msg {
@@ -230,16 +230,16 @@ func TestSMTPAlreadyProtected(t *testing.T) {
 }
 
 // TestSMTPBcc: a Bcc recipient is revealed to no one, and partial failures
-// go as documented on smtpPlan.
-func TestSMTPBcc(t *testing.T) {
-	p := smtpTestPKI(t)
+// go as documented on plan.
+func TestBcc(t *testing.T) {
+	p := testPKI(t)
 	all := []*x509.Certificate{p.bob.Cert, p.carol.Cert, p.dave.Cert}
 	// To bob, Cc dave, Bcc carol.
-	msg := smtpMessage("bob@example.org", "Plans", "Hi all\r\n", "Cc: dave@example.net")
+	msg := message("bob@example.org", "Plans", "Hi all\r\n", "Cc: dave@example.net")
 	rcpts := []string{"bob@example.org", "carol@example.org", "dave@example.net"}
 
 	t.Run("encrypted: a copy of its own for each Bcc recipient", func(t *testing.T) {
-		e := newSMTPEnv(t, smtpEnvOptions{certs: all})
+		e := newEnv(t, envOptions{certs: all})
 		c := e.login()
 		if got := c.send("alice@example.com", rcpts, msg); got != "250 2.0.0 Ok: queued as Q0001" {
 			t.Fatalf("DATA reply %q, want the main copy's", got)
@@ -254,7 +254,7 @@ func TestSMTPBcc(t *testing.T) {
 				t.Errorf("copy %d names the Bcc recipient", i)
 			}
 			for _, r := range []*testpki.Identity{p.bob, p.carol, p.dave, p.alice} {
-				o := smtpOpen(t, p, got, r)
+				o := open(t, p, got, r)
 				if want := slices.Contains(readers, r); o.Decrypted != want {
 					t.Errorf("copy %d: %s can decrypt: %v, want %v", i, r.Cert.EmailAddresses[0], o.Decrypted, want)
 				}
@@ -265,7 +265,7 @@ func TestSMTPBcc(t *testing.T) {
 		}
 	})
 	t.Run("everyone in Bcc: a copy each", func(t *testing.T) {
-		e := newSMTPEnv(t, smtpEnvOptions{certs: all})
+		e := newEnv(t, envOptions{certs: all})
 		c := e.login()
 		c.send("alice@example.com", []string{"bob@example.org", "carol@example.org"}, strings.Replace(msg, "To: bob@example.org", "To: undisclosed-recipients:;", 1))
 		txns := e.up.transactions()
@@ -274,7 +274,7 @@ func TestSMTPBcc(t *testing.T) {
 		}
 	})
 	t.Run("signed only: one transaction", func(t *testing.T) {
-		e := newSMTPEnv(t, smtpEnvOptions{certs: []*x509.Certificate{p.bob.Cert}})
+		e := newEnv(t, envOptions{certs: []*x509.Certificate{p.bob.Cert}})
 		c := e.login()
 		c.send("alice@example.com", rcpts, msg)
 		txns := e.up.transactions()
@@ -283,10 +283,10 @@ func TestSMTPBcc(t *testing.T) {
 		}
 	})
 	t.Run("a Bcc copy refused after the main copy: 250, and a notice", func(t *testing.T) {
-		e := newSMTPEnv(t, smtpEnvOptions{certs: all, recorder: func(r *smtpRecorder) {
-			r.onData = func(_ *smtp.Conn, rcpts []string, _ []byte) error {
+		e := newEnv(t, envOptions{certs: all, recorder: func(r *recorder) {
+			r.onData = func(_ *gosmtp.Conn, rcpts []string, _ []byte) error {
 				if slices.Equal(rcpts, []string{"carol@example.org"}) {
-					return &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 2, 2}, Message: "Mailbox full"}
+					return &gosmtp.SMTPError{Code: 552, EnhancedCode: gosmtp.EnhancedCode{5, 2, 2}, Message: "Mailbox full"}
 				}
 				return nil
 			}
@@ -312,10 +312,10 @@ func TestSMTPBcc(t *testing.T) {
 		}
 	})
 	t.Run("the main copy refused: nothing is sent", func(t *testing.T) {
-		e := newSMTPEnv(t, smtpEnvOptions{certs: all, recorder: func(r *smtpRecorder) {
-			r.onData = func(_ *smtp.Conn, rcpts []string, _ []byte) error {
+		e := newEnv(t, envOptions{certs: all, recorder: func(r *recorder) {
+			r.onData = func(_ *gosmtp.Conn, rcpts []string, _ []byte) error {
 				if slices.Contains(rcpts, "bob@example.org") {
-					return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Try later"}
+					return &gosmtp.SMTPError{Code: 451, EnhancedCode: gosmtp.EnhancedCode{4, 3, 0}, Message: "Try later"}
 				}
 				return nil
 			}
@@ -335,8 +335,8 @@ func TestSMTPBcc(t *testing.T) {
 
 // TestSMTPBadRecipientCerts: a certificate that is expired, not yet valid,
 // for another address or from an untrusted CA is never used to encrypt.
-func TestSMTPBadRecipientCerts(t *testing.T) {
-	p := smtpTestPKI(t)
+func TestBadRecipientCerts(t *testing.T) {
+	p := testPKI(t)
 	now := time.Now()
 	other := testpki.NewCA(t, "untrusted root")
 	tests := []struct {
@@ -352,11 +352,11 @@ func TestSMTPBadRecipientCerts(t *testing.T) {
 	for _, tc := range tests {
 		for _, mode := range []string{"opportunistic", "required"} {
 			t.Run(tc.name+"/"+mode, func(t *testing.T) {
-				e := newSMTPEnv(t, smtpEnvOptions{certs: []*x509.Certificate{tc.cert}, config: func(c *config.Config) {
+				e := newEnv(t, envOptions{certs: []*x509.Certificate{tc.cert}, config: func(c *config.Config) {
 					c.Policy.Domains = map[string]config.Rules{"example.org": {Encrypt: mode}}
 				}})
 				c := e.login()
-				got := c.send("alice@example.com", []string{"bob@example.org"}, smtpMessage("bob@example.org", "Hello", "Hi\r\n"))
+				got := c.send("alice@example.com", []string{"bob@example.org"}, message("bob@example.org", "Hello", "Hi\r\n"))
 				txns := e.up.transactions()
 				if mode == "required" {
 					if want := "554 5.7.1 Refused by policy: encryption is required but there is no usable certificate for bob@example.org (" + tc.reason + ")"; got != want {
@@ -367,7 +367,7 @@ func TestSMTPBadRecipientCerts(t *testing.T) {
 					}
 					return
 				}
-				if len(txns) != 1 || !strings.HasPrefix(smtpContentType(txns[0].data), "multipart/signed") {
+				if len(txns) != 1 || !strings.HasPrefix(contentType(txns[0].data), "multipart/signed") {
 					t.Fatalf("upstream got %+v, want one signed, not encrypted, message", txns)
 				}
 			})

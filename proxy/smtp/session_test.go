@@ -1,4 +1,4 @@
-package proxy
+package smtp
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emersion/go-smtp"
+	gosmtp "github.com/emersion/go-smtp"
 
 	"smimeproxy/config"
 	"smimeproxy/policy"
@@ -20,22 +20,22 @@ import (
 
 // TestSMTPExtensionsMirrorUpstream: the client is offered what the upstream
 // offers, SIZE with its limit, and no more.
-func TestSMTPExtensionsMirrorUpstream(t *testing.T) {
+func TestExtensionsMirrorUpstream(t *testing.T) {
 	tests := []struct {
 		name      string
-		up        smtpUpstreamOptions
+		up        upstreamOptions
 		want, not []string
 	}{
-		{"everything", smtpUpstreamOptions{maxBytes: 12345},
+		{"everything", upstreamOptions{maxBytes: 12345},
 			[]string{"250-SIZE 12345", "250-DSN", "250-SMTPUTF8", "250-AUTH PLAIN LOGIN", "250-8BITMIME", "250-PIPELINING"}, []string{"OAUTHBEARER"}},
-		{"no DSN, no SMTPUTF8", smtpUpstreamOptions{maxBytes: 2000, noDSN: true, noUTF8: true},
+		{"no DSN, no SMTPUTF8", upstreamOptions{maxBytes: 2000, noDSN: true, noUTF8: true},
 			[]string{"250-SIZE 2000"}, []string{"DSN", "SMTPUTF8"}},
-		{"OAuth mechanisms", smtpUpstreamOptions{mechs: []string{"LOGIN", "OAUTHBEARER", "XOAUTH2"}},
+		{"OAuth mechanisms", upstreamOptions{mechs: []string{"LOGIN", "OAUTHBEARER", "XOAUTH2"}},
 			[]string{"250-AUTH PLAIN LOGIN OAUTHBEARER XOAUTH2"}, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newSMTPEnv(t, smtpEnvOptions{upstream: tc.up})
+			e := newEnv(t, envOptions{upstream: tc.up})
 			c := e.dial()
 			lines := c.cmd("EHLO client.test", "250 *")
 			all := strings.Join(lines, "\n") + "\n"
@@ -53,13 +53,13 @@ func TestSMTPExtensionsMirrorUpstream(t *testing.T) {
 	}
 
 	t.Run("SIZE is enforced", func(t *testing.T) {
-		e := newSMTPEnv(t, smtpEnvOptions{upstream: smtpUpstreamOptions{maxBytes: 2000}})
+		e := newEnv(t, envOptions{upstream: upstreamOptions{maxBytes: 2000}})
 		c := e.login()
 		c.cmd("MAIL FROM:<alice@example.com> SIZE=2001", "552 5.3.4 *")
 		c.cmd("MAIL FROM:<alice@example.com> SIZE=500", "250 *")
 		c.cmd("RCPT TO:<bob@example.org>", "250 *")
 		c.cmd("DATA", "354 *")
-		if got := c.data(smtpMessage("bob@example.org", "big", strings.Repeat("xx\r\n", 1000))); !smtpMatch("552 5.3.4 *", got) {
+		if got := c.data(message("bob@example.org", "big", strings.Repeat("xx\r\n", 1000))); !match("552 5.3.4 *", got) {
 			t.Errorf("DATA of 3000 bytes = %q, want 552", got)
 		}
 		c.cmd("NOOP", "250 *")
@@ -72,26 +72,26 @@ func TestSMTPExtensionsMirrorUpstream(t *testing.T) {
 
 // TestSMTPRepliesVerbatim: the upstream's refusals reach the client as they
 // are, and so does its final DATA reply.
-func TestSMTPRepliesVerbatim(t *testing.T) {
-	e := newSMTPEnv(t, smtpEnvOptions{recorder: func(r *smtpRecorder) {
+func TestRepliesVerbatim(t *testing.T) {
+	e := newEnv(t, envOptions{recorder: func(r *recorder) {
 		r.onMail = func(from string) error {
 			if from == "ceo@example.com" {
-				return &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "<ceo@example.com>: Sender address rejected: not owned by user alice@example.com"}
+				return &gosmtp.SMTPError{Code: 553, EnhancedCode: gosmtp.EnhancedCode{5, 7, 1}, Message: "<ceo@example.com>: Sender address rejected: not owned by user alice@example.com"}
 			}
 			return nil
 		}
 		r.onRcpt = func(to string) error {
 			switch to {
 			case "x@elsewhere.example":
-				return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "<x@elsewhere.example>: Relay access denied"}
+				return &gosmtp.SMTPError{Code: 550, EnhancedCode: gosmtp.EnhancedCode{5, 7, 1}, Message: "<x@elsewhere.example>: Relay access denied"}
 			case "full@example.org":
-				return &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 2, 2}, Message: "Mailbox full"}
+				return &gosmtp.SMTPError{Code: 452, EnhancedCode: gosmtp.EnhancedCode{4, 2, 2}, Message: "Mailbox full"}
 			}
 			return nil
 		}
-		r.onData = func(_ *smtp.Conn, _ []string, data []byte) error {
+		r.onData = func(_ *gosmtp.Conn, _ []string, data []byte) error {
 			if strings.Contains(string(data), "spam") {
-				return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Rejected: looks like spam"}
+				return &gosmtp.SMTPError{Code: 554, EnhancedCode: gosmtp.EnhancedCode{5, 7, 0}, Message: "Rejected: looks like spam"}
 			}
 			return nil
 		}
@@ -103,10 +103,10 @@ func TestSMTPRepliesVerbatim(t *testing.T) {
 	c.cmd("RCPT TO:<full@example.org>", "452 4.2.2 Mailbox full")
 	c.cmd("RCPT TO:<bob@example.org>", "250 2.0.0 *")
 	c.cmd("DATA", "354 *")
-	if got := c.data(smtpMessage("bob@example.org", "Hello", "Hi\r\n")); got != "250 2.0.0 Ok: queued as Q0001" {
+	if got := c.data(message("bob@example.org", "Hello", "Hi\r\n")); got != "250 2.0.0 Ok: queued as Q0001" {
 		t.Errorf("DATA = %q, want the upstream's own reply", got)
 	}
-	if got := c.send("alice@example.com", []string{"bob@example.org"}, smtpMessage("bob@example.org", "Buy", "spam\r\n")); got != "554 5.7.0 Rejected: looks like spam" {
+	if got := c.send("alice@example.com", []string{"bob@example.org"}, message("bob@example.org", "Buy", "spam\r\n")); got != "554 5.7.0 Rejected: looks like spam" {
 		t.Errorf("DATA refused upstream = %q, want the upstream's refusal", got)
 	}
 	c.cmd("QUIT", "221 *")
@@ -121,19 +121,19 @@ func TestSMTPRepliesVerbatim(t *testing.T) {
 }
 
 // TestSMTPParameters: MAIL and RCPT parameters reach the upstream.
-func TestSMTPParameters(t *testing.T) {
-	e := newSMTPEnv(t, smtpEnvOptions{})
+func TestParameters(t *testing.T) {
+	e := newEnv(t, envOptions{})
 	c := e.login()
 	c.cmd("MAIL FROM:<alice@example.com> SIZE=300 BODY=8BITMIME SMTPUTF8 RET=HDRS ENVID=abc123", "250 *")
 	c.cmd("RCPT TO:<bob@example.org> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;bob@example.org", "250 *")
 	c.cmd("DATA", "354 *")
-	c.data(smtpMessage("bob@example.org", "Grüße", "Hallo\r\n"))
+	c.data(message("bob@example.org", "Grüße", "Hallo\r\n"))
 	txns := e.up.transactions()
 	if len(txns) != 1 {
 		t.Fatalf("upstream transactions = %d, want 1", len(txns))
 	}
 	o := txns[0].opts
-	if o.Size != 300 || o.Body != smtp.Body8BitMIME || !o.UTF8 || o.Return != smtp.DSNReturnHeaders || o.EnvelopeID != "abc123" {
+	if o.Size != 300 || o.Body != gosmtp.Body8BitMIME || !o.UTF8 || o.Return != gosmtp.DSNReturnHeaders || o.EnvelopeID != "abc123" {
 		t.Errorf("MAIL parameters upstream = %+v", o)
 	}
 	if want := []string{"NOTIFY=[SUCCESS FAILURE]", "ORCPT=bob@example.org"}; !slices.Equal(txns[0].notes, want) {
@@ -143,8 +143,8 @@ func TestSMTPParameters(t *testing.T) {
 
 // TestSMTPReload: new sessions get the new settings; an open one keeps its
 // own and is not dropped.
-func TestSMTPReload(t *testing.T) {
-	e := newSMTPEnv(t, smtpEnvOptions{})
+func TestReload(t *testing.T) {
+	e := newEnv(t, envOptions{})
 	old := e.login()
 
 	cfg := *e.cfg
@@ -170,7 +170,7 @@ func TestSMTPReload(t *testing.T) {
 		t.Errorf("listener moved to %s", got)
 	}
 
-	msg := smtpMessage("bob@example.org", "Hello", "Hi\r\n")
+	msg := message("bob@example.org", "Hello", "Hi\r\n")
 	old.send("alice@example.com", []string{"bob@example.org"}, msg)
 	fresh := e.login()
 	fresh.send("alice@example.com", []string{"bob@example.org"}, msg)
@@ -187,8 +187,8 @@ func TestSMTPReload(t *testing.T) {
 }
 
 // TestSMTPCheck: readiness follows the upstream.
-func TestSMTPCheck(t *testing.T) {
-	e := newSMTPEnv(t, smtpEnvOptions{})
+func TestCheck(t *testing.T) {
+	e := newEnv(t, envOptions{})
 	if err := e.proxy.Check(context.Background()); err != nil {
 		t.Errorf("Check with the upstream up = %v", err)
 	}
@@ -199,18 +199,18 @@ func TestSMTPCheck(t *testing.T) {
 }
 
 // TestSMTPStartFailsOnBusyPort: Start reports a listener it cannot open.
-func TestSMTPStartFailsOnBusyPort(t *testing.T) {
+func TestStartFailsOnBusyPort(t *testing.T) {
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer busy.Close()
-	e := newSMTPEnv(t, smtpEnvOptions{})
+	e := newEnv(t, envOptions{})
 	cfg := *e.cfg
 	cfg.SMTP.Listen = []config.Listener{{Addr: "127.0.0.1:0", TLS: config.TLSNone}, {Addr: busy.Addr().String(), TLS: config.TLSNone}}
 	opts := e.opts
 	opts.Config = &cfg
-	p, err := NewSMTP(opts)
+	p, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,24 +224,24 @@ func TestSMTPStartFailsOnBusyPort(t *testing.T) {
 
 // TestSMTPShutdown: idle sessions get 421, a message in flight finishes with
 // the upstream's reply, and no goroutine is left.
-func TestSMTPShutdown(t *testing.T) {
+func TestShutdown(t *testing.T) {
 	release := make(chan struct{})
 	inData := make(chan struct{}, 1)
-	e := newSMTPEnv(t, smtpEnvOptions{recorder: func(r *smtpRecorder) {
-		r.onData = func(*smtp.Conn, []string, []byte) error {
+	e := newEnv(t, envOptions{recorder: func(r *recorder) {
+		r.onData = func(*gosmtp.Conn, []string, []byte) error {
 			inData <- struct{}{}
 			<-release
 			return nil
 		}
 	}})
-	before := smtpBaseline(t)
+	before := baseline(t)
 	idle := e.login()
 	busy := e.login()
 	busy.cmd("MAIL FROM:<alice@example.com>", "250 *")
 	busy.cmd("RCPT TO:<bob@example.org>", "250 *")
 	busy.cmd("DATA", "354 *")
 	reply := make(chan string, 1)
-	go func() { reply <- busy.data(smtpMessage("bob@example.org", "in flight", "Hi\r\n")) }()
+	go func() { reply <- busy.data(message("bob@example.org", "in flight", "Hi\r\n")) }()
 	<-inData
 
 	done := make(chan error, 1)
@@ -270,28 +270,28 @@ func TestSMTPShutdown(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Errorf("Shutdown = %v", err)
 	}
-	smtpGoroutines(t, before)
+	goroutines(t, before)
 }
 
 // TestSMTPShutdownDeadline: when the deadline passes, everything is closed,
 // upstream connections too, and the message in flight is not reported
 // accepted.
-func TestSMTPShutdownDeadline(t *testing.T) {
+func TestShutdownDeadline(t *testing.T) {
 	release := make(chan struct{})
 	inData := make(chan struct{}, 1)
-	e := newSMTPEnv(t, smtpEnvOptions{recorder: func(r *smtpRecorder) {
-		r.onData = func(*smtp.Conn, []string, []byte) error {
+	e := newEnv(t, envOptions{recorder: func(r *recorder) {
+		r.onData = func(*gosmtp.Conn, []string, []byte) error {
 			inData <- struct{}{}
 			<-release
 			return nil
 		}
 	}})
-	before := smtpBaseline(t)
+	before := baseline(t)
 	c := e.login()
 	c.cmd("MAIL FROM:<alice@example.com>", "250 *")
 	c.cmd("RCPT TO:<bob@example.org>", "250 *")
 	c.cmd("DATA", "354 *")
-	c.write(smtpMessage("bob@example.org", "in flight", "Hi\r\n") + ".\r\n")
+	c.write(message("bob@example.org", "in flight", "Hi\r\n") + ".\r\n")
 	<-inData
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
@@ -302,11 +302,11 @@ func TestSMTPShutdownDeadline(t *testing.T) {
 	if rest, _ := io.ReadAll(c.r); strings.Contains(string(rest), "250") {
 		t.Errorf("the cut message got %q", rest)
 	}
-	smtpGoroutines(t, before)
+	goroutines(t, before)
 }
 
-// smtpBaseline counts goroutines once those of earlier tests have ended.
-func smtpBaseline(t *testing.T) int {
+// baseline counts goroutines once those of earlier tests have ended.
+func baseline(t *testing.T) int {
 	t.Helper()
 	time.Sleep(50 * time.Millisecond)
 	return runtime.NumGoroutine()
@@ -314,10 +314,10 @@ func smtpBaseline(t *testing.T) int {
 
 // TestSMTPChunking: BDAT (go-smtp always offers CHUNKING) goes the same way
 // as DATA; the upstream gets DATA.
-func TestSMTPChunking(t *testing.T) {
-	e := newSMTPEnv(t, smtpEnvOptions{})
+func TestChunking(t *testing.T) {
+	e := newEnv(t, envOptions{})
 	c := e.login()
-	msg := smtpMessage("bob@example.org", "Chunks", "Hi Bob\r\n")
+	msg := message("bob@example.org", "Chunks", "Hi Bob\r\n")
 	c.cmd("MAIL FROM:<alice@example.com>", "250 *")
 	c.cmd("RCPT TO:<bob@example.org>", "250 *")
 	c.write(fmt.Sprintf("BDAT %d\r\n%s", 40, msg[:40]))

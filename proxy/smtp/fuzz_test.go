@@ -1,4 +1,4 @@
-package proxy
+package smtp
 
 import (
 	"bufio"
@@ -20,14 +20,14 @@ import (
 // SASL responses, the OAuth user, and the header edit that strips
 // overrides and re-encodes the Subject.
 
-func FuzzSMTPLoginServer(f *testing.F) {
+func FuzzLoginServer(f *testing.F) {
 	f.Add([]byte(nil), []byte("alice"), []byte("pw"), false)
 	f.Add([]byte("alice"), []byte("pw"), []byte("more"), true)
 	f.Add([]byte{}, []byte{0}, []byte("pw\x00"), true)
 	f.Fuzz(func(t *testing.T, r1, r2, r3 []byte, ir bool) {
 		var user, pass string
 		calls := 0
-		l := &smtpLoginServer{auth: func(_, u, p string) error { user, pass = u, p; calls++; return nil }}
+		l := &loginServer{auth: func(_, u, p string) error { user, pass = u, p; calls++; return nil }}
 		if !ir {
 			r1 = nil
 		}
@@ -45,13 +45,13 @@ func FuzzSMTPLoginServer(f *testing.F) {
 	})
 }
 
-func FuzzSMTPPlainServer(f *testing.F) {
+func FuzzPlainServer(f *testing.F) {
 	f.Add([]byte("\x00alice\x00pw"))
 	f.Add([]byte("admin\x00alice\x00pw"))
 	f.Add([]byte("\x00\x00"))
 	f.Fuzz(func(t *testing.T, resp []byte) {
 		calls := 0
-		p := &smtpPlainServer{auth: func(id, u, pw string) error {
+		p := &plainServer{auth: func(id, u, pw string) error {
 			calls++
 			if u == "" || !utf8.ValidString(u) || strings.ContainsRune(u+id+pw, 0) {
 				t.Fatalf("auth called with %q, %q, %q", id, u, pw)
@@ -65,18 +65,18 @@ func FuzzSMTPPlainServer(f *testing.F) {
 	})
 }
 
-func FuzzSMTPTokenLogin(f *testing.F) {
+func FuzzTokenLogin(f *testing.F) {
 	f.Add(true, []byte("n,a=alice@example.com,\x01auth=Bearer x\x01\x01"))
 	f.Add(true, []byte("y,a=a=2Cb=3Dc,\x01"))
 	f.Add(false, []byte("user=alice@example.com\x01auth=Bearer x\x01\x01"))
 	f.Fuzz(func(t *testing.T, bearer bool, resp []byte) {
-		mech := smtpMechXOAuth2
+		mech := mechXOAuth2
 		if bearer {
-			mech = smtpMechOAuthBearer
+			mech = mechOAuthBearer
 		}
-		login, ok := smtpTokenLogin(mech, resp)
+		login, ok := tokenLogin(mech, resp)
 		if ok && (login == "" || !utf8.ValidString(login) || strings.ContainsAny(login, "\x00\x01")) {
-			t.Fatalf("smtpTokenLogin(%s, %q) = %q", mech, resp, login)
+			t.Fatalf("tokenLogin(%s, %q) = %q", mech, resp, login)
 		}
 	})
 }
@@ -84,7 +84,7 @@ func FuzzSMTPTokenLogin(f *testing.F) {
 // FuzzSMTPEditHeader: the edited header has no Bcc or override field, one
 // Subject at most, the same body, and a Subject that decodes to what the
 // tags left of the original.
-func FuzzSMTPEditHeader(f *testing.F) {
+func FuzzEditHeader(f *testing.F) {
 	seeds, _ := filepath.Glob(filepath.Join("..", "smime", "testdata", "*.eml"))
 	for _, s := range seeds {
 		if b, err := os.ReadFile(s); err == nil {
@@ -106,9 +106,9 @@ func FuzzSMTPEditHeader(f *testing.F) {
 		if err != nil {
 			return
 		}
-		subject, decoded := smtpDecodeSubject(h.Get("Subject"))
+		subject, decoded := decodeSubject(h.Get("Subject"))
 		_, stripped := policy.ParseOverride(subject, "")
-		_, out, err := smtpEditHeader(msg, h, true)
+		_, out, err := editHeader(msg, h, true)
 		if err != nil {
 			return
 		}
@@ -119,7 +119,7 @@ func FuzzSMTPEditHeader(f *testing.F) {
 		if oh.Has("Bcc") || oh.Has(policy.OverrideHeader) {
 			t.Fatalf("Bcc or %s left in %q", policy.OverrideHeader, out)
 		}
-		if !bytes.Equal(smtpBody(msg), smtpBody(out)) {
+		if !bytes.Equal(body(msg), body(out)) {
 			t.Fatalf("the body changed:\n%q\n%q", msg, out)
 		}
 		if stripped == subject {
@@ -130,7 +130,7 @@ func FuzzSMTPEditHeader(f *testing.F) {
 		}
 		got, want := oh.Get("Subject"), strings.Join(strings.Fields(stripped), " ")
 		if decoded || strings.ContainsAny(stripped, "\r\n\x00") {
-			if smtpNeedsEncoding(stripped) {
+			if needsEncoding(stripped) {
 				want = stripped
 			}
 			got, err = new(mime.WordDecoder).DecodeHeader(got)
@@ -141,8 +141,8 @@ func FuzzSMTPEditHeader(f *testing.F) {
 	})
 }
 
-// smtpBody is what follows the header fields of msg.
-func smtpBody(msg []byte) []byte {
+// body is what follows the header fields of msg.
+func body(msg []byte) []byte {
 	n := 0
 	_, _ = smime.EditHeader(msg, func(_ string, raw []byte) []byte { n += len(raw); return raw })
 	return msg[n:]

@@ -1,4 +1,4 @@
-package proxy
+package smtp
 
 import (
 	"context"
@@ -12,18 +12,18 @@ import (
 	"smimeproxy/config"
 )
 
-func smtpB64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
 
 // TestSMTPAuth: the client gets the upstream's verdict on the credentials it
 // passed through.
-func TestSMTPAuth(t *testing.T) {
+func TestAuth(t *testing.T) {
 	type step struct{ send, want string }
-	good := smtpPlain("alice@example.com", smtpTestPassword)
+	good := plain("alice@example.com", testPassword)
 	bearer := func(tok string) string {
-		return smtpB64("n,a=alice@example.com,\x01host=upstream.test\x01port=587\x01auth=Bearer " + tok + "\x01\x01")
+		return b64("n,a=alice@example.com,\x01host=upstream.test\x01port=587\x01auth=Bearer " + tok + "\x01\x01")
 	}
-	xoauth := func(tok string) string { return smtpB64("user=alice@example.com\x01auth=Bearer " + tok + "\x01\x01") }
-	oauth := []string{sasl.Plain, smtpMechOAuthBearer, smtpMechXOAuth2}
+	xoauth := func(tok string) string { return b64("user=alice@example.com\x01auth=Bearer " + tok + "\x01\x01") }
+	oauth := []string{sasl.Plain, mechOAuthBearer, mechXOAuth2}
 	tests := []struct {
 		name   string
 		mechs  []string // the upstream's
@@ -33,27 +33,27 @@ func TestSMTPAuth(t *testing.T) {
 	}{
 		{"PLAIN accepted", nil, []step{{"AUTH PLAIN " + good, "235 2.0.0 *"}}, []string{"PLAIN alice@example.com"}, 0},
 		{"PLAIN refused: the upstream's reply verbatim", nil,
-			[]step{{"AUTH PLAIN " + smtpPlain("alice@example.com", "wrong"), "535 5.7.8 Error: authentication failed: upstream says no"}},
+			[]step{{"AUTH PLAIN " + plain("alice@example.com", "wrong"), "535 5.7.8 Error: authentication failed: upstream says no"}},
 			[]string{"PLAIN alice@example.com"}, 1},
 		{"PLAIN without an initial response", nil, []step{{"AUTH PLAIN", "334 "}, {good, "235 2.0.0 *"}}, []string{"PLAIN alice@example.com"}, 0},
 		{"PLAIN retried after a refusal", nil, []step{
-			{"AUTH PLAIN " + smtpPlain("alice@example.com", "wrong"), "535 *"},
+			{"AUTH PLAIN " + plain("alice@example.com", "wrong"), "535 *"},
 			{"AUTH PLAIN " + good, "235 *"},
 		}, []string{"PLAIN alice@example.com", "PLAIN alice@example.com"}, 1},
-		{"malformed PLAIN", nil, []step{{"AUTH PLAIN " + smtpB64("alice"), "501 5.5.2 *"}}, nil, 0},
+		{"malformed PLAIN", nil, []step{{"AUTH PLAIN " + b64("alice"), "501 5.5.2 *"}}, nil, 0},
 		{"LOGIN with the name as initial response, as Outlook sends it", nil, []step{
-			{"AUTH LOGIN " + smtpB64("alice@example.com"), "334 UGFzc3dvcmQ6"},
-			{smtpB64(smtpTestPassword), "235 2.0.0 *"},
+			{"AUTH LOGIN " + b64("alice@example.com"), "334 UGFzc3dvcmQ6"},
+			{b64(testPassword), "235 2.0.0 *"},
 		}, []string{"PLAIN alice@example.com"}, 0},
 		{"LOGIN step by step", nil, []step{
 			{"AUTH LOGIN", "334 VXNlcm5hbWU6"},
-			{smtpB64("alice@example.com"), "334 UGFzc3dvcmQ6"},
-			{smtpB64(smtpTestPassword), "235 2.0.0 *"},
+			{b64("alice@example.com"), "334 UGFzc3dvcmQ6"},
+			{b64(testPassword), "235 2.0.0 *"},
 		}, []string{"PLAIN alice@example.com"}, 0},
 		{"LOGIN refused", nil, []step{
 			{"AUTH LOGIN", "334 VXNlcm5hbWU6"},
-			{smtpB64("alice@example.com"), "334 UGFzc3dvcmQ6"},
-			{smtpB64("wrong"), "535 5.7.8 Error: authentication failed: upstream says no"},
+			{b64("alice@example.com"), "334 UGFzc3dvcmQ6"},
+			{b64("wrong"), "535 5.7.8 Error: authentication failed: upstream says no"},
 		}, []string{"PLAIN alice@example.com"}, 1},
 		{"to an upstream that speaks LOGIN only", []string{sasl.Login}, []step{{"AUTH PLAIN " + good, "235 *"}}, []string{"LOGIN alice@example.com"}, 0},
 		{"cancelled by the client", nil, []step{{"AUTH LOGIN", "334 *"}, {"*", "501 *"}, {"AUTH PLAIN " + good, "235 *"}}, []string{"PLAIN alice@example.com"}, 0},
@@ -67,9 +67,9 @@ func TestSMTPAuth(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newSMTPEnv(t, smtpEnvOptions{
-				upstream: smtpUpstreamOptions{mechs: tc.mechs},
-				recorder: func(r *smtpRecorder) { r.tokens["good"] = true },
+			e := newEnv(t, envOptions{
+				upstream: upstreamOptions{mechs: tc.mechs},
+				recorder: func(r *recorder) { r.tokens["good"] = true },
 			})
 			c := e.dial()
 			c.cmd("EHLO client.test", "250 *")
@@ -90,16 +90,16 @@ func TestSMTPAuth(t *testing.T) {
 
 // TestSMTPAuthRules: AUTH only over TLS or on a listener without TLS (which
 // is on loopback, or explicitly insecure); MAIL only after AUTH.
-func TestSMTPAuthRules(t *testing.T) {
-	e := newSMTPEnv(t, smtpEnvOptions{listen: []config.Listener{
+func TestAuthRules(t *testing.T) {
+	e := newEnv(t, envOptions{listen: []config.Listener{
 		{Addr: "127.0.0.1:0", TLS: config.TLSStartTLS},
 		{Addr: "127.0.0.1:0", TLS: config.TLSImplicit},
 		{Addr: "127.0.0.1:0", TLS: config.TLSNone},
 	}})
-	good := "AUTH PLAIN " + smtpPlain("alice@example.com", smtpTestPassword)
+	good := "AUTH PLAIN " + plain("alice@example.com", testPassword)
 
 	t.Run("STARTTLS listener: no AUTH before STARTTLS", func(t *testing.T) {
-		c := dialSMTPTest(t, e.addr(0))
+		c := dialTest(t, e.addr(0))
 		ehlo := strings.Join(c.cmd("EHLO client.test", "250 *"), "\n")
 		if strings.Contains(ehlo, "AUTH") || !strings.Contains(ehlo, "STARTTLS") {
 			t.Errorf("EHLO before STARTTLS = %q, want STARTTLS and no AUTH", ehlo)
@@ -115,7 +115,7 @@ func TestSMTPAuthRules(t *testing.T) {
 		c.cmd("MAIL FROM:<alice@example.com>", "250 *")
 	})
 	t.Run("implicit TLS listener", func(t *testing.T) {
-		conn := smtpDialTLS(t, e, e.addr(1))
+		conn := dialTLS(t, e, e.addr(1))
 		ehlo := strings.Join(conn.cmd("EHLO client.test", "250 *"), "\n")
 		if !strings.Contains(ehlo, "AUTH PLAIN LOGIN") || strings.Contains(ehlo, "STARTTLS") {
 			t.Errorf("EHLO over implicit TLS = %q, want AUTH and no STARTTLS", ehlo)
@@ -123,7 +123,7 @@ func TestSMTPAuthRules(t *testing.T) {
 		conn.cmd(good, "235 *")
 	})
 	t.Run("plain listener on loopback", func(t *testing.T) {
-		c := dialSMTPTest(t, e.addr(2))
+		c := dialTest(t, e.addr(2))
 		if ehlo := strings.Join(c.cmd("EHLO client.test", "250 *"), "\n"); !strings.Contains(ehlo, "AUTH PLAIN LOGIN") {
 			t.Errorf("EHLO on loopback = %q, want AUTH", ehlo)
 		}
@@ -135,12 +135,12 @@ func TestSMTPAuthRules(t *testing.T) {
 		cfg := *e.cfg
 		cfg.SMTP.Listen = []config.Listener{{Addr: "0.0.0.0:0", TLS: config.TLSNone}}
 		opts.Config = &cfg
-		if _, err := NewSMTP(opts); err == nil || !strings.Contains(err.Error(), "loopback only") {
-			t.Errorf("NewSMTP(tls: none on 0.0.0.0) = %v, want a refusal", err)
+		if _, err := New(opts); err == nil || !strings.Contains(err.Error(), "loopback only") {
+			t.Errorf("New(tls: none on 0.0.0.0) = %v, want a refusal", err)
 		}
 		cfg.SMTP.Listen[0].InsecurePlaintext = true
-		if _, err := NewSMTP(opts); err != nil {
-			t.Errorf("NewSMTP(tls: none on 0.0.0.0, insecure_plaintext) = %v, want it allowed", err)
+		if _, err := New(opts); err != nil {
+			t.Errorf("New(tls: none on 0.0.0.0, insecure_plaintext) = %v, want it allowed", err)
 		}
 	})
 	t.Run("require_auth: false lets MAIL through without AUTH", func(t *testing.T) {
@@ -149,7 +149,7 @@ func TestSMTPAuthRules(t *testing.T) {
 		cfg.SMTP.RequireAuth = false
 		cfg.SMTP.Listen = []config.Listener{{Addr: "127.0.0.1:0", TLS: config.TLSNone}}
 		opts.Config = &cfg
-		p, err := NewSMTP(opts)
+		p, err := New(opts)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -157,7 +157,7 @@ func TestSMTPAuthRules(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer p.Shutdown(context.Background())
-		c := dialSMTPTest(t, p.Addrs()[0].String())
+		c := dialTest(t, p.Addrs()[0].String())
 		c.cmd("EHLO client.test", "250 *")
 		// The upstream decides: this one wants AUTH too, and says so.
 		c.cmd("MAIL FROM:<alice@example.com>", "530 5.7.0 Authentication required")

@@ -1,4 +1,4 @@
-package proxy
+package smtp
 
 import (
 	"bytes"
@@ -11,11 +11,12 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/emersion/go-sasl"
-	"github.com/emersion/go-smtp"
+	gosmtp "github.com/emersion/go-smtp"
 
 	"smimeproxy/config"
 	"smimeproxy/internal/lab"
 	"smimeproxy/policy"
+	"smimeproxy/proxy"
 )
 
 // TestLabEndToEnd is how people meet S/MIME through the proxy, against the
@@ -25,10 +26,10 @@ import (
 // all, and alice reads it decrypted.
 func TestLabEndToEnd(t *testing.T) {
 	l := lab.Start(t)
-	p := smtpTestPKI(t)
-	ids := smtpLabIdentities(t, p)
-	ks := smtpKeystore(t, ids.alice, ids.bob)
-	cc := smtpCertCache(t, p) // the trust anchor, and nobody's certificate
+	p := testPKI(t)
+	ids := labIdentities(t, p)
+	ks := newKeystore(t, ids.alice, ids.bob)
+	cc := certCache(t, p) // the trust anchor, and nobody's certificate
 
 	c := config.Default()
 	c.ServerName = "proxy.test"
@@ -36,13 +37,13 @@ func TestLabEndToEnd(t *testing.T) {
 	c.SMTP.Upstream = config.Upstream{Addr: l.Submission, TLS: config.TLSStartTLS, CAFile: l.CA}
 	c.IMAP.Listen = []config.Listener{{Addr: "127.0.0.1:0", TLS: config.TLSNone}}
 	c.IMAP.Upstream = config.Upstream{Addr: l.IMAP, TLS: config.TLSStartTLS, CAFile: l.CA}
-	opts := Options{Config: c, Policy: policy.FromConfig(c.Policy), Keys: ks, Certs: cc,
+	opts := proxy.Options{Config: c, Policy: policy.FromConfig(c.Policy), Keys: ks, Certs: cc,
 		Logger: slog.New(slog.NewTextHandler(t.Output(), nil))}
-	sp, err := NewSMTP(opts)
+	sp, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ip, err := NewIMAP(opts)
+	ip, err := proxy.NewIMAP(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +65,7 @@ func TestLabEndToEnd(t *testing.T) {
 
 	send := func(from, to lab.User, subject, body string) {
 		t.Helper()
-		sc, err := smtp.Dial(sp.Addrs()[0].String())
+		sc, err := gosmtp.Dial(sp.Addrs()[0].String())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -102,7 +103,7 @@ func TestLabEndToEnd(t *testing.T) {
 		}
 		return msgs[0].FindBodySection(section)
 	}
-	marker := smtpMarker(t)
+	marker := marker(t)
 
 	send(alice, bob, "hello "+marker, "Hi Bob, this is Alice.")
 	stored := l.WaitMessage(t, bob.Address, "hello "+marker)

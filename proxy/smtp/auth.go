@@ -1,4 +1,4 @@
-package proxy
+package smtp
 
 import (
 	"bytes"
@@ -8,7 +8,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/emersion/go-sasl"
-	"github.com/emersion/go-smtp"
+	gosmtp "github.com/emersion/go-smtp"
 )
 
 // AUTH is passed through: the proxy logs in upstream with the client's
@@ -26,19 +26,19 @@ import (
 // upstream's final refusal.
 
 const (
-	smtpMechOAuthBearer = "OAUTHBEARER"
-	smtpMechXOAuth2     = "XOAUTH2"
+	mechOAuthBearer = "OAUTHBEARER"
+	mechXOAuth2     = "XOAUTH2"
 )
 
 // AuthMechanisms lists what the client is offered (go-smtp asks only over
 // TLS or on a listener that allows AUTH without it).
-func (s *smtpSession) AuthMechanisms() []string {
+func (s *session) AuthMechanisms() []string {
 	up := s.gen.caps.auth
 	var mechs []string
 	if slices.Contains(up, sasl.Plain) || slices.Contains(up, sasl.Login) {
 		mechs = append(mechs, sasl.Plain, sasl.Login)
 	}
-	for _, m := range []string{smtpMechOAuthBearer, smtpMechXOAuth2} {
+	for _, m := range []string{mechOAuthBearer, mechXOAuth2} {
 		if slices.Contains(up, m) {
 			mechs = append(mechs, m)
 		}
@@ -47,27 +47,27 @@ func (s *smtpSession) AuthMechanisms() []string {
 }
 
 // Auth starts the server side of mech.
-func (s *smtpSession) Auth(mech string) (sasl.Server, error) {
+func (s *session) Auth(mech string) (sasl.Server, error) {
 	if !slices.Contains(s.AuthMechanisms(), mech) {
-		return nil, smtp.ErrAuthUnknownMechanism
+		return nil, gosmtp.ErrAuthUnknownMechanism
 	}
 	s.mu.Lock()
 	inTxn := s.txn != nil
 	s.mu.Unlock()
 	if inTxn {
-		return nil, smtpReplyAuthInTxn
+		return nil, replyAuthInTxn
 	}
 	switch mech {
 	case sasl.Plain:
-		return &smtpPlainServer{auth: s.authPassword}, nil
+		return &plainServer{auth: s.authPassword}, nil
 	case sasl.Login:
-		return &smtpLoginServer{auth: s.authPassword}, nil
+		return &loginServer{auth: s.authPassword}, nil
 	}
-	return &smtpTokenServer{mech: mech, auth: s.authToken}, nil
+	return &tokenServer{mech: mech, auth: s.authToken}, nil
 }
 
 // authPassword logs in upstream with a name and password.
-func (s *smtpSession) authPassword(identity, user, password string) error {
+func (s *session) authPassword(identity, user, password string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.ready(); err != nil {
@@ -83,14 +83,14 @@ func (s *smtpSession) authPassword(identity, user, password string) error {
 	case s.up.supportsAuth(sasl.Login) && (identity == "" || identity == user):
 		c = sasl.NewLoginClient(user, password)
 	default:
-		return smtpReplyNoPassword
+		return replyNoPassword
 	}
 	return s.authUpstream(c, user)
 }
 
 // authToken passes an OAuth token upstream. login is the user the token
 // names, for policy; the upstream checks that it matches the token.
-func (s *smtpSession) authToken(mech string, ir []byte, login string) error {
+func (s *session) authToken(mech string, ir []byte, login string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.ready(); err != nil {
@@ -100,20 +100,20 @@ func (s *smtpSession) authToken(mech string, ir []byte, login string) error {
 		return s.reply(err)
 	}
 	if !s.up.supportsAuth(mech) {
-		return smtp.ErrAuthUnknownMechanism
+		return gosmtp.ErrAuthUnknownMechanism
 	}
-	return s.authUpstream(&smtpTokenClient{mech: mech, ir: ir}, login)
+	return s.authUpstream(&tokenClient{mech: mech, ir: ir}, login)
 }
 
 // authUpstream logs in upstream. After a refusal go-smtp's client sends
 // "*" as if cancelling, which Postfix answers by hanging up ("I can break
 // rules, too"): so the connection is dropped, and another AUTH makes a new one.
-func (s *smtpSession) authUpstream(c sasl.Client, login string) error {
+func (s *session) authUpstream(c sasl.Client, login string) error {
 	if err := s.up.auth(c); err != nil {
-		var se *smtp.SMTPError
+		var se *gosmtp.SMTPError
 		if errors.As(err, &se) {
 			s.gen.metrics.AuthFailures.WithLabelValues("smtp").Inc()
-			s.log.Info("upstream refused the login", "login", login, "reply", smtpReplyText(se))
+			s.log.Info("upstream refused the login", "login", login, "reply", replyText(se))
 			s.up.quit()
 			s.up = nil
 		}
@@ -125,21 +125,21 @@ func (s *smtpSession) authUpstream(c sasl.Client, login string) error {
 }
 
 // supportsAuth reports whether the upstream offered mech after EHLO.
-func (u *smtpUpstream) supportsAuth(mech string) bool {
+func (u *upstream) supportsAuth(mech string) bool {
 	_, mechs := u.c.Extension("AUTH")
 	return slices.Contains(strings.Fields(strings.ToUpper(mechs)), mech)
 }
 
-// smtpPlainServer is SASL PLAIN (RFC 4616): one message, identity NUL user
+// plainServer is SASL PLAIN (RFC 4616): one message, identity NUL user
 // NUL password.
-type smtpPlainServer struct {
+type plainServer struct {
 	auth func(identity, user, password string) error
 	done bool
 }
 
-func (p *smtpPlainServer) Next(resp []byte) ([]byte, bool, error) {
+func (p *plainServer) Next(resp []byte) ([]byte, bool, error) {
 	if p.done {
-		return nil, true, smtpReplyBadSASL
+		return nil, true, replyBadSASL
 	}
 	if resp == nil {
 		return []byte{}, false, nil // no initial response: ask for it
@@ -147,21 +147,21 @@ func (p *smtpPlainServer) Next(resp []byte) ([]byte, bool, error) {
 	p.done = true
 	parts := bytes.Split(resp, []byte{0})
 	if len(parts) != 3 || len(parts[1]) == 0 || !utf8.Valid(parts[0]) || !utf8.Valid(parts[1]) {
-		return nil, true, smtpReplyBadSASL
+		return nil, true, replyBadSASL
 	}
 	return nil, true, p.auth(string(parts[0]), string(parts[1]), string(parts[2]))
 }
 
-// smtpLoginServer is SASL LOGIN (draft-murchison-sasl-login): the server
+// loginServer is SASL LOGIN (draft-murchison-sasl-login): the server
 // asks "Username:" then "Password:". A client may send the name as the
 // initial response, as Outlook does.
-type smtpLoginServer struct {
+type loginServer struct {
 	auth func(identity, user, password string) error
 	step int
 	user string
 }
 
-func (l *smtpLoginServer) Next(resp []byte) ([]byte, bool, error) {
+func (l *loginServer) Next(resp []byte) ([]byte, bool, error) {
 	switch l.step {
 	case 0:
 		if resp == nil {
@@ -170,55 +170,55 @@ func (l *smtpLoginServer) Next(resp []byte) ([]byte, bool, error) {
 		}
 		fallthrough
 	case 1:
-		if len(resp) == 0 || !smtpValidSASLField(resp) {
-			return nil, true, smtpReplyBadSASL
+		if len(resp) == 0 || !validSASLField(resp) {
+			return nil, true, replyBadSASL
 		}
 		l.user, l.step = string(resp), 2
 		return []byte("Password:"), false, nil
 	case 2:
 		l.step = 3
 		if bytes.IndexByte(resp, 0) >= 0 {
-			return nil, true, smtpReplyBadSASL
+			return nil, true, replyBadSASL
 		}
 		return nil, true, l.auth("", l.user, string(resp))
 	}
-	return nil, true, smtpReplyBadSASL
+	return nil, true, replyBadSASL
 }
 
-// smtpValidSASLField is a user name the upstream can be given in PLAIN.
-func smtpValidSASLField(b []byte) bool {
+// validSASLField is a user name the upstream can be given in PLAIN.
+func validSASLField(b []byte) bool {
 	return utf8.Valid(b) && bytes.IndexByte(b, 0) < 0
 }
 
-// smtpTokenServer takes the initial response of OAUTHBEARER (RFC 7628) or
+// tokenServer takes the initial response of OAUTHBEARER (RFC 7628) or
 // XOAUTH2 and passes it upstream.
-type smtpTokenServer struct {
+type tokenServer struct {
 	mech  string
 	auth  func(mech string, ir []byte, login string) error
 	asked bool
 }
 
-func (t *smtpTokenServer) Next(resp []byte) ([]byte, bool, error) {
+func (t *tokenServer) Next(resp []byte) ([]byte, bool, error) {
 	if len(resp) == 0 && !t.asked {
 		t.asked = true
 		return []byte{}, false, nil
 	}
-	login, ok := smtpTokenLogin(t.mech, resp)
+	login, ok := tokenLogin(t.mech, resp)
 	if !ok {
-		return nil, true, smtpReplyBadSASL
+		return nil, true, replyBadSASL
 	}
 	return nil, true, t.auth(t.mech, resp, login)
 }
 
-// smtpTokenLogin finds the user a token response names: the authzid of the
+// tokenLogin finds the user a token response names: the authzid of the
 // OAUTHBEARER GS2 header ("n,a=user@example.com,^A..."), or the user field
 // of XOAUTH2 ("user=user@example.com^Aauth=Bearer ...^A^A").
-func smtpTokenLogin(mech string, resp []byte) (string, bool) {
+func tokenLogin(mech string, resp []byte) (string, bool) {
 	if !utf8.Valid(resp) || bytes.IndexByte(resp, 0) >= 0 {
 		return "", false
 	}
 	s := string(resp)
-	if mech == smtpMechXOAuth2 {
+	if mech == mechXOAuth2 {
 		first, _, _ := strings.Cut(s, "\x01")
 		user, ok := strings.CutPrefix(first, "user=")
 		return user, ok && user != ""
@@ -239,24 +239,24 @@ func smtpTokenLogin(mech string, resp []byte) (string, bool) {
 	return strings.NewReplacer("=2C", ",", "=3D", "=").Replace(a), true
 }
 
-// smtpTokenClient sends a token response upstream. When the upstream
+// tokenClient sends a token response upstream. When the upstream
 // answers with an error challenge, it sends what the mechanism asks (RFC
 // 7628 3.2.3: a single ^A; XOAUTH2: an empty response) so that the upstream
 // gives its final reply.
-type smtpTokenClient struct {
+type tokenClient struct {
 	mech     string
 	ir       []byte
 	answered bool
 }
 
-func (t *smtpTokenClient) Start() (string, []byte, error) { return t.mech, t.ir, nil }
+func (t *tokenClient) Start() (string, []byte, error) { return t.mech, t.ir, nil }
 
-func (t *smtpTokenClient) Next([]byte) ([]byte, error) {
+func (t *tokenClient) Next([]byte) ([]byte, error) {
 	if t.answered {
 		return nil, sasl.ErrUnexpectedServerChallenge
 	}
 	t.answered = true
-	if t.mech == smtpMechOAuthBearer {
+	if t.mech == mechOAuthBearer {
 		return []byte{1}, nil
 	}
 	return []byte{}, nil
