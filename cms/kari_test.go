@@ -41,7 +41,7 @@ func TestKeyWrapNULLParameters(t *testing.T) {
 				t.Fatal(err)
 			}
 			if !bytes.Contains(info, null) {
-				t.Fatalf("%s %s: the recipient info does not carry the NULL parameters", curve, ci.name)
+				t.Fatalf("%s %s: the recipient info does not carry the NULL parameters", curve, ci.cipher)
 			}
 			der, err := envelope(ci, cek, content, 2, [][]byte{info})
 			if err != nil {
@@ -52,7 +52,7 @@ func TestKeyWrapNULLParameters(t *testing.T) {
 				t.Fatal(err)
 			}
 			if got, err := env.Decrypt(id.Cert, id.Key); err != nil || !bytes.Equal(got, content) {
-				t.Errorf("%s %s: Decrypt with NULL key wrap parameters = %q, %v", curve, ci.name, got, err)
+				t.Errorf("%s %s: Decrypt with NULL key wrap parameters = %q, %v", curve, ci.cipher, got, err)
 			}
 		}
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -293,5 +294,33 @@ func TestMessages(t *testing.T) {
 	c.ok("certs", "remove", c.keystore(), "bob@example.org")
 	if code, _, _ := c.run("certs", "show", c.keystore(), "bob@example.org"); code != exitFailure {
 		t.Errorf("certs show after remove: exit %d, want 1", code)
+	}
+}
+
+// TestDecryptNamesCipher: a message in a cipher we do not decrypt is named
+// for what it is, not for the default cipher. OpenSSL makes the messages.
+func TestDecryptNamesCipher(t *testing.T) {
+	c := newCLI(t)
+	ca := testpki.NewCA(t, "Cipher CA")
+	certFile, keyFile, _ := testpki.WriteIdentity(t, c.dir, "rc2", ca.Issue(t, "rc2@example.com", nil))
+	pw := testpki.WriteFile(t, c.dir, "pw.txt", []byte("pw"))
+	openssl(t, "pkcs12", "-export", "-in", certFile, "-inkey", keyFile, "-passout", "file:"+pw, "-out", c.path("rc2.p12"))
+	c.ok("import", c.keystore(), c.path("rc2.p12"), "--password-file", pw)
+	content := testpki.WriteFile(t, c.dir, "content.txt", []byte("Content-Type: text/plain\r\n\r\nold mail\r\n"))
+	for cipher, want := range map[string]string{
+		"rc2-40-cbc":   "encrypted (rc2-40-cbc, not supported, 1 recipient(s)): not decrypted: smime: decrypt: cms: unsupported content cipher rc2-40-cbc (1.2.840.113549.3.2)",
+		"des-cbc":      "encrypted (des-cbc, not supported, 1 recipient(s)): not decrypted: smime: decrypt: cms: unsupported content cipher des-cbc (1.3.14.3.2.7)",
+		"des-ede3-cbc": "encrypted (des-ede3-cbc, 1 recipient(s)): decrypted",
+	} {
+		out := c.path(cipher + ".p7m")
+		openssl(t, "cms", "-encrypt", "-provider", "legacy", "-provider", "default", "-"+cipher, "-binary",
+			"-in", content, "-outform", "DER", "-out", out, certFile)
+		c.stdin = []byte("From: rc2@example.com\r\nTo: rc2@example.com\r\nMIME-Version: 1.0\r\n" +
+			"Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\nContent-Transfer-Encoding: base64\r\n\r\n" +
+			base64.StdEncoding.EncodeToString(must(os.ReadFile(out))) + "\r\n")
+		_, _, errOut := c.run("message", "decrypt", c.keystore(), "--identity", "rc2@example.com")
+		if !strings.Contains(errOut, want) {
+			t.Errorf("message decrypt of %s said %q, want %q", cipher, errOut, want)
+		}
 	}
 }
