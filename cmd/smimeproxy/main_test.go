@@ -125,6 +125,13 @@ func TestCSRWalk(t *testing.T) {
 	if code != exitFailure || !strings.Contains(errOut, "--force") {
 		t.Errorf("backup over an existing file: exit %d, %q; want 1 and a hint at --force", code, errOut)
 	}
+	code, _, errOut = c.run("backup", c.keystore(), "--email", "walk@example.com", "--out", c.path("small.p12"), "--password-file", pw, "--iterations", "4096")
+	if code != exitOK || !strings.Contains(errOut, "warning: 4096 iterations") {
+		t.Errorf("backup --iterations 4096: exit %d, %q; want 0 and a warning", code, errOut)
+	}
+	if got := openssl(t, "pkcs12", "-in", c.path("small.p12"), "-passin", "file:"+pw, "-info", "-noout"); !strings.Contains(got, "Iteration 4096") {
+		t.Errorf("openssl pkcs12 -info of the --iterations 4096 backup: %q, want 4096 iterations", got)
+	}
 }
 
 func must[T any](v T, err error) T {
@@ -144,6 +151,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"csr", "--out", "x"}, "--email is required"},
 		{[]string{"nosuch"}, `unknown command "nosuch"`},
 		{[]string{"backup", "--email", "a@example.com"}, "--email and --out are required"},
+		{[]string{"backup", "--email", "a@example.com", "--out", "x", "--iterations", "1000"}, "invalid value 1000 for --iterations; use at least 2048"},
 		{[]string{"message", "sign", "--hash", "md5"}, `options are sha256, sha384, sha512`},
 		{[]string{"message", "encrypt", "--cipher", "rc2"}, "options are aes-256-cbc"},
 		{[]string{"certs", "show"}, "want 1 argument(s)"},
