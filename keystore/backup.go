@@ -104,6 +104,9 @@ func (s *Store) BackupKey(keyID, password string, opts *BackupOptions) ([]byte, 
 	if e == nil {
 		return nil, fmt.Errorf("%w with id %q", ErrNoIdentity, keyID)
 	}
+	if ke := s.st.broken[keyID]; ke != nil {
+		return nil, ke
+	}
 	if len(e.certs) == 0 {
 		return nil, fmt.Errorf("%w for key %s; import the certificate the CA issued for the CSR", ErrPending, keyID)
 	}

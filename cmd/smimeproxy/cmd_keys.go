@@ -133,7 +133,14 @@ What was done with each certificate is printed.`,
 			}
 			var res *keystore.ImportResult
 			if ks != nil {
-				if res, err = ks.ImportCertificates(certs); err != nil {
+				res, err = ks.ImportCertificates(certs)
+				if errors.Is(err, keystore.ErrLocked) {
+					// A certificate joins one of our keys, whose file's MAC needs the passphrase.
+					if err = e.unlock(c, ks); err == nil {
+						res, err = ks.ImportCertificates(certs)
+					}
+				}
+				if err != nil {
 					return err
 				}
 			} else {
@@ -333,17 +340,39 @@ func identitiesCommand() *command {
 		usage: "identities",
 		short: "list the keys in the keystore with their status and expiry",
 		help: `Lists every key in the keystore: its address, status (pending, active,
-expiring within 30 days, expired, not-yet-valid), key type, id and the end of
-its latest certificate. Needs no passphrase.`,
+expiring within 30 days, expired, not-yet-valid, broken), key type, id and
+the end of its latest certificate. Needs no passphrase; when one is at hand
+(--passphrase-file, $SMIMEPROXY_PASSPHRASE or the configured passphrase_file;
+it never asks) it also checks that each key opens and that no one changed its
+file: a key that fails is listed as broken, with the reason on standard error.`,
 		examples: `  smimeproxy identities
   smimeproxy identities --keystore /var/lib/smimeproxy/keystore`,
 		flags: sf.register,
 		run: func(ctx context.Context, e *env, args []string) error {
-			_, ks, err := sf.open(e, false, false)
+			c, ks, err := sf.open(e, false, false)
 			if err != nil {
 				return err
 			}
-			printIdentities(e.stdout, ks.Identities(), time.Now())
+			pass, ok, err := e.passphraseAtHand(c.Keystore.PassphraseFile)
+			if err != nil {
+				return err
+			}
+			if ok {
+				if err := ks.Unlock(pass); err != nil {
+					return err
+				}
+				noteUpgrade(e, ks)
+			}
+			ids := ks.Identities()
+			printIdentities(e.stdout, ids, time.Now())
+			for _, id := range ids {
+				if id.Status == keystore.StatusBroken {
+					fmt.Fprintf(e.stderr, "broken: %s\n", id.Problem)
+				}
+			}
+			if !ok {
+				fmt.Fprintf(e.stderr, "Keys not checked: with the keystore passphrase (--passphrase-file or $%s) this also checks that each key opens.\n", passphraseEnv)
+			}
 			return nil
 		},
 	}
