@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -330,5 +331,21 @@ func TestDecryptNamesCipher(t *testing.T) {
 		if !strings.Contains(errOut, want) {
 			t.Errorf("message decrypt of %s said %q, want %q", cipher, errOut, want)
 		}
+	}
+}
+
+// TestPanicText: a panic is reported by its type, never its value, which
+// may carry a secret; a runtime error's own text is kept.
+func TestPanicText(t *testing.T) {
+	if got := panicText(errors.New("key bytes 0badc0de")); strings.Contains(got, "0badc0de") || !strings.Contains(got, "*errors.errorString") {
+		t.Errorf("panicText(error) = %q, want the type without the value", got)
+	}
+	var rerr error
+	func() {
+		defer func() { rerr = recover().(error) }()
+		_ = []int{}[len(os.Args)+2]
+	}()
+	if got := panicText(rerr); !strings.Contains(got, "index out of range") {
+		t.Errorf("panicText(runtime error) = %q, want the runtime's text", got)
 	}
 }
