@@ -113,29 +113,34 @@ func (e *KeyError) Error() string { return "keystore: " + e.Path + ": " + e.Reas
 func (e *KeyError) Unwrap() error { return ErrBrokenKey }
 
 // check says why e may not be used, under k, the secrets of the keystore st
-// was read from; nil when it may.
+// was read from; nil when it may. An entry without a MAC is refused even
+// under a version 1 keystore.json: with the secrets at hand the keystore
+// was upgraded, so that file was put back from before.
 func (st *state) check(dir string, e *entry, k *secrets) *KeyError {
 	ke := &KeyError{KeyID: e.id, Path: filepath.Join(dir, keysDir, e.id+".json")}
-	der, err := open(k.data, e.sealed, privateKeyAAD(st.hdr.StoreID, e.id))
-	clear(der)
 	switch {
-	case err != nil:
+	case !st.opens(e, k):
 		ke.Reason = "its private key does not open with this keystore's data key: the file is damaged or comes " +
 			"from another keystore; put back a good copy, or import the key again from a backup"
-	case e.version < formatVersion && st.hdr.Version >= formatVersion:
+	case e.version < formatVersion:
 		ke.Reason = "the file has no MAC binding its addresses and certificates to the data key, which this keystore " +
 			"requires since its upgrade: put back the copy the upgrade wrote, or import the key again from a backup"
-	case e.version >= formatVersion:
+	default:
 		want, err := e.computeMAC(k, st.hdr.StoreID)
 		if err == nil && hmac.Equal(want, e.mac) {
 			return nil
 		}
 		ke.Reason = "its addresses, certificates or other details do not match their MAC: the file was changed " +
 			"without the passphrase; put back a good copy, or import the key again from a backup"
-	default:
-		return nil // version 1 in a version 1 keystore, during its upgrade
 	}
 	return ke
+}
+
+// opens reports whether e's private key opens under k.
+func (st *state) opens(e *entry, k *secrets) bool {
+	der, err := open(k.data, e.sealed, privateKeyAAD(st.hdr.StoreID, e.id))
+	clear(der)
+	return err == nil
 }
 
 // index sorts st's entries by address. With k (the keystore is unlocked)
@@ -143,7 +148,6 @@ func (st *state) check(dir string, e *entry, k *secrets) *KeyError {
 // without, the entries are used as they read, unchecked.
 func (st *state) index(dir string, k *secrets) {
 	st.byEmail, st.brokenFor, st.broken = map[string][]*entry{}, map[string][]*entry{}, map[string]*KeyError{}
-	st.checked = k != nil
 	for _, id := range slices.Sorted(maps.Keys(st.entries)) {
 		e := st.entries[id]
 		target := st.byEmail
@@ -193,7 +197,7 @@ func (s *Store) upgrade(passphrase []byte) (bool, error) {
 	defer k.clear()
 	for _, id := range slices.Sorted(maps.Keys(st.entries)) {
 		e := st.entries[id]
-		if e.version >= formatVersion || st.check(s.dir, e, k) != nil {
+		if e.version >= formatVersion || !st.opens(e, k) {
 			continue // a key that does not open stays as it is, and is reported
 		}
 		if err := s.writeEntry(st, e, k); err != nil {

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -96,7 +97,7 @@ func TestUpgrade(t *testing.T) {
 	if err := s.Unlock([]byte("wrong")); !errors.Is(err, ErrWrongPassphrase) {
 		t.Fatalf("Unlock(wrong) = %v, want ErrWrongPassphrase", err)
 	}
-	if after := readAll(t, dir); !maps2Equal(before, after) {
+	if after := readAll(t, dir); !maps.Equal(before, after) {
 		t.Fatal("a wrong passphrase changed files")
 	}
 
@@ -120,6 +121,10 @@ func TestUpgrade(t *testing.T) {
 	}
 
 	upgraded := readAll(t, dir)
+	v2Entry, err := os.ReadFile(entryFile)
+	if err != nil {
+		t.Fatal(err)
+	}
 	again, err := Open(dir, &Options{RecheckInterval: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -127,7 +132,7 @@ func TestUpgrade(t *testing.T) {
 	if err := again.Unlock([]byte(fixturePassphrase)); err != nil || again.Upgraded() {
 		t.Fatalf("second Unlock = %v, upgraded %v; want nil, false", err, again.Upgraded())
 	}
-	if after := readAll(t, dir); !maps2Equal(upgraded, after) {
+	if after := readAll(t, dir); !maps.Equal(upgraded, after) {
 		t.Error("the second unlock rewrote files")
 	}
 
@@ -145,12 +150,24 @@ func TestUpgrade(t *testing.T) {
 		t.Errorf("Identities() with the entry put back in version 1 = %+v, want it broken for lack of a MAC", ids)
 	}
 
-	// keystore.json put back from before the upgrade upgrades again, and
-	// says so: the one thing an upgrade cannot tell from a first one.
-	if err := os.WriteFile(entryFile, []byte(upgraded[entryFile][strings.IndexByte(upgraded[entryFile], '\n')+1:]), fileMode); err != nil {
+	// With keystore.json put back from before the upgrade too, a running
+	// store still refuses an entry without a MAC.
+	if err := os.WriteFile(filepath.Join(dir, headerFile), v1Header, fileMode); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, headerFile), v1Header, fileMode); err != nil {
+	moved := readJSON(t, entryFile)
+	moved["emails"] = []any{"mallory@example.com"}
+	writeJSON(t, entryFile, moved)
+	if err := again.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if got := again.Emails(); len(got) != 0 {
+		t.Errorf("Emails() of the running store with version 1 files put back = %v, want none", got)
+	}
+
+	// Unlocking that upgrades again, and says so: the one thing an upgrade
+	// cannot tell from a first one.
+	if err := os.WriteFile(entryFile, v2Entry, fileMode); err != nil {
 		t.Fatal(err)
 	}
 	third, err := Open(dir, nil)
@@ -172,18 +189,6 @@ func TestUpgrade(t *testing.T) {
 	if err := fourth.Unlock([]byte(fixturePassphrase)); err == nil || !strings.Contains(err.Error(), "altered") {
 		t.Errorf("Unlock with the version turned back = %v, want an error saying keystore.json was altered", err)
 	}
-}
-
-func maps2Equal(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
 }
 
 // twoUsers makes a keystore with active keys for alice and bob, and
@@ -390,7 +395,7 @@ func TestImportCertificatesNeedsUnlock(t *testing.T) {
 	if _, err := locked.ImportCertificates([]*x509.Certificate{ca.Issue(t, "carol@example.com", &testpki.Options{PublicKey: csr.PublicKey}).Cert}); !errors.Is(err, ErrLocked) {
 		t.Errorf("ImportCertificates of our certificate while locked = %v, want ErrLocked", err)
 	}
-	if !maps2Equal(before, readAll(t, dir)) {
+	if !maps.Equal(before, readAll(t, dir)) {
 		t.Error("a refused import changed files")
 	}
 	res, err := locked.ImportCertificates([]*x509.Certificate{ca.Issue(t, "dave@example.com", nil).Cert})

@@ -92,11 +92,9 @@ type state struct {
 	entries map[string]*entry // every entry file, by id
 	// Set by index: byEmail holds the entries that may be used, each sorted
 	// by creation; broken and brokenFor the ones refused, by id and address.
-	// checked says whether entries were checked under the data key.
 	byEmail   map[string][]*entry
 	brokenFor map[string][]*entry
 	broken    map[string]*KeyError
-	checked   bool
 }
 
 // header is keystore.json.
