@@ -27,14 +27,21 @@ var (
 // UnsupportedError names an algorithm or structure this package does not handle.
 type UnsupportedError struct {
 	What string                // "content cipher", "signature algorithm", ...
+	Name string                // the algorithm's name when known, such as "rc2-40-cbc"
 	OID  asn1.ObjectIdentifier // nil when not about an OID
 }
 
 func (e *UnsupportedError) Error() string {
-	if e.OID == nil {
-		return "cms: unsupported " + e.What
+	msg := "cms: unsupported " + e.What
+	switch {
+	case e.Name != "" && e.OID != nil && e.Name != e.OID.String():
+		return msg + " " + e.Name + " (" + e.OID.String() + ")"
+	case e.Name != "":
+		return msg + " " + e.Name
+	case e.OID != nil:
+		return msg + " " + e.OID.String()
 	}
-	return "cms: unsupported " + e.What + " " + e.OID.String()
+	return msg
 }
 
 // SyntaxError reports input that is not well-formed CMS.
@@ -59,16 +66,21 @@ type Capability struct {
 	Parameters []byte // DER, nil when absent
 }
 
-// Cipher names a content-encryption algorithm.
-type Cipher int
+// Cipher names a content-encryption algorithm as OpenSSL does
+// ("aes-256-cbc"). An algorithm this package cannot decrypt is still named
+// ("rc2-40-cbc", "des-cbc"), and one it does not know at all by its OID in
+// dotted form, so that logs and headers always say what a message used.
+// The zero value means AES256CBC where a cipher is chosen (EncryptOptions).
+type Cipher string
 
+// The ciphers this package encrypts with, and DES3CBC, which it only decrypts.
 const (
-	AES256CBC Cipher = iota // the default: every client reads it
-	AES128CBC
-	AES192CBC
-	AES128GCM // AuthEnvelopedData (RFC 5083, RFC 5084)
-	AES256GCM
-	DES3CBC // decryption only, for old mail
+	AES256CBC Cipher = "aes-256-cbc" // the default: every client reads it
+	AES128CBC Cipher = "aes-128-cbc"
+	AES192CBC Cipher = "aes-192-cbc"
+	AES128GCM Cipher = "aes-128-gcm" // AuthEnvelopedData (RFC 5083, RFC 5084)
+	AES256GCM Cipher = "aes-256-gcm"
+	DES3CBC   Cipher = "des-ede3-cbc" // decryption only, for old mail
 )
 
 // AEAD reports whether c is carried in AuthEnvelopedData.
@@ -157,8 +169,8 @@ type Recipient struct {
 // Envelope is a parsed EnvelopedData or AuthEnvelopedData.
 type Envelope struct {
 	Authenticated bool // AuthEnvelopedData
-	// Cipher is the content cipher; CipherKnown is false when it is one this
-	// package cannot decrypt (CipherOID names it then).
+	// Cipher names the content cipher, whatever it is; CipherKnown is false
+	// when this package cannot decrypt it.
 	Cipher      Cipher
 	CipherKnown bool
 	CipherOID   asn1.ObjectIdentifier

@@ -285,7 +285,7 @@ func TestDefaultCapabilities(t *testing.T) {
 	}
 	for c, want := range names {
 		if got := c.String(); got != want {
-			t.Errorf("Cipher(%d).String() = %q, want %q", int(c), got, want)
+			t.Errorf("%#v.String() = %q, want %q", c, got, want)
 		}
 	}
 }

@@ -66,7 +66,11 @@ func (e *Envelope) DecryptKEK(keyID, kek []byte) ([]byte, error) {
 
 func (e *Envelope) contentCipher() (cipherInfo, error) {
 	if !e.CipherKnown {
-		return cipherInfo{}, &UnsupportedError{What: "content cipher", OID: e.CipherOID}
+		name := string(e.Cipher)
+		if e.Cipher.Supported() { // one of ours, in the other kind of envelope
+			name += map[bool]string{false: " in EnvelopedData", true: " in AuthEnvelopedData"}[e.Authenticated]
+		}
+		return cipherInfo{}, &UnsupportedError{What: "content cipher", Name: name, OID: e.CipherOID}
 	}
 	ci, _ := e.Cipher.info()
 	return ci, nil

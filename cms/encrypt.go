@@ -48,6 +48,12 @@ func Encrypt(content []byte, recipients []*x509.Certificate, opts *EncryptOption
 		infos = append(infos, info)
 	}
 
+	return envelope(ci, cek, content, version, infos)
+}
+
+// envelope encrypts content under cek and wraps it with the recipient
+// infos into a ContentInfo.
+func envelope(ci cipherInfo, cek, content []byte, version int64, infos [][]byte) ([]byte, error) {
 	sealed, err := seal(ci, cek, content)
 	if err != nil {
 		return nil, fmt.Errorf("cms: encrypt: %w", err)

@@ -73,9 +73,8 @@ func ParseEnvelope(data []byte) (*Envelope, error) {
 		return nil, malformed("bad EnvelopedData")
 	}
 	e.CipherOID = e.contentAlg.oid
-	if ci, ok := cipherForOID(e.CipherOID); ok && ci.cipher.AEAD() == e.Authenticated {
-		e.Cipher, e.CipherKnown = ci.cipher, true
-	}
+	e.Cipher = cipherName(e.contentAlg)
+	e.CipherKnown = e.Cipher.Supported() && e.Cipher.AEAD() == e.Authenticated
 	return e, nil
 }
 

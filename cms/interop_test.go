@@ -182,8 +182,9 @@ func TestInteropExamplesCMSEnveloped(t *testing.T) {
 		t.Fatal(err)
 	}
 	var unsupported *cms.UnsupportedError
-	if _, err := env.Decrypt(bob, bobKey); !env.Authenticated || env.CipherKnown || !errors.As(err, &unsupported) {
-		t.Errorf("ChaCha20-Poly1305: authenticated %v, known %v, Decrypt error %v; want an UnsupportedError", env.Authenticated, env.CipherKnown, err)
+	if _, err := env.Decrypt(bob, bobKey); !env.Authenticated || env.CipherKnown || env.Cipher != "chacha20-poly1305" || !errors.As(err, &unsupported) {
+		t.Errorf("ChaCha20-Poly1305: authenticated %v, cipher %q (known %v), Decrypt error %v; want chacha20-poly1305 and an UnsupportedError",
+			env.Authenticated, env.Cipher, env.CipherKnown, err)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"encoding/asn1"
 	"encoding/binary"
+	"errors"
 	"fmt"
 
 	"golang.org/x/crypto/cryptobyte"
@@ -84,10 +85,17 @@ func (r *Recipient) agreedKey(key crypto.PrivateKey) ([]byte, error) {
 	if !ok {
 		return nil, &UnsupportedError{What: "key agreement algorithm", OID: r.keyAlg.oid}
 	}
+	// The KDF covers the key wrap AlgorithmIdentifier as the sender encoded
+	// it: RFC 5753 says its parameters are absent, but NSS 3.100 and later
+	// write (and derive from) NULL ones, and OpenSSL reads both this way.
 	params := cryptobyte.String(r.keyAlg.params)
+	var wrapDER cryptobyte.String
 	var wrap algorithm
-	if !readAlgorithm(&params, &wrap) || !params.Empty() {
+	if !params.ReadASN1Element(&wrapDER, cbasn1.SEQUENCE) || !params.Empty() {
 		return nil, malformed("bad key wrap algorithm")
+	}
+	if s := wrapDER; !readAlgorithm(&s, &wrap) || !wrap.paramsEmpty() {
+		return nil, malformed("bad key wrap algorithm parameters")
 	}
 	kekLen, ok := keyWrapLen(wrap.oid)
 	if !ok {
@@ -101,7 +109,7 @@ func (r *Recipient) agreedKey(key crypto.PrivateKey) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrDecrypt, err)
 	}
-	kek, err := deriveKEK(scheme.hash, scheme.hkdf, z, wrap.oid, r.ukm, kekLen)
+	kek, err := deriveKEK(scheme.hash, scheme.hkdf, z, wrapDER, r.ukm, kekLen)
 	if err != nil {
 		return nil, err
 	}
@@ -113,12 +121,12 @@ func (r *Recipient) agreedKey(key crypto.PrivateKey) ([]byte, error) {
 }
 
 // deriveKEK runs the KDF over the shared secret z and ECC-CMS-SharedInfo
-// (RFC 5753 7.2): the wrap algorithm with absent parameters, the ukm, and
-// the key length in bits.
-func deriveKEK(h crypto.Hash, useHKDF bool, z []byte, wrap asn1.ObjectIdentifier, ukm []byte, kekLen int) ([]byte, error) {
+// (RFC 5753 7.2): the key wrap AlgorithmIdentifier (DER, as the
+// KeyAgreeRecipientInfo carries it), the ukm, and the key length in bits.
+func deriveKEK(h crypto.Hash, useHKDF bool, z, wrapAlg, ukm []byte, kekLen int) ([]byte, error) {
 	info, err := build(func(b *cryptobyte.Builder) {
 		b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-			addAlgorithm(b, wrap, nil)
+			b.AddBytes(wrapAlg)
 			if ukm != nil {
 				b.AddASN1(constructedTag(0), func(b *cryptobyte.Builder) { b.AddASN1OctetString(ukm) })
 			}
@@ -147,8 +155,23 @@ func deriveKEK(h crypto.Hash, useHKDF bool, z []byte, wrap asn1.ObjectIdentifier
 
 // keyAgreement makes a kari for an EC or X25519 public key: an ephemeral
 // key on the same curve, the X9.63 KDF with the hash that matches the curve
-// (RFC 5753 and RFC 8551 2.7.1.2), and the AES key wrap wrap.
+// (RFC 5753 and RFC 8551 2.7.1.2), and the AES key wrap wrap, named with
+// absent parameters as RFC 5753 asks.
 func keyAgreement(pub *ecdh.PublicKey, id CertID, cek []byte, wrap asn1.ObjectIdentifier) ([]byte, error) {
+	wrapAlg, err := build(func(b *cryptobyte.Builder) { addAlgorithm(b, wrap, nil) })
+	if err != nil {
+		return nil, err
+	}
+	return keyAgreementWith(pub, id, cek, wrapAlg)
+}
+
+// keyAgreementWith is keyAgreement with the key wrap AlgorithmIdentifier
+// given as DER: the same bytes go into the message and into the KDF.
+func keyAgreementWith(pub *ecdh.PublicKey, id CertID, cek, wrapAlg []byte) ([]byte, error) {
+	var wrap algorithm
+	if s := cryptobyte.String(wrapAlg); !readAlgorithm(&s, &wrap) || !s.Empty() {
+		return nil, errors.New("cms: bad key wrap algorithm")
+	}
 	curve := pub.Curve()
 	kdf, h, keyAlg := oidDHStdSHA256KDF, crypto.SHA256, oidECPublicKey
 	switch curve {
@@ -159,9 +182,9 @@ func keyAgreement(pub *ecdh.PublicKey, id CertID, cek []byte, wrap asn1.ObjectId
 	case ecdh.X25519():
 		keyAlg = oidX25519
 	}
-	kekLen, ok := keyWrapLen(wrap)
+	kekLen, ok := keyWrapLen(wrap.oid)
 	if !ok {
-		return nil, &UnsupportedError{What: "key wrap algorithm", OID: wrap}
+		return nil, &UnsupportedError{What: "key wrap algorithm", OID: wrap.oid}
 	}
 	eph, err := curve.GenerateKey(rand.Reader)
 	if err != nil {
@@ -171,7 +194,7 @@ func keyAgreement(pub *ecdh.PublicKey, id CertID, cek []byte, wrap asn1.ObjectId
 	if err != nil {
 		return nil, err
 	}
-	kek, err := deriveKEK(h, false, z, wrap, nil, kekLen)
+	kek, err := deriveKEK(h, false, z, wrapAlg, nil, kekLen)
 	if err != nil {
 		return nil, err
 	}
@@ -190,7 +213,7 @@ func keyAgreement(pub *ecdh.PublicKey, id CertID, cek []byte, wrap asn1.ObjectId
 			})
 			b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
 				b.AddASN1ObjectIdentifier(kdf)
-				addAlgorithm(b, wrap, nil)
+				b.AddBytes(wrapAlg)
 			})
 			b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
 				b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {

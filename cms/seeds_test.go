@@ -8,6 +8,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"smimeproxy/cms"
@@ -98,6 +99,9 @@ func TestSeeds(t *testing.T) {
 		}
 	}
 	for name, data := range seedFiles(t, ".p7m") {
+		if strings.HasPrefix(name, "unsupported-") {
+			continue // TestUnsupportedCiphers
+		}
 		env, err := cms.ParseEnvelope(data)
 		if err != nil {
 			t.Errorf("%s: ParseEnvelope: %v", name, err)
@@ -113,6 +117,41 @@ func TestSeeds(t *testing.T) {
 		}
 		if err != nil || !bytes.Equal(got, seedContent) {
 			t.Errorf("%s: decrypted %q, %v", name, got, err)
+		}
+	}
+}
+
+// TestUnsupportedCiphers reads envelopes in ciphers we do not decrypt:
+// each is named, supported or not, and Decrypt says which it is.
+func TestUnsupportedCiphers(t *testing.T) {
+	id := loadSeedIdentity(t, "fuzz-rsa")
+	tests := []struct {
+		file string
+		want cms.Cipher
+		msg  string
+	}{
+		{"unsupported-rc2-40.p7m", "rc2-40-cbc", "cms: unsupported content cipher rc2-40-cbc (1.2.840.113549.3.2)"},
+		{"unsupported-rc2-64.p7m", "rc2-64-cbc", "cms: unsupported content cipher rc2-64-cbc (1.2.840.113549.3.2)"},
+		{"unsupported-rc2-128.p7m", "rc2-128-cbc", "cms: unsupported content cipher rc2-128-cbc (1.2.840.113549.3.2)"},
+		{"unsupported-des.p7m", "des-cbc", "cms: unsupported content cipher des-cbc (1.3.14.3.2.7)"},
+		{"unsupported-oid.p7m", "1.3.14.3.2.99", "cms: unsupported content cipher 1.3.14.3.2.99"},
+	}
+	for _, tc := range tests {
+		data, err := os.ReadFile(filepath.Join("testdata", tc.file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		env, err := cms.ParseEnvelope(data)
+		if err != nil {
+			t.Fatalf("%s: ParseEnvelope: %v", tc.file, err)
+		}
+		if env.Cipher != tc.want || env.Cipher.String() != string(tc.want) || env.CipherKnown || env.Cipher.Supported() {
+			t.Errorf("%s: cipher %q (known %v, supported %v), want %q, unknown", tc.file, env.Cipher, env.CipherKnown, env.Cipher.Supported(), tc.want)
+		}
+		_, err = env.Decrypt(id.cert, id.key)
+		var unsupported *cms.UnsupportedError
+		if !errors.As(err, &unsupported) || err.Error() != tc.msg {
+			t.Errorf("%s: Decrypt = %v, want an UnsupportedError %q", tc.file, err, tc.msg)
 		}
 	}
 }

@@ -75,6 +75,9 @@ func TestSystemdUnit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if !regexp.MustCompile(`(?m)^LimitCORE=0$`).Match(unit) {
+		t.Error("the unit does not set LimitCORE=0: a core dump would hold private keys")
+	}
 	bin := buildStatic(t)
 	// verify wants the binary where ExecStart says.
 	local := strings.Replace(string(unit), "/usr/local/bin/smimeproxy", bin, 1)

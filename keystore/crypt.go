@@ -112,8 +112,11 @@ func newGCM(key []byte) (cipher.AEAD, error) {
 }
 
 // The additional data binds each sealed value to its place: the data key to
-// this keystore, a private key to its entry, so files cannot be swapped.
-func dataKeyAAD(storeID string) []byte { return []byte("smimeproxy keystore v1 data key " + storeID) }
+// this keystore and its format version, a private key to its entry (the
+// same in both versions), so files cannot be swapped.
+func dataKeyAAD(version int, storeID string) []byte {
+	return fmt.Appendf(nil, "smimeproxy keystore v%d data key %s", version, storeID)
+}
 
 func privateKeyAAD(storeID, entryID string) []byte {
 	return []byte("smimeproxy keystore v1 private key " + storeID + " " + entryID)

@@ -31,6 +31,7 @@ const (
 // entry is one private key and the certificates issued for it. Entries are
 // never removed: old keys decrypt old mail.
 type entry struct {
+	version int
 	id      string
 	emails  []string // lower case, sorted
 	keyType KeyType
@@ -40,6 +41,7 @@ type entry struct {
 	sealed  []byte // PKCS #8, sealed under the data key
 	certs   []*x509.Certificate
 	chain   []*x509.Certificate // intermediates, never roots
+	mac     []byte              // version 2: HMAC-SHA-256 of the rest (macInput)
 }
 
 // entryFile is keys/<id>.json.
@@ -54,14 +56,13 @@ type entryFile struct {
 	PrivateKey []byte    `json:"private_key"` // AES-256-GCM(data key, PKCS #8)
 	Certs      [][]byte  `json:"certs,omitempty"`
 	Chain      [][]byte  `json:"chain,omitempty"`
+	MAC        []byte    `json:"mac,omitempty"` // version 2: HMAC-SHA-256 under a key derived from the data key
 }
-
-const formatVersion = 1
 
 func (e *entry) marshal() ([]byte, error) {
 	f := entryFile{
-		Version: formatVersion, ID: e.id, Emails: e.emails, KeyType: e.keyType, Source: e.source,
-		Created: e.created.UTC(), PublicKey: e.pubDER, PrivateKey: e.sealed,
+		Version: e.version, ID: e.id, Emails: e.emails, KeyType: e.keyType, Source: e.source,
+		Created: e.created.UTC(), PublicKey: e.pubDER, PrivateKey: e.sealed, MAC: e.mac,
 	}
 	for _, c := range e.certs {
 		f.Certs = append(f.Certs, c.Raw)
@@ -79,8 +80,13 @@ func parseEntry(data []byte) (*entry, error) {
 	if err := json.Unmarshal(data, &f); err != nil {
 		return nil, err
 	}
-	if f.Version != formatVersion {
+	switch {
+	case f.Version != legacyVersion && f.Version != formatVersion:
 		return nil, fmt.Errorf("unsupported version %d", f.Version)
+	case f.Version == formatVersion && len(f.MAC) != sha256.Size:
+		return nil, errors.New("no MAC, or a MAC of a bad length")
+	case f.Version == legacyVersion && f.MAC != nil:
+		return nil, errors.New("a MAC in a version 1 file")
 	}
 	pub, err := x509.ParsePKIXPublicKey(f.PublicKey)
 	if err != nil {
@@ -97,8 +103,8 @@ func parseEntry(data []byte) (*entry, error) {
 		return nil, errors.New("no private key")
 	}
 	e := &entry{
-		id: id, keyType: f.KeyType, source: f.Source, created: f.Created,
-		pubDER: pubDER, sealed: f.PrivateKey, emails: normalizeEmails(f.Emails),
+		version: f.Version, id: id, keyType: f.KeyType, source: f.Source, created: f.Created,
+		pubDER: pubDER, sealed: f.PrivateKey, emails: normalizeEmails(f.Emails), mac: f.MAC,
 	}
 	if len(e.emails) == 0 {
 		return nil, errors.New("no email address")
@@ -129,6 +135,7 @@ func (e *entry) clone() *entry {
 	c.emails = slices.Clone(e.emails)
 	c.certs = slices.Clone(e.certs)
 	c.chain = slices.Clone(e.chain)
+	c.mac = slices.Clone(e.mac)
 	return &c
 }
 

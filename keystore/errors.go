@@ -19,6 +19,11 @@ var (
 	ErrExpired         = errors.New("keystore: certificate expired")
 	ErrNotYetValid     = errors.New("keystore: certificate not yet valid")
 	ErrNoUsableCert    = errors.New("keystore: no usable certificate")
+	// ErrBrokenKey is a key file the keystore refuses (see KeyError).
+	ErrBrokenKey = errors.New("keystore: broken key")
+	// ErrNotPrivate is a keystore directory or file that others than its
+	// owner may open.
+	ErrNotPrivate = errors.New("keystore: open to other users")
 	// ErrWrongPassword is a wrong password for a PKCS #12 file.
 	ErrWrongPassword = errors.New("keystore: wrong password for the PKCS #12 file")
 	ErrEmptyPassword = errors.New("keystore: the backup password is empty; a backup holds the private key")

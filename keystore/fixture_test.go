@@ -6,6 +6,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"flag"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -26,17 +27,16 @@ const (
 	p12Password       = "pw"
 )
 
-// TestFixture opens a keystore written by an earlier version of this
+// TestFixture opens a keystore written by an earlier build of this
 // package: the on-disk format must stay readable. With -update it writes a
-// new one, and the PKCS #12 seeds of the fuzz tests.
+// new one, and the PKCS #12 seeds of the fuzz tests. (testdata/store-v1 is
+// in the format of before entries were bound to the data key, and is never
+// rewritten: TestUpgrade reads it.)
 func TestFixture(t *testing.T) {
 	if *update {
 		writeFixtures(t)
 	}
-	dir := filepath.Join(t.TempDir(), "store")
-	if err := os.CopyFS(dir, os.DirFS(filepath.Join("testdata", "store"))); err != nil {
-		t.Fatal(err)
-	}
+	dir := copyFixture(t, "store")
 	s, err := Open(dir, nil)
 	if err != nil {
 		t.Fatalf("Open(fixture): %v", err)
@@ -116,6 +116,31 @@ func writeFixtures(t *testing.T) {
 			writeTestdata(t, filepath.Join("testdata", "pkcs12", "ber.p12"), toBERPKCS12(t, p12, p12Password))
 		}
 	}
+}
+
+// copyFixture copies testdata/name to a temporary directory, private to
+// its owner as a keystore must be (git keeps no modes but the executable
+// bit).
+func copyFixture(t *testing.T, name string) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), name)
+	if err := os.CopyFS(dir, os.DirFS(filepath.Join("testdata", name))); err != nil {
+		t.Fatal(err)
+	}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		mode := fs.FileMode(fileMode)
+		if d.IsDir() {
+			mode = dirMode
+		}
+		return os.Chmod(p, mode)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 func writeTestdata(t *testing.T, path string, data []byte) {

@@ -34,7 +34,7 @@ func FuzzDecodePKCS12(f *testing.F) {
 
 // FuzzParseHeader feeds keystore.json as Open and Unlock read it.
 func FuzzParseHeader(f *testing.F) {
-	addSeeds(f, filepath.Join("testdata", "store", headerFile))
+	addSeeds(f, filepath.Join("testdata", "store*", headerFile))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		h, err := parseHeader(data)
 		if err != nil {
@@ -49,7 +49,7 @@ func FuzzParseHeader(f *testing.F) {
 
 // FuzzParseEntry feeds keys/<id>.json as Open reads it.
 func FuzzParseEntry(f *testing.F) {
-	addSeeds(f, filepath.Join("testdata", "store", keysDir, "*.json"))
+	addSeeds(f, filepath.Join("testdata", "store*", keysDir, "*.json"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		e, err := parseEntry(data)
 		if err != nil {

@@ -337,7 +337,7 @@ func TestLookupErrors(t *testing.T) {
 	if _, err := locked.EncryptionCert("enconly@example.com", now); err != nil {
 		t.Errorf("EncryptionCert while locked = %v, want it to work: no secret needed", err)
 	}
-	if _, err := locked.Backup("signonly@example.com", "pw", false); !errors.Is(err, keystore.ErrLocked) {
+	if _, err := locked.Backup("signonly@example.com", "pw", fastBackup); !errors.Is(err, keystore.ErrLocked) {
 		t.Errorf("Backup while locked = %v, want ErrLocked", err)
 	}
 }

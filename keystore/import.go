@@ -48,7 +48,9 @@ const pkcs12Warning = "the private key came inside the PKCS #12 file, so whoever
 // ImportCertificates files what a CA issued: each end-entity certificate
 // whose public key matches a key we hold joins that key's entry (making it
 // active); CA certificates are stored as intermediates of the entries whose
-// chains they complete. The rest is returned, not stored. It needs no
+// chains they complete. The rest is returned, not stored. A change to an
+// entry rewrites its MAC, so it needs the keystore unlocked: ErrLocked
+// otherwise, with nothing written. Certificates that are not ours need no
 // passphrase.
 func (s *Store) ImportCertificates(certs []*x509.Certificate) (*ImportResult, error) {
 	res := &ImportResult{}
@@ -92,7 +94,10 @@ func (s *Store) ImportPKCS12(data []byte, password string) (*ImportResult, error
 	res := &ImportResult{KeyFromPKCS12: true, Warnings: []string{pkcs12Warning}}
 	err = s.write(func(st *state) error {
 		e := st.entries[id]
-		if e == nil {
+		if e != nil && st.broken[id] == nil {
+			e = e.clone()
+		} else {
+			// New, or refused: the key in the file rebuilds the entry.
 			e = &entry{
 				id: id, emails: normalizeEmails(emails), keyType: keyTypeOf(publicOf(key)), source: SourcePKCS12,
 				created: time.Now().UTC().Truncate(time.Second), pubDER: spki,
@@ -140,6 +145,8 @@ func decodePKCS12(data []byte, password string) (crypto.PrivateKey, []*x509.Cert
 
 // importCerts sorts certs into st's entries, plus extra (a key being
 // imported), and saves the entries that changed; the directory lock is held.
+// A certificate for a key the keystore refuses is an error: its entry is
+// not touched, since saving it would bind what may be forged.
 func (s *Store) importCerts(st *state, certs []*x509.Certificate, extra *entry, res *ImportResult) error {
 	work := map[string]*entry{} // entries being changed, cloned from st
 	dirty := map[string]bool{}
@@ -147,7 +154,7 @@ func (s *Store) importCerts(st *state, certs []*x509.Certificate, extra *entry, 
 		if e := work[id]; e != nil {
 			return e
 		}
-		if e := st.entries[id]; e != nil {
+		if e := st.entries[id]; e != nil && st.broken[id] == nil {
 			work[id] = e.clone()
 			return work[id]
 		}
@@ -155,7 +162,7 @@ func (s *Store) importCerts(st *state, certs []*x509.Certificate, extra *entry, 
 	}
 	if extra != nil {
 		work[extra.id] = extra
-		dirty[extra.id] = st.entries[extra.id] == nil
+		dirty[extra.id] = st.entries[extra.id] != extra
 	}
 	var cas []*x509.Certificate
 	for i, c := range certs {
@@ -170,6 +177,9 @@ func (s *Store) importCerts(st *state, certs []*x509.Certificate, extra *entry, 
 			cas = append(cas, c)
 		default:
 			id, _, err := keyID(c.PublicKey)
+			if ke := st.broken[id]; err == nil && ke != nil && work[id] == nil {
+				return fmt.Errorf("keystore: the certificate for %s (%s) is for a key the keystore refuses: %w", certEmails(c), c.Subject, ke)
+			}
 			var e *entry
 			if err == nil {
 				e = get(id)
@@ -193,6 +203,9 @@ func (s *Store) importCerts(st *state, certs []*x509.Certificate, extra *entry, 
 	}
 	for _, id := range ids {
 		e := work[id]
+		if e == nil && st.broken[id] != nil {
+			continue
+		}
 		if e == nil {
 			e = st.entries[id]
 		}
@@ -223,7 +236,7 @@ func (s *Store) importCerts(st *state, certs []*x509.Certificate, extra *entry, 
 
 	for _, id := range slices.Sorted(maps.Keys(dirty)) {
 		if dirty[id] {
-			if err := s.saveEntry(work[id]); err != nil {
+			if err := s.saveEntry(st, work[id]); err != nil {
 				return err
 			}
 		}

@@ -145,7 +145,7 @@ func (s *Store) NewCSR(req CSRRequest) ([]byte, *IdentityInfo, error) {
 		if err := s.sealKey(st, e, key); err != nil {
 			return err
 		}
-		return s.saveEntry(e)
+		return s.saveEntry(st, e)
 	})
 	if err != nil {
 		return nil, nil, err

@@ -6,7 +6,14 @@
 //
 //	keystore.json     the data key, wrapped under a key derived from the passphrase
 //	keys/<id>.json    one private key (sealed under the data key), its addresses,
-//	                  certificates and intermediates
+//	                  certificates and intermediates, and a MAC over all of it
+//	                  under a key derived from the data key
+//
+// Whoever can write the files but lacks the passphrase can neither read a
+// key nor move one to another address: an entry whose MAC does not check is
+// refused once the keystore is unlocked. The directory and its files must be
+// private to their owner (0700, 0600); Open refuses them otherwise, as
+// OpenSSH refuses a private key others can read.
 //
 // Every write goes to a temporary file that is synced and renamed into place,
 // so a crash leaves the old file or the new one. Changing the passphrase
@@ -14,7 +21,6 @@
 package keystore
 
 import (
-	"bytes"
 	"crypto"
 	"crypto/rand"
 	"crypto/x509"
@@ -22,10 +28,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -68,9 +74,10 @@ type Store struct {
 	now     func() time.Time
 	recheck *recheck.Throttle
 
-	mu      sync.RWMutex
-	st      *state
-	dataKey []byte // nil while locked
+	mu       sync.RWMutex
+	st       *state
+	sec      *secrets // nil while locked
+	upgraded bool     // by the last Unlock
 
 	keyMu sync.Mutex
 	keys  map[string]crypto.PrivateKey // unsealed keys by entry id
@@ -82,8 +89,12 @@ type state struct {
 	hdrInfo fs.FileInfo
 	keysMod time.Time // mtime of keys/
 	loaded  time.Time
-	entries map[string]*entry
-	byEmail map[string][]*entry // each sorted by creation
+	entries map[string]*entry // every entry file, by id
+	// Set by index: byEmail holds the entries that may be used, each sorted
+	// by creation; broken and brokenFor the ones refused, by id and address.
+	byEmail   map[string][]*entry
+	brokenFor map[string][]*entry
+	broken    map[string]*KeyError
 }
 
 // header is keystore.json.
@@ -91,7 +102,7 @@ type header struct {
 	Version    int    `json:"version"`
 	StoreID    string `json:"store_id"`
 	KDF        kdf    `json:"kdf"`
-	WrappedKey []byte `json:"wrapped_key"` // AES-256-GCM(KDF(passphrase), data key)
+	WrappedKey []byte `json:"wrapped_key"` // AES-256-GCM(KDF(passphrase), data key), the version in its additional data
 }
 
 func parseHeader(data []byte) (header, error) {
@@ -99,7 +110,7 @@ func parseHeader(data []byte) (header, error) {
 	if err := json.Unmarshal(data, &h); err != nil {
 		return h, err
 	}
-	if h.Version != formatVersion {
+	if h.Version != legacyVersion && h.Version != formatVersion {
 		return h, fmt.Errorf("unsupported version %d", h.Version)
 	}
 	if h.StoreID == "" || len(h.WrappedKey) == 0 {
@@ -175,11 +186,16 @@ func Create(dir string, passphrase []byte, opts *Options) (*Store, error) {
 		}
 		return nil, fmt.Errorf("keystore: create: %w", err)
 	}
-	st, err := load(dir)
+	k, err := newSecrets(dataKey)
 	if err != nil {
 		return nil, err
 	}
-	s.st, s.dataKey = st, dataKey
+	st, err := read(dir)
+	if err != nil {
+		return nil, err
+	}
+	st.index(dir, k)
+	s.st, s.sec = st, k
 	return s, nil
 }
 
@@ -189,7 +205,9 @@ func (h *header) wrap(dataKey, passphrase []byte, p KDFParams) error {
 	if err != nil {
 		return fmt.Errorf("keystore: KDF parameters: %w", err)
 	}
-	sealed, err := seal(k.derive(passphrase), dataKey, dataKeyAAD(h.StoreID))
+	kek := k.derive(passphrase)
+	defer clear(kek)
+	sealed, err := seal(kek, dataKey, dataKeyAAD(h.Version, h.StoreID))
 	if err != nil {
 		return fmt.Errorf("keystore: wrap the data key: %w", err)
 	}
@@ -197,51 +215,80 @@ func (h *header) wrap(dataKey, passphrase []byte, p KDFParams) error {
 	return nil
 }
 
-func (h *header) unwrap(passphrase []byte) ([]byte, error) {
-	dataKey, err := open(h.KDF.derive(passphrase), h.WrappedKey, dataKeyAAD(h.StoreID))
-	if err != nil || len(dataKey) != keySize {
-		return nil, ErrWrongPassphrase
+// unwrap derives the key-encryption key from passphrase and returns what
+// it unlocks.
+func (h *header) unwrap(passphrase []byte) (*secrets, error) {
+	kek := h.KDF.derive(passphrase)
+	defer clear(kek)
+	dataKey, err := h.open(kek)
+	if err != nil {
+		return nil, err
 	}
-	return dataKey, nil
+	return newSecrets(dataKey)
+}
+
+// open unwraps the data key with the key-encryption key.
+func (h *header) open(kek []byte) ([]byte, error) {
+	dataKey, err := open(kek, h.WrappedKey, dataKeyAAD(h.Version, h.StoreID))
+	if err == nil && len(dataKey) == keySize {
+		return dataKey, nil
+	}
+	if h.Version < formatVersion {
+		if _, err := open(kek, h.WrappedKey, dataKeyAAD(formatVersion, h.StoreID)); err == nil {
+			return nil, fmt.Errorf("keystore: %s says version %d, but its key was wrapped for version %d: "+
+				"the file was altered; put back a good copy", headerFile, h.Version, formatVersion)
+		}
+	}
+	return nil, ErrWrongPassphrase
 }
 
 // Open opens the keystore in dir, locked: addresses, certificates and status
 // are readable; private keys need Unlock.
 func Open(dir string, opts *Options) (*Store, error) {
 	s := newStore(dir, opts)
-	st, err := load(dir)
+	st, err := read(dir)
 	if err != nil {
 		return nil, err
 	}
+	st.index(dir, nil)
 	s.st = st
 	atomicfile.RemoveStale(dir, staleTemp)
 	atomicfile.RemoveStale(filepath.Join(dir, keysDir), staleTemp)
 	return s, nil
 }
 
-// load reads the whole keystore. Any damaged file is an error: skipping it
-// would hide a key.
-func load(dir string) (*state, error) {
+// read reads the whole keystore; index then sorts its entries. Any damaged
+// file is an error, and so is a file or directory that others may open:
+// skipping it would hide a key.
+func read(dir string) (*state, error) {
+	var private privacy
+	di, err := os.Stat(dir)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%w in %s; create one first", ErrNoKeystore, dir)
+		}
+		return nil, fmt.Errorf("keystore: %w", err)
+	}
+	private.check(dir, di)
 	hpath := filepath.Join(dir, headerFile)
-	data, err := os.ReadFile(hpath)
+	data, hi, err := readFile(hpath)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%w in %s; create one first", ErrNoKeystore, dir)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("keystore: %w", err)
 	}
-	st := &state{loaded: time.Now(), entries: map[string]*entry{}, byEmail: map[string][]*entry{}}
+	private.check(hpath, hi)
+	st := &state{loaded: time.Now(), hdrInfo: hi, entries: map[string]*entry{}}
 	if st.hdr, err = parseHeader(data); err != nil {
 		return nil, fmt.Errorf("keystore: %s: %w", hpath, err)
-	}
-	if st.hdrInfo, err = os.Stat(hpath); err != nil {
-		return nil, fmt.Errorf("keystore: %w", err)
 	}
 	kdir := filepath.Join(dir, keysDir)
 	fi, err := os.Stat(kdir)
 	if err != nil {
 		return nil, fmt.Errorf("keystore: %w", err)
 	}
+	private.check(kdir, fi)
 	st.keysMod = fi.ModTime()
 	ids, err := listEntries(kdir)
 	if err != nil {
@@ -249,10 +296,11 @@ func load(dir string) (*state, error) {
 	}
 	for _, id := range ids {
 		p := filepath.Join(kdir, id+".json")
-		data, err := os.ReadFile(p)
+		data, fi, err := readFile(p)
 		if err != nil {
 			return nil, fmt.Errorf("keystore: %w", err)
 		}
+		private.check(p, fi)
 		e, err := parseEntry(data)
 		if err == nil && e.id != id {
 			err = fmt.Errorf("file name does not match id %s", e.id)
@@ -260,17 +308,45 @@ func load(dir string) (*state, error) {
 		if err != nil {
 			return nil, fmt.Errorf("keystore: %s: %w", p, err)
 		}
-		st.add(e)
+		st.entries[e.id] = e
+	}
+	if err := private.err(dir); err != nil {
+		return nil, err
 	}
 	return st, nil
 }
 
-func (st *state) add(e *entry) {
-	st.entries[e.id] = e
-	for _, m := range e.emails {
-		st.byEmail[m] = append(st.byEmail[m], e)
-		slices.SortFunc(st.byEmail[m], func(a, b *entry) int { return a.created.Compare(b.created) })
+// readFile reads a file and stats it through the same descriptor.
+func readFile(path string) ([]byte, fs.FileInfo, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
 	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, nil, err
+	}
+	data, err := io.ReadAll(f)
+	return data, fi, err
+}
+
+// load reads the directory and indexes it, checking the entries when the
+// Store holds the secrets of the keystore found there.
+func (s *Store) load() (*state, error) {
+	st, err := read(s.dir)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	var k *secrets
+	if s.st == nil || s.st.hdr.StoreID == st.hdr.StoreID {
+		k = s.sec.clone() // Lock may clear the original meanwhile
+	}
+	s.mu.RUnlock()
+	defer k.clear()
+	st.index(s.dir, k)
+	return st, nil
 }
 
 // listEntries returns the ids of the entry files in dir, skipping temporary
@@ -296,7 +372,7 @@ func listEntries(dir string) ([]string, error) {
 // then ignore failures, so a half-edited directory never stops mail; call
 // Reload to see the error.
 func (s *Store) Reload() error {
-	st, err := load(s.dir)
+	st, err := s.load()
 	if err != nil {
 		return err
 	}
@@ -319,7 +395,7 @@ func (s *Store) swap(st *state) {
 	s.st = st
 	s.keyMu.Lock()
 	for id := range s.keys {
-		if st.entries[id] == nil {
+		if st.entries[id] == nil || st.broken[id] != nil {
 			delete(s.keys, id)
 		}
 	}
@@ -352,22 +428,36 @@ func (s *Store) changed() bool {
 // Dir returns the keystore's directory.
 func (s *Store) Dir() string { return s.dir }
 
-// Unlock derives the key from passphrase and unwraps the data key. A wrong
-// passphrase returns ErrWrongPassphrase and changes nothing.
+// Unlock derives the key from passphrase, unwraps the data key and checks
+// every entry under it: an entry that does not check is refused (see
+// IdentityInfo.Problem and Check), the others are used. A keystore made
+// before entries were bound to the data key is upgraded first (which
+// rewrites its files, once). A wrong passphrase returns ErrWrongPassphrase
+// and changes nothing.
 func (s *Store) Unlock(passphrase []byte) error {
-	st, err := load(s.dir)
+	st, err := read(s.dir)
 	if err != nil {
 		return err
 	}
-	dataKey, err := st.hdr.unwrap(passphrase)
+	upgraded := false
+	if st.hdr.Version < formatVersion {
+		if upgraded, err = s.upgrade(passphrase); err != nil {
+			return err
+		}
+		if st, err = read(s.dir); err != nil {
+			return err
+		}
+	}
+	k, err := st.hdr.unwrap(passphrase)
 	if err != nil {
 		return err
 	}
+	st.index(s.dir, k)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.swap(st)
-	clear(s.dataKey)
-	s.dataKey = dataKey
+	s.sec.clear()
+	s.sec, s.upgraded = k, upgraded
 	return nil
 }
 
@@ -375,7 +465,7 @@ func (s *Store) Unlock(passphrase []byte) error {
 func (s *Store) Locked() bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.dataKey == nil
+	return s.sec == nil
 }
 
 // Lock forgets the data key and every unsealed private key.
@@ -386,8 +476,8 @@ func (s *Store) Lock() {
 }
 
 func (s *Store) lockLocked() {
-	clear(s.dataKey)
-	s.dataKey = nil
+	s.sec.clear()
+	s.sec = nil
 	s.keyMu.Lock()
 	clear(s.keys)
 	s.keyMu.Unlock()
@@ -402,25 +492,26 @@ func (s *Store) ChangePassphrase(oldPassphrase, newPassphrase []byte) error {
 	if len(newPassphrase) == 0 {
 		return ErrEmptyPassphrase
 	}
+	if _, err := s.upgrade(oldPassphrase); err != nil {
+		return err
+	}
 	return s.write(func(st *state) error {
-		dataKey, err := st.hdr.unwrap(oldPassphrase)
+		k, err := st.hdr.unwrap(oldPassphrase)
 		if err != nil {
 			return err
 		}
 		h := st.hdr
-		if err := h.wrap(dataKey, newPassphrase, s.kdf); err != nil {
+		if err := h.wrap(k.data, newPassphrase, s.kdf); err != nil {
+			k.clear()
 			return err
 		}
-		data, err := json.MarshalIndent(h, "", "\t")
-		if err != nil {
-			return err
-		}
-		if err := atomicfile.WriteFile(filepath.Join(s.dir, headerFile), data, fileMode); err != nil {
+		if err := writeHeader(s.dir, h); err != nil {
+			k.clear()
 			return fmt.Errorf("keystore: change passphrase: %w", err)
 		}
 		s.mu.Lock()
-		clear(s.dataKey)
-		s.dataKey = dataKey
+		s.sec.clear()
+		s.sec = k
 		s.mu.Unlock()
 		return nil
 	})
@@ -435,7 +526,7 @@ func (s *Store) write(fn func(st *state) error) error {
 		return fmt.Errorf("keystore: lock %s: %w", s.dir, err)
 	}
 	defer unlock()
-	st, err := load(s.dir)
+	st, err := s.load()
 	if err != nil {
 		return err
 	}
@@ -443,7 +534,7 @@ func (s *Store) write(fn func(st *state) error) error {
 	s.swap(st) // locks the store if the directory now holds another keystore
 	s.mu.Unlock()
 	ferr := fn(st)
-	if st, err = load(s.dir); err != nil {
+	if st, err = s.load(); err != nil {
 		return errors.Join(ferr, err)
 	}
 	s.mu.Lock()
@@ -452,34 +543,35 @@ func (s *Store) write(fn func(st *state) error) error {
 	return ferr
 }
 
-// saveEntry writes an entry's file; the directory lock is held.
-func (s *Store) saveEntry(e *entry) error {
-	data, err := e.marshal()
-	if err != nil {
-		return err
+// saveEntry writes an entry's file with its MAC, for the keystore st was
+// read from; the directory lock is held.
+func (s *Store) saveEntry(st *state, e *entry) error {
+	s.mu.RLock()
+	k := s.sec.clone() // Lock may clear the original meanwhile
+	s.mu.RUnlock()
+	if k == nil {
+		return ErrLocked
 	}
-	if err := atomicfile.WriteFile(filepath.Join(s.dir, keysDir, e.id+".json"), data, fileMode); err != nil {
-		return fmt.Errorf("keystore: save key %s: %w", e.id, err)
-	}
-	return nil
+	defer k.clear()
+	return s.writeEntry(st, e, k)
 }
 
 // sealKey stores key in e, sealed under the data key of the keystore st
 // was read from; the directory lock is held.
 func (s *Store) sealKey(st *state, e *entry, key crypto.PrivateKey) error {
 	s.mu.RLock()
-	dataKey := bytes.Clone(s.dataKey) // Lock may clear the original meanwhile
+	k := s.sec.clone() // Lock may clear the original meanwhile
 	s.mu.RUnlock()
-	if dataKey == nil {
+	if k == nil {
 		return ErrLocked
 	}
-	defer clear(dataKey)
+	defer k.clear()
 	der, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
 		return fmt.Errorf("keystore: encode private key: %w", err)
 	}
 	defer clear(der)
-	e.sealed, err = seal(dataKey, der, privateKeyAAD(st.hdr.StoreID, e.id))
+	e.sealed, err = seal(k.data, der, privateKeyAAD(st.hdr.StoreID, e.id))
 	if err != nil {
 		return fmt.Errorf("keystore: seal private key: %w", err)
 	}
@@ -488,7 +580,7 @@ func (s *Store) sealKey(st *state, e *entry, key crypto.PrivateKey) error {
 
 // privateKey unseals e's key, caching it; s.mu is held (for reading at least).
 func (s *Store) privateKey(e *entry) (crypto.PrivateKey, error) {
-	if s.dataKey == nil {
+	if s.sec == nil {
 		return nil, ErrLocked
 	}
 	s.keyMu.Lock()
@@ -496,7 +588,7 @@ func (s *Store) privateKey(e *entry) (crypto.PrivateKey, error) {
 	if k, ok := s.keys[e.id]; ok {
 		return k, nil
 	}
-	der, err := open(s.dataKey, e.sealed, privateKeyAAD(s.st.hdr.StoreID, e.id))
+	der, err := open(s.sec.data, e.sealed, privateKeyAAD(s.st.hdr.StoreID, e.id))
 	if err != nil {
 		return nil, fmt.Errorf("keystore: key %s does not open with this keystore's data key (file damaged or from another keystore)", e.id)
 	}

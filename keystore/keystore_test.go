@@ -23,6 +23,10 @@ var fastKDF = &keystore.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}
 
 var passphrase = []byte("correct horse battery staple")
 
+// fastBackup keeps tests that make many backups quick; TestBackupParameters
+// checks the defaults.
+var fastBackup = &keystore.BackupOptions{Iterations: keystore.MinBackupIterations}
+
 func newStore(t *testing.T) (*keystore.Store, string) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "keystore")

@@ -23,6 +23,7 @@ const (
 	StatusExpiring    Status = "expiring"      // valid, but ends within ExpiryWarning
 	StatusExpired     Status = "expired"       // every certificate has ended
 	StatusNotYetValid Status = "not-yet-valid" // the only certificates start in the future
+	StatusBroken      Status = "broken"        // refused: see IdentityInfo.Problem
 )
 
 // ExpiryWarning is how long before its end a certificate counts as expiring.
@@ -40,6 +41,10 @@ type IdentityInfo struct {
 	NotAfter time.Time           // the latest end of any certificate; zero while pending
 	Certs    []*x509.Certificate // newest (latest NotAfter) first
 	Chain    []*x509.Certificate // intermediates held for the certificates
+	// Problem says why a broken key is refused, naming its file. Keys are
+	// checked only while the keystore is unlocked; until then the rest of
+	// this information is what the file says, unchecked.
+	Problem string
 }
 
 func infoOf(e *entry, now time.Time) IdentityInfo {
@@ -82,8 +87,12 @@ func (s *Store) Identities() []IdentityInfo {
 	defer s.mu.RUnlock()
 	now := s.now()
 	out := make([]IdentityInfo, 0, len(s.st.entries))
-	for _, e := range s.st.entries {
-		out = append(out, infoOf(e, now))
+	for id, e := range s.st.entries {
+		in := infoOf(e, now)
+		if ke := s.st.broken[id]; ke != nil {
+			in.Status, in.Problem = StatusBroken, ke.Error()
+		}
+		out = append(out, in)
 	}
 	slices.SortFunc(out, func(a, b IdentityInfo) int {
 		if c := strings.Compare(a.Email, b.Email); c != 0 {
@@ -169,9 +178,9 @@ func (s *Store) DecryptionKeys(email string) ([]KeyPair, error) {
 	email = normEmail(email)
 	es := s.st.byEmail[email]
 	if len(es) == 0 {
-		return nil, noIdentity(email)
+		return nil, s.noIdentity(email)
 	}
-	if s.dataKey == nil {
+	if s.sec == nil {
 		return nil, ErrLocked
 	}
 	var out []KeyPair
@@ -208,7 +217,11 @@ func (u usage) String() string {
 	return "encryption"
 }
 
-func noIdentity(email string) error {
+// noIdentity says why email has no usable key; s.mu is held.
+func (s *Store) noIdentity(email string) error {
+	if es := s.st.brokenFor[email]; len(es) > 0 {
+		return fmt.Errorf("no usable key for %s: %w", email, s.st.broken[es[0].id])
+	}
 	return fmt.Errorf("%w for %s; make one with a CSR or import a PKCS #12 file", ErrNoIdentity, email)
 }
 
@@ -222,7 +235,7 @@ func (s *Store) pick(email string, now time.Time, use usage) (*entry, *x509.Cert
 	email = normEmail(email)
 	es := s.st.byEmail[email]
 	if len(es) == 0 {
-		return nil, nil, noIdentity(email)
+		return nil, nil, s.noIdentity(email)
 	}
 	var (
 		bestE               *entry

@@ -122,7 +122,7 @@ func TestPKCS12JoinsCSRKey(t *testing.T) {
 	if _, err := s.ImportCertificates([]*x509.Certificate{cert}); err != nil {
 		t.Fatal(err)
 	}
-	backup, err := s.Backup("alice@example.com", "pw", false)
+	backup, err := s.Backup("alice@example.com", "pw", fastBackup)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +148,7 @@ func TestBackupRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, legacy := range []bool{false, true} {
-		p12, err := s.Backup("Alice@example.com", "backup pw", legacy)
+		p12, err := s.Backup("Alice@example.com", "backup pw", &keystore.BackupOptions{Legacy: legacy, Iterations: keystore.MinBackupIterations})
 		if err != nil {
 			t.Fatalf("Backup(legacy=%v): %v", legacy, err)
 		}
@@ -170,7 +170,7 @@ func TestBackupRoundTrip(t *testing.T) {
 			t.Errorf("restore Joined = %+v, want both certificates of key %s", res.Joined, info.KeyID)
 		}
 	}
-	if _, err := s.BackupKey(info.KeyID, "pw", false); err != nil {
+	if _, err := s.BackupKey(info.KeyID, "pw", fastBackup); err != nil {
 		t.Errorf("BackupKey: %v", err)
 	}
 
@@ -184,11 +184,11 @@ func TestBackupRoundTrip(t *testing.T) {
 		{"pending@example.com", "pw", keystore.ErrPending},
 	}
 	for _, tc := range tests {
-		if _, err := s.Backup(tc.email, tc.password, false); !errors.Is(err, tc.want) {
+		if _, err := s.Backup(tc.email, tc.password, fastBackup); !errors.Is(err, tc.want) {
 			t.Errorf("Backup(%s, %q) = %v, want %v", tc.email, tc.password, err, tc.want)
 		}
 	}
-	if _, err := s.BackupKey("0123456789abcdef0123456789abcdef", "pw", false); !errors.Is(err, keystore.ErrNoIdentity) {
+	if _, err := s.BackupKey("0123456789abcdef0123456789abcdef", "pw", fastBackup); !errors.Is(err, keystore.ErrNoIdentity) {
 		t.Errorf("BackupKey(unknown) = %v, want ErrNoIdentity", err)
 	}
 }
@@ -202,7 +202,7 @@ func TestBackupExpiredKey(t *testing.T) {
 	if _, err := s.ImportCertificates([]*x509.Certificate{cert}); err != nil {
 		t.Fatal(err)
 	}
-	p12, err := s.Backup("alice@example.com", "pw", false)
+	p12, err := s.Backup("alice@example.com", "pw", fastBackup)
 	if err != nil {
 		t.Fatalf("Backup of an expired identity: %v (it still decrypts old mail)", err)
 	}
@@ -327,7 +327,7 @@ func TestCSRWalkOpenSSL(t *testing.T) {
 	}
 	pw := testpki.WriteFile(t, work, "pw", []byte("backup password\n"))
 	for _, legacy := range []bool{false, true} {
-		p12, err := s.Backup("walk@example.com", "backup password", legacy)
+		p12, err := s.Backup("walk@example.com", "backup password", &keystore.BackupOptions{Legacy: legacy})
 		if err != nil {
 			t.Fatal(err)
 		}

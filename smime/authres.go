@@ -62,6 +62,8 @@ func decryptReason(err error) string {
 		return "not decrypted: no matching key"
 	case errors.Is(err, cms.ErrDecrypt):
 		return "not decrypted: decryption failed"
+	case errors.As(err, &unsup) && unsup.Name != "":
+		return "not decrypted: unsupported " + unsup.What + " " + unsup.Name
 	case errors.As(err, &unsup):
 		return "not decrypted: unsupported " + unsup.What
 	default:

@@ -133,7 +133,14 @@ What was done with each certificate is printed.`,
 			}
 			var res *keystore.ImportResult
 			if ks != nil {
-				if res, err = ks.ImportCertificates(certs); err != nil {
+				res, err = ks.ImportCertificates(certs)
+				if errors.Is(err, keystore.ErrLocked) {
+					// A certificate joins one of our keys, whose file's MAC needs the passphrase.
+					if err = e.unlock(c, ks); err == nil {
+						res, err = ks.ImportCertificates(certs)
+					}
+				}
+				if err != nil {
 					return err
 				}
 			} else {
@@ -266,17 +273,22 @@ func backupCommand() *command {
 		sf                   storeFlags
 		email, out, password string
 		legacy, force        bool
+		iterations           int
 	)
 	return &command{
 		name:  "backup",
-		usage: "backup --email ADDR --out FILE.p12 [--password-file FILE] [--legacy]",
+		usage: "backup --email ADDR --out FILE.p12 [--password-file FILE] [--legacy] [--iterations N]",
 		short: "back up a key and its certificates to a password-protected .p12",
 		help: `Writes the key that signs for an address, its certificates and chain to a
 PKCS #12 file protected by a backup password (asked twice without echo
-unless --password-file is given). The file uses AES-256 and PBKDF2-SHA-256,
-which OpenSSL 1.1.1+, Thunderbird, and current Windows and macOS import;
---legacy uses 3DES and SHA-1 for older systems (Windows 7, old macOS and
-Android). Keep the file and its password apart.`,
+unless --password-file is given). The file uses AES-256 and PBKDF2-SHA-256
+with 600,000 iterations and a SHA-256 MAC with as many, as Thunderbird and
+Firefox (NSS) write; OpenSSL 1.1.1+, NSS, and current Windows and macOS
+import it. --legacy uses 3DES and SHA-1 with 2,048 iterations for older
+systems (Windows 7, old macOS and Android). A machine too small for 600,000
+iterations may ask for fewer with --iterations (at least 2,048): each one
+less makes the password cheaper to guess. Keep the file and its password
+apart.`,
 		examples: `  smimeproxy backup --email alice@example.com --out alice.p12
   smimeproxy backup --email alice@example.com --out alice-legacy.p12 --legacy --password-file pw.txt`,
 		flags: func(fs *flag.FlagSet) {
@@ -285,11 +297,16 @@ Android). Keep the file and its password apart.`,
 			fs.StringVar(&out, "out", "", "write the .p12 to `FILE` (required)")
 			fs.StringVar(&password, "password-file", "", "read the backup password from `FILE` (default: ask twice)")
 			fs.BoolVar(&legacy, "legacy", false, "use 3DES and SHA-1 for old clients instead of AES-256")
+			fs.IntVar(&iterations, "iterations", 0, fmt.Sprintf("derive the keys with `N` iterations, at least %d (default %d, %d with --legacy)",
+				keystore.MinBackupIterations, keystore.DefaultBackupIterations, keystore.LegacyBackupIterations))
 			fs.BoolVar(&force, "force", false, "overwrite --out if it exists")
 		},
 		run: func(ctx context.Context, e *env, args []string) error {
 			if email == "" || out == "" {
 				return usagef("--email and --out are required")
+			}
+			if iterations != 0 && iterations < keystore.MinBackupIterations {
+				return usagef("invalid value %d for --iterations; use at least %d", iterations, keystore.MinBackupIterations)
 			}
 			_, ks, err := sf.open(e, false, true)
 			if err != nil {
@@ -299,7 +316,11 @@ Android). Keep the file and its password apart.`,
 			if err != nil {
 				return err
 			}
-			p12, err := ks.Backup(email, string(pw), legacy)
+			if iterations != 0 && iterations < keystore.DefaultBackupIterations {
+				fmt.Fprintf(e.stderr, "warning: %d iterations make the backup password cheaper to guess than the %d Thunderbird uses; "+
+					"choose a long random password\n", iterations, keystore.DefaultBackupIterations)
+			}
+			p12, err := ks.Backup(email, string(pw), &keystore.BackupOptions{Legacy: legacy, Iterations: iterations})
 			if err != nil {
 				return err
 			}
@@ -319,17 +340,39 @@ func identitiesCommand() *command {
 		usage: "identities",
 		short: "list the keys in the keystore with their status and expiry",
 		help: `Lists every key in the keystore: its address, status (pending, active,
-expiring within 30 days, expired, not-yet-valid), key type, id and the end of
-its latest certificate. Needs no passphrase.`,
+expiring within 30 days, expired, not-yet-valid, broken), key type, id and
+the end of its latest certificate. Needs no passphrase; when one is at hand
+(--passphrase-file, $SMIMEPROXY_PASSPHRASE or the configured passphrase_file;
+it never asks) it also checks that each key opens and that no one changed its
+file: a key that fails is listed as broken, with the reason on standard error.`,
 		examples: `  smimeproxy identities
   smimeproxy identities --keystore /var/lib/smimeproxy/keystore`,
 		flags: sf.register,
 		run: func(ctx context.Context, e *env, args []string) error {
-			_, ks, err := sf.open(e, false, false)
+			c, ks, err := sf.open(e, false, false)
 			if err != nil {
 				return err
 			}
-			printIdentities(e.stdout, ks.Identities(), time.Now())
+			pass, ok, err := e.passphraseAtHand(c.Keystore.PassphraseFile)
+			if err != nil {
+				return err
+			}
+			if ok {
+				if err := ks.Unlock(pass); err != nil {
+					return err
+				}
+				noteUpgrade(e, ks)
+			}
+			ids := ks.Identities()
+			printIdentities(e.stdout, ids, time.Now())
+			for _, id := range ids {
+				if id.Status == keystore.StatusBroken {
+					fmt.Fprintf(e.stderr, "broken: %s\n", id.Problem)
+				}
+			}
+			if !ok {
+				fmt.Fprintf(e.stderr, "Keys not checked: with the keystore passphrase (--passphrase-file or $%s) this also checks that each key opens.\n", passphraseEnv)
+			}
 			return nil
 		},
 	}

@@ -68,7 +68,7 @@ func parseCipher(s string) (cms.Cipher, error) {
 			return c, nil
 		}
 	}
-	return 0, usagef("invalid value %q for --cipher; options are %s", s, cipherList())
+	return "", usagef("invalid value %q for --cipher; options are %s", s, cipherList())
 }
 
 // readHeader reads a message's header fields.
@@ -411,7 +411,14 @@ func report(e *env, o *smime.Opened) {
 		if !o.Decrypted {
 			state = "not decrypted: " + o.DecryptErr.Error()
 		}
-		fmt.Fprintf(e.stderr, "encrypted (%s, %d recipient(s)): %s\n", o.Cipher, len(o.Recipients), state)
+		cipher := o.Cipher.String()
+		switch {
+		case cipher == "":
+			cipher = "cipher unknown" // the envelope did not parse
+		case !o.Cipher.Supported():
+			cipher += ", not supported"
+		}
+		fmt.Fprintf(e.stderr, "encrypted (%s, %d recipient(s)): %s\n", cipher, len(o.Recipients), state)
 	}
 	for _, s := range o.Signatures {
 		signer := "unknown signer"

@@ -68,7 +68,9 @@ func checkConfigCommand() *command {
 file is an error naming the file, line and key), loads the TLS certificate,
 opens the keystore and the certificate cache, and unlocks the keystore when a
 passphrase is at hand (--passphrase-file, $SMIMEPROXY_PASSPHRASE or the
-configured passphrase_file). Run it before reloading a running proxy.`,
+configured passphrase_file). Unlocked, it opens every key and names each one
+that does not open or whose file was changed without the passphrase, and
+exits 1 if there is any. Run it before reloading a running proxy.`,
 		examples: `  smimeproxy check-config --config /etc/smimeproxy/config.yaml
   smimeproxy check-config --config config.yaml --passphrase-file /etc/smimeproxy/passphrase`,
 		flags: sf.register,
@@ -113,12 +115,21 @@ func checkConfig(e *env, c *config.Config) error {
 	if err != nil {
 		return err
 	}
+	var broken []*keystore.KeyError
 	if pass, err := e.keystorePassphrase(c.Keystore.PassphraseFile); err != nil {
-		fmt.Fprintf(w, "Keystore %s: %d key(s); not unlocked (%v).\n", ks.Dir(), len(ks.Identities()), err)
+		fmt.Fprintf(w, "Keystore %s: %d key(s); not unlocked, so not checked (%v).\n", ks.Dir(), len(ks.Identities()), err)
 	} else if err := ks.Unlock(pass); err != nil {
 		return fmt.Errorf("keystore %s: %w", ks.Dir(), err)
 	} else {
-		fmt.Fprintf(w, "Keystore %s: %d key(s), unlocked with the passphrase.\n", ks.Dir(), len(ks.Identities()))
+		noteUpgrade(e, ks)
+		if broken, err = ks.Check(); err != nil {
+			return fmt.Errorf("keystore %s: %w", ks.Dir(), err)
+		}
+		n := len(ks.Identities())
+		fmt.Fprintf(w, "Keystore %s: %d key(s), unlocked with the passphrase; %d open.\n", ks.Dir(), n, n-len(broken))
+		for _, ke := range broken {
+			fmt.Fprintf(w, "Key %s is refused: %v\n", ke.KeyID, ke)
+		}
 	}
 	cc, err := openCertCache(c)
 	if err != nil {
@@ -129,5 +140,8 @@ func checkConfig(e *env, c *config.Config) error {
 		fmt.Fprint(w, " and the system roots")
 	}
 	fmt.Fprintln(w, ".")
+	if len(broken) > 0 {
+		return fmt.Errorf("%d key(s) in %s do not open or were changed without the passphrase; see above", len(broken), ks.Dir())
+	}
 	return nil
 }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
+	"runtime/debug"
 	"strings"
 )
 
@@ -60,9 +62,25 @@ const exitCodesHelp = `EXIT CODES
   1  failure; the reason is printed on standard error
   2  usage error`
 
-func run(ctx context.Context, args []string, e *env) int {
+func run(ctx context.Context, args []string, e *env) (code int) {
+	defer func() {
+		if v := recover(); v != nil {
+			fmt.Fprintf(e.stderr, "smimeproxy: internal error (a bug; please report it with what follows): %s\n%s", panicText(v), debug.Stack())
+			code = exitFailure
+		}
+	}()
 	root := &command{name: "smimeproxy", subs: commands()}
 	return root.dispatch(ctx, e, nil, args)
+}
+
+// panicText describes a panic without printing its value, which may carry
+// message text or key bytes: a runtime error's text is the runtime's own
+// (indexes, lengths, type names), anything else is named by its type.
+func panicText(v any) string {
+	if re, ok := v.(runtime.Error); ok {
+		return re.Error()
+	}
+	return fmt.Sprintf("a panic with a value of type %T", v)
 }
 
 // dispatch finds the subcommand named by args[0], or runs c itself.

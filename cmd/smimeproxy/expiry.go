@@ -45,7 +45,7 @@ func (x *expiry) Collect(ch chan<- prometheus.Metric) {
 func (x *expiry) newest() map[string]keystore.IdentityInfo {
 	out := map[string]keystore.IdentityInfo{}
 	for _, id := range x.ks.Identities() {
-		if id.NotAfter.IsZero() {
+		if id.NotAfter.IsZero() || id.Status == keystore.StatusBroken {
 			continue
 		}
 		for _, email := range id.Emails {

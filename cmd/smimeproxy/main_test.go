@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -124,6 +126,13 @@ func TestCSRWalk(t *testing.T) {
 	if code != exitFailure || !strings.Contains(errOut, "--force") {
 		t.Errorf("backup over an existing file: exit %d, %q; want 1 and a hint at --force", code, errOut)
 	}
+	code, _, errOut = c.run("backup", c.keystore(), "--email", "walk@example.com", "--out", c.path("small.p12"), "--password-file", pw, "--iterations", "4096")
+	if code != exitOK || !strings.Contains(errOut, "warning: 4096 iterations") {
+		t.Errorf("backup --iterations 4096: exit %d, %q; want 0 and a warning", code, errOut)
+	}
+	if got := openssl(t, "pkcs12", "-in", c.path("small.p12"), "-passin", "file:"+pw, "-info", "-noout"); !strings.Contains(got, "Iteration 4096") {
+		t.Errorf("openssl pkcs12 -info of the --iterations 4096 backup: %q, want 4096 iterations", got)
+	}
 }
 
 func must[T any](v T, err error) T {
@@ -143,6 +152,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"csr", "--out", "x"}, "--email is required"},
 		{[]string{"nosuch"}, `unknown command "nosuch"`},
 		{[]string{"backup", "--email", "a@example.com"}, "--email and --out are required"},
+		{[]string{"backup", "--email", "a@example.com", "--out", "x", "--iterations", "1000"}, "invalid value 1000 for --iterations; use at least 2048"},
 		{[]string{"message", "sign", "--hash", "md5"}, `options are sha256, sha384, sha512`},
 		{[]string{"message", "encrypt", "--cipher", "rc2"}, "options are aes-256-cbc"},
 		{[]string{"certs", "show"}, "want 1 argument(s)"},
@@ -293,5 +303,49 @@ func TestMessages(t *testing.T) {
 	c.ok("certs", "remove", c.keystore(), "bob@example.org")
 	if code, _, _ := c.run("certs", "show", c.keystore(), "bob@example.org"); code != exitFailure {
 		t.Errorf("certs show after remove: exit %d, want 1", code)
+	}
+}
+
+// TestDecryptNamesCipher: a message in a cipher we do not decrypt is named
+// for what it is, not for the default cipher. OpenSSL makes the messages.
+func TestDecryptNamesCipher(t *testing.T) {
+	c := newCLI(t)
+	ca := testpki.NewCA(t, "Cipher CA")
+	certFile, keyFile, _ := testpki.WriteIdentity(t, c.dir, "rc2", ca.Issue(t, "rc2@example.com", nil))
+	pw := testpki.WriteFile(t, c.dir, "pw.txt", []byte("pw"))
+	openssl(t, "pkcs12", "-export", "-in", certFile, "-inkey", keyFile, "-passout", "file:"+pw, "-out", c.path("rc2.p12"))
+	c.ok("import", c.keystore(), c.path("rc2.p12"), "--password-file", pw)
+	content := testpki.WriteFile(t, c.dir, "content.txt", []byte("Content-Type: text/plain\r\n\r\nold mail\r\n"))
+	for cipher, want := range map[string]string{
+		"rc2-40-cbc":   "encrypted (rc2-40-cbc, not supported, 1 recipient(s)): not decrypted: smime: decrypt: cms: unsupported content cipher rc2-40-cbc (1.2.840.113549.3.2)",
+		"des-cbc":      "encrypted (des-cbc, not supported, 1 recipient(s)): not decrypted: smime: decrypt: cms: unsupported content cipher des-cbc (1.3.14.3.2.7)",
+		"des-ede3-cbc": "encrypted (des-ede3-cbc, 1 recipient(s)): decrypted",
+	} {
+		out := c.path(cipher + ".p7m")
+		openssl(t, "cms", "-encrypt", "-provider", "legacy", "-provider", "default", "-"+cipher, "-binary",
+			"-in", content, "-outform", "DER", "-out", out, certFile)
+		c.stdin = []byte("From: rc2@example.com\r\nTo: rc2@example.com\r\nMIME-Version: 1.0\r\n" +
+			"Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\nContent-Transfer-Encoding: base64\r\n\r\n" +
+			base64.StdEncoding.EncodeToString(must(os.ReadFile(out))) + "\r\n")
+		_, _, errOut := c.run("message", "decrypt", c.keystore(), "--identity", "rc2@example.com")
+		if !strings.Contains(errOut, want) {
+			t.Errorf("message decrypt of %s said %q, want %q", cipher, errOut, want)
+		}
+	}
+}
+
+// TestPanicText: a panic is reported by its type, never its value, which
+// may carry a secret; a runtime error's own text is kept.
+func TestPanicText(t *testing.T) {
+	if got := panicText(errors.New("key bytes 0badc0de")); strings.Contains(got, "0badc0de") || !strings.Contains(got, "*errors.errorString") {
+		t.Errorf("panicText(error) = %q, want the type without the value", got)
+	}
+	var rerr error
+	func() {
+		defer func() { rerr = recover().(error) }()
+		_ = []int{}[len(os.Args)+2]
+	}()
+	if got := panicText(rerr); !strings.Contains(got, "index out of range") {
+		t.Errorf("panicText(runtime error) = %q, want the runtime's text", got)
 	}
 }

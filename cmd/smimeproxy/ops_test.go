@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -158,6 +160,44 @@ func TestCheckConfig(t *testing.T) {
 	if code, _, errOut := c.run("check-config", "--config", cfg); code != exitFailure || !strings.Contains(errOut, "wrong passphrase") {
 		t.Errorf("check-config with a wrong passphrase: exit %d, %q", code, errOut)
 	}
+	c.vars["SMIMEPROXY_PASSPHRASE"] = "correct horse battery staple"
+
+	// A key file changed without the passphrase: named, and exit 1.
+	files, err := filepath.Glob(c.path("state/keystore/keys/*.json"))
+	if err != nil || len(files) != 1 {
+		t.Fatalf("key files: %v, %v", files, err)
+	}
+	data := must(os.ReadFile(files[0]))
+	if err := os.WriteFile(files[0], bytes.Replace(data, []byte("a@example.com"), []byte("b@example.com"), 1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := c.run("check-config", "--config", cfg)
+	if code != exitFailure || !strings.Contains(out, "is refused") || !strings.Contains(out, files[0]) || !strings.Contains(errOut, "1 key(s)") {
+		t.Errorf("check-config with a changed key file: exit %d\nstdout %s\nstderr %s\nwant 1, naming the file", code, out, errOut)
+	}
+	code, out, errOut = c.run("identities", "--config", cfg)
+	if code != exitOK || !strings.Contains(out, "broken") || !strings.Contains(errOut, files[0]) {
+		t.Errorf("identities with a changed key file: exit %d\nstdout %s\nstderr %s\nwant the key broken, naming the file", code, out, errOut)
+	}
+	delete(c.vars, "SMIMEPROXY_PASSPHRASE")
+	if code, out, errOut = c.run("identities", "--config", cfg); code != exitOK || strings.Contains(out, "broken") || !strings.Contains(errOut, "not checked") {
+		t.Errorf("identities without a passphrase: exit %d\nstdout %s\nstderr %s\nwant the key listed, unchecked", code, out, errOut)
+	}
+	if err := os.WriteFile(files[0], data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	// A keystore others may read is refused, with the fix.
+	if err := os.Chmod(c.path("state/keystore"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errOut := c.run("identities", "--config", cfg); code != exitFailure || !strings.Contains(errOut, "chmod -R go-rwx "+c.path("state/keystore")) {
+		t.Errorf("identities of a keystore open to others: exit %d, %q; want 1 and the chmod to run", code, errOut)
+	}
+	if err := os.Chmod(c.path("state/keystore"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+
 	bad := testpki.WriteFile(t, c.dir, "bad.yaml", []byte("smtp:\n  listen:\n    - {addr: \"0.0.0.0:25\", tls: none}\n"))
 	if code, _, errOut := c.run("check-config", "--config", bad); code != exitFailure || !strings.Contains(errOut, "insecure_plaintext") {
 		t.Errorf("check-config of a plaintext listener on the network: exit %d, %q", code, errOut)

@@ -50,26 +50,37 @@ func readSecretFile(path string) ([]byte, error) {
 // --passphrase-file or the configuration, then $SMIMEPROXY_PASSPHRASE, then a
 // systemd credential named "passphrase", then a prompt on the terminal.
 func (e *env) keystorePassphrase(file string) ([]byte, error) {
-	if file != "" {
-		p, err := readSecretFile(file)
-		if err != nil {
-			return nil, fmt.Errorf("read keystore passphrase: %w", err)
-		}
-		return nonEmpty(p, "keystore passphrase in "+file)
-	}
-	if p := e.getenv(passphraseEnv); p != "" {
-		return []byte(p), nil
-	}
-	if dir := e.getenv("CREDENTIALS_DIRECTORY"); dir != "" {
-		if p, err := readSecretFile(filepath.Join(dir, "passphrase")); err == nil {
-			return nonEmpty(p, "keystore passphrase credential")
-		}
+	if p, ok, err := e.passphraseAtHand(file); ok || err != nil {
+		return p, err
 	}
 	p, err := e.prompt("Keystore passphrase: ")
 	if err != nil {
 		return nil, fmt.Errorf("no keystore passphrase: use --passphrase-file FILE or set %s (%w)", passphraseEnv, err)
 	}
 	return nonEmpty(p, "keystore passphrase")
+}
+
+// passphraseAtHand is keystorePassphrase without the prompt: ok is false
+// when no source holds a passphrase.
+func (e *env) passphraseAtHand(file string) (p []byte, ok bool, err error) {
+	if file != "" {
+		p, err := readSecretFile(file)
+		if err != nil {
+			return nil, true, fmt.Errorf("read keystore passphrase: %w", err)
+		}
+		p, err = nonEmpty(p, "keystore passphrase in "+file)
+		return p, true, err
+	}
+	if p := e.getenv(passphraseEnv); p != "" {
+		return []byte(p), true, nil
+	}
+	if dir := e.getenv("CREDENTIALS_DIRECTORY"); dir != "" {
+		if p, err := readSecretFile(filepath.Join(dir, "passphrase")); err == nil {
+			p, err = nonEmpty(p, "keystore passphrase credential")
+			return p, true, err
+		}
+	}
+	return nil, false, nil
 }
 
 // newSecret reads a secret that is being set: from file when given, else

@@ -70,6 +70,7 @@ close IMAP sessions with BYE, and exit 0.`,
 					s.reload(sf, e)
 				case <-daily.C:
 					s.expiry.warn(log)
+					s.checkKeys()
 				case <-ctx.Done():
 					return s.shutdown()
 				}
@@ -148,6 +149,7 @@ func start(ctx context.Context, c *config.Config, ks *keystore.Store, cc *certca
 		}
 	}
 	s.expiry.warn(log)
+	s.checkKeys()
 	log.Info("smimeproxy started", "smtp", addrList(s.smtp.Addrs()), "imap", addrList(s.imap.Addrs()), "metrics", c.Metrics.Listen,
 		"identities", len(ks.Emails()))
 	return s, nil
@@ -185,13 +187,32 @@ func (s *server) ready(ctx context.Context) error {
 	return nil
 }
 
+// checkKeys logs an error for every key the keystore refuses: one that
+// does not open, or whose file was changed without the passphrase. Mail
+// for its address is then served as if there were no key.
+func (s *server) checkKeys() {
+	broken, err := s.ks.Check()
+	if err != nil {
+		s.log.Error("keystore not checked", "err", err)
+	}
+	for _, ke := range broken {
+		s.log.Error("key refused: it does not open, or its file was changed without the passphrase; "+
+			"put back a good copy or import it again from a backup", "key_id", ke.KeyID, "file", ke.Path, "err", ke.Reason)
+	}
+}
+
 // reload reads the configuration again and applies it to new sessions; on
-// any error the running configuration stays as it is.
+// any error the running configuration stays as it is. A keystore
+// passphrase that the new configuration gives without a prompt must unlock
+// the keystore, so that the next start does not fail on it.
 func (s *server) reload(sf storeFlags, e *env) {
 	s.log.Info("reloading on SIGHUP")
 	c, err := sf.load(e)
 	if err == nil && (c.Keystore.Dir != s.cfg.Keystore.Dir || c.CertCacheDir() != s.cfg.CertCacheDir()) {
 		err = errors.New("keystore.dir and certcache.dir change only on restart")
+	}
+	if err == nil {
+		err = s.checkPassphrase(c, e)
 	}
 	if err != nil {
 		s.log.Error("reload refused; the running configuration stays", "err", err)
@@ -223,7 +244,22 @@ func (s *server) reload(sf storeFlags, e *env) {
 	}
 	s.cfg, s.opts, s.cert = c, opts, opts.Cert
 	s.expiry.warn(s.log)
+	s.checkKeys()
 	s.log.Info("reloaded", "config", c.Path())
+}
+
+// checkPassphrase unlocks the keystore with the passphrase c gives (its
+// file, $SMIMEPROXY_PASSPHRASE or the systemd credential). One that was
+// typed at start cannot be asked again, and the keys stay unlocked.
+func (s *server) checkPassphrase(c *config.Config, e *env) error {
+	pass, ok, err := e.passphraseAtHand(c.Keystore.PassphraseFile)
+	if err != nil || !ok {
+		return err
+	}
+	if err := s.ks.Unlock(pass); err != nil {
+		return fmt.Errorf("the keystore passphrase of the new configuration does not unlock %s: %w", s.ks.Dir(), err)
+	}
+	return nil
 }
 
 // shutdown stops accepting, lets messages in flight finish up to the

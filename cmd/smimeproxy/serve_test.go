@@ -66,6 +66,7 @@ func TestServe(t *testing.T) {
 
 	metrics := testutil.UnusedAddr(t)
 	cfgPath := filepath.Join(dir, "config.yaml")
+	keystoreExtra := "" // more keys of the keystore section
 	writeCfg := func(extra string) {
 		cfg := fmt.Sprintf(`smtp:
   listen: [{addr: "127.0.0.1:0", tls: none}]
@@ -75,12 +76,13 @@ imap:
   upstream: {addr: %q, tls: none}
 keystore:
   dir: state/keystore
+%s
 trust:
   system_roots: false
 metrics:
   listen: %q
 shutdown_timeout: 5s
-%s`, up.SMTPAddr, up.IMAPAddr, metrics, extra)
+%s`, up.SMTPAddr, up.IMAPAddr, keystoreExtra, metrics, extra)
 		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -149,6 +151,46 @@ shutdown_timeout: 5s
 	waitFor(t, &log, `reload refused; the running configuration stays.*policy.sign`)
 	if got := send("third"); bytes.Contains(got, []byte("pkcs7")) {
 		t.Errorf("a refused reload changed the policy:\n%s", got)
+	}
+
+	// A passphrase file that would not unlock the keystore at the next
+	// start is refused now.
+	wrong := filepath.Join(dir, "wrong-passphrase")
+	if err := os.WriteFile(wrong, []byte("not the passphrase\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	keystoreExtra = fmt.Sprintf("  passphrase_file: %q", wrong)
+	writeCfg("policy:\n  encrypt: never\n")
+	keystoreExtra = ""
+	hup <- syscall.SIGHUP
+	waitFor(t, &log, `reload refused; the running configuration stays.*does not unlock.*wrong passphrase`)
+	if got := send("fourth"); bytes.Contains(got, []byte("pkcs7")) {
+		t.Errorf("a reload refused for its passphrase changed the policy:\n%s", got)
+	}
+
+	// A key file changed without the passphrase is named in the log.
+	files, err := filepath.Glob(filepath.Join(dir, "state", "keystore", "keys", "*.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tampered := 0
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(data, []byte("bob@demo.test")) {
+			tampered++
+			if err := os.WriteFile(f, bytes.ReplaceAll(data, []byte("bob@demo.test"), []byte("eve@demo.test")), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			writeCfg("policy:\n  encrypt: never\n")
+			hup <- syscall.SIGHUP
+			waitFor(t, &log, `level=ERROR msg="key refused.*file=`+regexp.QuoteMeta(f))
+		}
+	}
+	if tampered != 1 {
+		t.Fatalf("changed %d key files for bob, want 1", tampered)
 	}
 
 	cancel()

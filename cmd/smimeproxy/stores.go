@@ -129,7 +129,19 @@ func (e *env) unlock(c *config.Config, ks *keystore.Store) error {
 	if err != nil {
 		return err
 	}
-	return ks.Unlock(pass)
+	if err := ks.Unlock(pass); err != nil {
+		return err
+	}
+	noteUpgrade(e, ks)
+	return nil
+}
+
+// noteUpgrade says so when unlocking upgraded the keystore's files.
+func noteUpgrade(e *env, ks *keystore.Store) {
+	if ks.Upgraded() {
+		fmt.Fprintf(e.stderr, "Upgraded the keystore %s: each key file is now bound to the keystore's data key. "+
+			"This happens once; if it happens again, someone put back a keystore.json from before the upgrade.\n", ks.Dir())
+	}
 }
 
 // openCertCache opens the certificate cache the configuration names.

@@ -111,26 +111,37 @@ func (g *Gpgsm) ImportCert(t testing.TB, name string, c *x509.Certificate) {
 }
 
 // ImportIdentity gives gpgsm id's key and certificates, through a PKCS #12
-// file in the legacy encryption that gpgsm 2.2 reads.
-//
-// gpgsm 2.2.40 rejects about one such file in forty as if the passphrase were
-// wrong ("possibly bad passphrase given"), always the same file, which openssl
-// reads fine: its PKCS #12 parser trips over some encodings. A file exported
-// again has a new salt and IV, so a few exports get one it reads.
+// file that openssl makes in the legacy encryption that gpgsm 2.2 reads.
 func (g *Gpgsm) ImportIdentity(t testing.TB, name string, id *testpki.Identity) {
 	t.Helper()
 	g.Write(t, name+".crt", testpki.CertPEM(id.Cert))
 	g.Write(t, name+".key", testpki.KeyPEM(t, id.Key))
 	args := []string{"pkcs12", "-export", "-in", name + ".crt", "-inkey", name + ".key", "-passout", "pass:" + Passphrase,
-		"-keypbe", "PBE-SHA1-3DES", "-certpbe", "PBE-SHA1-3DES", "-macalg", "sha1", "-out", name + ".p12"}
+		"-keypbe", "PBE-SHA1-3DES", "-certpbe", "PBE-SHA1-3DES", "-macalg", "sha1"}
 	if len(id.Chain) > 0 {
 		args = append(args, "-certfile", g.Write(t, name+".chain.pem", testpki.CertPEM(id.Chain...)))
 	}
-	var stderr []byte
-	for range 5 {
-		if _, errOut, err := g.exec(g.openssl, nil, nil, args...); err != nil {
+	g.ImportPKCS12(t, name, func() []byte {
+		out, errOut, err := g.exec(g.openssl, nil, nil, args...)
+		if err != nil {
 			t.Fatalf("openssl %s: %v\n%s", strings.Join(args, " "), err, errOut)
 		}
+		return out
+	})
+}
+
+// ImportPKCS12 gives gpgsm the key and certificates in a PKCS #12 file that
+// export makes, protected by Passphrase.
+//
+// gpgsm 2.2.40 rejects about one such file in forty as if the passphrase were
+// wrong ("possibly bad passphrase given"), always the same file, which openssl
+// reads fine: its PKCS #12 parser trips over some encodings. A file exported
+// again has a new salt and IV, so a few exports get one it reads.
+func (g *Gpgsm) ImportPKCS12(t testing.TB, name string, export func() []byte) {
+	t.Helper()
+	var stderr []byte
+	for range 5 {
+		g.Write(t, name+".p12", export())
 		_, errOut, err := g.Try([]byte(Passphrase+"\n"), "--batch", "--pinentry-mode", "loopback", "--passphrase-fd", "0", "--import", name+".p12")
 		if err == nil {
 			return
