@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -16,6 +17,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"smimeproxy/internal/mailaddr"
 )
 
 // DefaultPath is where serve and the admin commands look without --config.
@@ -410,6 +413,23 @@ func (p *Policy) validate(bad func(key, format string, args ...any)) {
 	}
 	for name, r := range p.Domains {
 		rules("policy.domains."+name, r, true)
+	}
+	sameName("policy.users", slices.Collect(maps.Keys(p.Users)), mailaddr.Normalize, bad)
+	sameName("policy.senders", slices.Collect(maps.Keys(p.Senders)), mailaddr.Normalize, bad)
+	sameName("policy.domains", slices.Collect(maps.Keys(p.Domains)), mailaddr.Domain, bad)
+}
+
+// sameName reports keys that name the same thing once normalized, as
+// Example.org and example.org. do: which rule wins would be left to chance.
+func sameName(key string, names []string, norm func(string) string, bad func(key, format string, args ...any)) {
+	slices.Sort(names)
+	seen := map[string]string{}
+	for _, n := range names {
+		if first, ok := seen[norm(n)]; ok {
+			bad(key, "%q and %q name the same; keep one", first, n)
+			continue
+		}
+		seen[norm(n)] = n
 	}
 }
 

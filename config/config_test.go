@@ -116,6 +116,19 @@ func TestPolicyErrors(t *testing.T) {
 	}
 }
 
+// TestPolicySameName: two keys that name the same user, sender or domain
+// once normalized leave which rule wins to chance, so they are an error.
+func TestPolicySameName(t *testing.T) {
+	p := writeConfig(t, "policy:\n  domains:\n    Example.org: {encrypt: required}\n    example.org.: {encrypt: never}\n"+
+		"  senders:\n    a@b.example: {sign: never}\n    A@B.EXAMPLE: {sign: always}\n")
+	_, err := config.Load(p)
+	for _, want := range []string{`policy.domains: "Example.org" and "example.org." name the same`, `policy.senders: "A@B.EXAMPLE" and "a@b.example" name the same`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Load = %v, want an error mentioning %q", err, want)
+		}
+	}
+}
+
 func TestListenerSafety(t *testing.T) {
 	p := writeConfig(t, "smtp:\n  listen:\n    - {addr: \"0.0.0.0:587\", tls: none}\n  upstream: {addr: \"mail.example.com:25\", tls: none}\n")
 	_, err := config.Load(p)

@@ -6,11 +6,12 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
 	gosmtp "github.com/emersion/go-smtp"
+
+	"smimeproxy/internal/mailaddr"
 )
 
 // session is one client's session, from EHLO to the end of the
@@ -222,8 +223,8 @@ func (s *session) Logout() error {
 	return nil
 }
 
-// user is the login for the log and for policy; lower case.
+// setLogin records the login for the log and for policy, normalized.
 func (s *session) setLogin(name string) {
-	s.login = strings.ToLower(name)
+	s.login = mailaddr.Normalize(name)
 	s.log = s.log.With("user", s.login)
 }

@@ -20,6 +20,7 @@ import (
 
 	"smimeproxy/certcache"
 	"smimeproxy/cms"
+	"smimeproxy/internal/mailaddr"
 	"smimeproxy/policy"
 	"smimeproxy/smime"
 )
@@ -154,7 +155,7 @@ func (s *session) plan(raw []byte, txn *transaction) (*plan, error) {
 	p.msgID = logValue(h.Get("Message-Id"))
 	rcpts := make([]string, len(txn.rcpts))
 	for i, r := range txn.rcpts {
-		rcpts[i] = strings.ToLower(r.addr)
+		rcpts[i] = mailaddr.Normalize(r.addr)
 	}
 	if smime.Classify(h) != smime.Plain {
 		// Already S/MIME or PGP/MIME: policy passes it (policy.Message.Protected),
@@ -225,7 +226,7 @@ func (s *session) plan(raw []byte, txn *transaction) (*plan, error) {
 		certs := make([]*x509.Certificate, 0, len(grp.rcpts)+1)
 		caps := make([][]cms.Capability, 0, len(grp.rcpts))
 		for _, r := range grp.rcpts {
-			e := entries[strings.ToLower(r.addr)]
+			e := entries[mailaddr.Normalize(r.addr)]
 			certs = append(certs, e.Cert)
 			caps = append(caps, e.Capabilities)
 		}
@@ -296,7 +297,7 @@ func editHeader(raw []byte, h textproto.Header, overrides bool) (policy.Override
 func bccGroups(rcpts []rcpt, visible map[string]bool) []msgCopy {
 	var shown, hidden []rcpt
 	for _, r := range rcpts {
-		if visible[strings.ToLower(r.addr)] {
+		if visible[mailaddr.Normalize(r.addr)] {
 			shown = append(shown, r)
 		} else {
 			hidden = append(hidden, r)
@@ -404,7 +405,7 @@ func notice(host, sender, msgID string, lines []string, now time.Time) []byte {
 	return b.Bytes()
 }
 
-// fromAddress is the one address of the From field, in lower case.
+// fromAddress is the one address of the From field, normalized.
 func fromAddress(h textproto.Header) (string, error) {
 	values := h.Values("From")
 	if len(values) != 1 {
@@ -417,10 +418,10 @@ func fromAddress(h textproto.Header) (string, error) {
 	if len(list) != 1 {
 		return "", fmt.Errorf("%d addresses in From", len(list))
 	}
-	return strings.ToLower(list[0].Address), nil
+	return mailaddr.Normalize(list[0].Address), nil
 }
 
-// headerRecipients are the addresses in To and Cc. A field that cannot be
+// headerRecipients are the addresses in To and Cc, normalized. A field that cannot be
 // read counts as naming nobody, so that its recipients are treated as Bcc
 // and revealed to no one.
 func headerRecipients(h textproto.Header) map[string]bool {
@@ -432,7 +433,7 @@ func headerRecipients(h textproto.Header) map[string]bool {
 				continue
 			}
 			for _, a := range list {
-				seen[strings.ToLower(a.Address)] = true
+				seen[mailaddr.Normalize(a.Address)] = true
 			}
 		}
 	}
