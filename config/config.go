@@ -5,11 +5,13 @@ package config
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"maps"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -104,6 +106,12 @@ type SMTP struct {
 	// open relay. Default true.
 	RequireAuth bool     `yaml:"require_auth"`
 	Timeouts    Timeouts `yaml:"timeouts"`
+	// TrustTokenNames takes the user name an OAUTHBEARER or XOAUTH2 client
+	// states (a= or user=) as who they are, for signing with their key. Set
+	// it only when the upstream checks that name against the token, as
+	// Gmail does. Default false: after a token login mail is relayed, but no
+	// key is used, so a message policy would sign is refused.
+	TrustTokenNames bool `yaml:"trust_token_names"`
 }
 
 // IMAP is the IMAP proxy.
@@ -452,13 +460,29 @@ func checkAddr(addr string, mode TLSMode, insecure bool) error {
 	return fmt.Errorf("invalid tls %q; options are starttls, implicit, none", mode)
 }
 
-// IsLoopback reports whether host names this machine only.
+// resolveTimeout bounds the name lookup of IsLoopback.
+const resolveTimeout = 5 * time.Second
+
+// IsLoopback reports whether host names this machine only: a loopback
+// address, or a name that resolves, now, to loopback addresses and nothing
+// else. A name that does not resolve is not loopback: "localhost" is only
+// what the resolver says it is.
 func IsLoopback(host string) bool {
-	if host == "localhost" {
-		return true
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return ip.Unmap().IsLoopback()
 	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
+	defer cancel()
+	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil || len(addrs) == 0 {
+		return false
+	}
+	for _, a := range addrs {
+		if !a.Unmap().IsLoopback() {
+			return false
+		}
+	}
+	return true
 }
 
 // friendlyYAMLError turns yaml.v3's "field x not found in type config.T" into

@@ -129,6 +129,30 @@ func TestPolicySameName(t *testing.T) {
 	}
 }
 
+// TestIsLoopback: a name is loopback only when it resolves, and only to
+// loopback addresses; "localhost" is whatever the resolver says.
+func TestIsLoopback(t *testing.T) {
+	tests := []struct {
+		host string
+		want bool
+	}{
+		{"127.0.0.1", true},
+		{"127.0.0.53", true},
+		{"::1", true},
+		{"::ffff:127.0.0.1", true},
+		{"localhost", true}, // resolves to 127.0.0.1 (and ::1) on every test machine
+		{"192.0.2.1", false},
+		{"::", false},
+		{"", false},
+		{"no-such-host.invalid", false},
+	}
+	for _, tc := range tests {
+		if got := config.IsLoopback(tc.host); got != tc.want {
+			t.Errorf("IsLoopback(%q) = %v, want %v", tc.host, got, tc.want)
+		}
+	}
+}
+
 func TestListenerSafety(t *testing.T) {
 	p := writeConfig(t, "smtp:\n  listen:\n    - {addr: \"0.0.0.0:587\", tls: none}\n  upstream: {addr: \"mail.example.com:25\", tls: none}\n")
 	_, err := config.Load(p)

@@ -87,7 +87,12 @@ type Message struct {
 	// Addresses are those the user may send as: the login name and any
 	// configured for them.
 	Addresses []string
-	Rcpts     []string // envelope recipients
+	// Unverified says the login names no identity the proxy can check (an
+	// OAuth token login, whose stated name the upstream may not compare
+	// with the token): no key of the user's may be used, so the message
+	// cannot be signed.
+	Unverified bool
+	Rcpts      []string // envelope recipients
 	// Protected is true when the message is already S/MIME or PGP/MIME.
 	Protected bool
 	Override  Override
@@ -154,12 +159,15 @@ func (p *Policy) Decide(m *Message) Decision {
 	m = normalized(m)
 
 	from := m.From
-	own := slices.Contains(m.Addresses, from)
+	own := !m.Unverified && slices.Contains(m.Addresses, from)
 	base := p.messageRules(m.User, from)
 
 	sign := p.sign(base, m.Rcpts)
 	if ov.Sign != Unset {
 		sign = ov.Sign == On
+	}
+	if sign && m.Unverified && p.ForeignFrom != ForeignFromUnsigned {
+		return refuse(nil, "signing needs a login the proxy can check, and a token (OAuth) login is not one; log in with your password, or send with [nosign]")
 	}
 	if sign && !own {
 		if p.ForeignFrom != ForeignFromUnsigned {

@@ -76,6 +76,14 @@ func TestDecide(t *testing.T) {
 		{"[plain] sends as is", policy.Default(), with(alice("bob@example.org"), func(m *policy.Message) { m.Override = policy.Override{Sign: policy.Off, Encrypt: policy.Off} }), policy.Pass, false, false, nil, ""},
 		{"[plain] cannot beat a required domain", partner, with(alice("x@partner.example"), func(m *policy.Message) { m.Override = policy.Override{Sign: policy.Off, Encrypt: policy.Off} }), policy.Refuse, false, false, []string{"x@partner.example"}, "policy requires encryption"},
 		{"overrides ignored when turned off", noOverrides, with(alice("bob@example.org"), func(m *policy.Message) { m.Override.Sign = policy.Off }), policy.Send, true, true, nil, ""},
+		{"an unverified login cannot sign", policy.Default(), with(alice("bob@example.org"), func(m *policy.Message) { m.Unverified = true }),
+			policy.Refuse, false, false, nil, "token (OAuth) login"},
+		{"an unverified login sends unsigned when foreign From goes unsigned", unsigned, with(alice("bob@example.org"), func(m *policy.Message) { m.Unverified = true }),
+			policy.Send, false, true, nil, ""},
+		{"an unverified login with [nosign] is not refused", policy.Default(), with(alice("bob@example.org"), func(m *policy.Message) {
+			m.Unverified = true
+			m.Override.Sign = policy.Off
+		}), policy.Send, false, true, nil, ""},
 		{"[nosign] with a foreign From is not refused", policy.Default(), with(alice("bob@example.org"), func(m *policy.Message) {
 			m.From = "ceo@example.com"
 			m.Override.Sign = policy.Off

@@ -34,9 +34,12 @@ type session struct {
 	// own for BDAT, while Reset and Logout come from the connection's.
 	mu    sync.Mutex
 	login string // the name the upstream accepted; empty before AUTH
-	up    *upstream
-	lost  bool         // the upstream connection broke: the session can only end
-	txn   *transaction // the client's envelope, relayed as it came
+	// verified says login is who the user is, for policy and keys: true
+	// after a password login; after a token login, only when configured.
+	verified bool
+	up       *upstream
+	lost     bool         // the upstream connection broke: the session can only end
+	txn      *transaction // the client's envelope, relayed as it came
 }
 
 // transaction is the envelope of the client's current transaction.
@@ -223,8 +226,9 @@ func (s *session) Logout() error {
 	return nil
 }
 
-// setLogin records the login for the log and for policy, normalized.
-func (s *session) setLogin(name string) {
-	s.login = mailaddr.Normalize(name)
+// setLogin records the login, normalized, for the log and, when verified,
+// for policy and keys.
+func (s *session) setLogin(name string, verified bool) {
+	s.login, s.verified = mailaddr.Normalize(name), verified
 	s.log = s.log.With("user", s.login)
 }

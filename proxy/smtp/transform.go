@@ -184,8 +184,12 @@ func (s *session) plan(raw []byte, txn *transaction) (*plan, error) {
 		}
 		entries[r] = e
 	}
-	addrs := g.policy.Addresses(s.login)
-	d := g.policy.Decide(&policy.Message{User: s.login, From: from, Addresses: addrs, Rcpts: rcpts, Override: ov, NoCert: noCert})
+	user, addrs := "", []string(nil)
+	if s.verified {
+		user, addrs = s.login, g.policy.Addresses(s.login)
+	}
+	d := g.policy.Decide(&policy.Message{User: user, From: from, Addresses: addrs, Unverified: s.login != "" && !s.verified,
+		Rcpts: rcpts, Override: ov, NoCert: noCert})
 	if d.Action == policy.Refuse {
 		return p, d.Refusal
 	}
