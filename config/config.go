@@ -98,10 +98,35 @@ type Timeouts struct {
 	Data    Duration `yaml:"data"`    // a whole message body; default 12m
 }
 
+// Limits bound the connections a proxy accepts, and how long a connection
+// may stay before it logs in. Each protocol has its own; see Default.
+type Limits struct {
+	// MaxConnections caps the connections open at once; a new one beyond it
+	// is refused. 0: no cap. Default 100 for SMTP (Postfix's process limit),
+	// 1000 for IMAP (Dovecot's client limit), where clients stay connected.
+	MaxConnections int `yaml:"max_connections"`
+	// MaxConnectionsPerIP caps the connections open at once from one client
+	// address. 0: no cap. Default 50 for SMTP (Postfix's
+	// smtpd_client_connection_count_limit), 100 for IMAP (ten users behind
+	// one address with ten connections each, Dovecot's per-user limit).
+	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`
+	// PreAuthIdle is how long a connection that has not logged in may send
+	// nothing. 0: no limit. Default 1m: a client greets, starts TLS and logs
+	// in within a second.
+	PreAuthIdle Duration `yaml:"preauth_idle"`
+	// PreAuthTime is how long a connection may stay without logging in,
+	// however busy it keeps (NOOP, a byte at a time). 0: no limit. Default
+	// 3m, as Dovecot gives a login.
+	PreAuthTime Duration `yaml:"preauth_time"`
+}
+
 // SMTP is the submission proxy.
 type SMTP struct {
 	Listen   []Listener `yaml:"listen"`
 	Upstream Upstream   `yaml:"upstream"`
+	// Limits on connections; with require_auth: false, a session counts as
+	// logged in from its first accepted MAIL FROM.
+	Limits Limits `yaml:"limits"`
 	// RequireAuth refuses MAIL FROM before AUTH, so the proxy is never an
 	// open relay. Default true.
 	RequireAuth bool     `yaml:"require_auth"`
@@ -118,6 +143,7 @@ type SMTP struct {
 type IMAP struct {
 	Listen   []Listener `yaml:"listen"`
 	Upstream Upstream   `yaml:"upstream"`
+	Limits   Limits     `yaml:"limits"`
 	Timeouts Timeouts   `yaml:"timeouts"`
 	// CacheMB bounds the memory that keeps decrypted messages between a
 	// client's FETCH commands, in MiB; 0 turns the cache off. Default 256.
@@ -236,16 +262,19 @@ func Default() *Config {
 		Command: Duration(5 * time.Minute),
 		Data:    Duration(12 * time.Minute),
 	}
+	preAuthIdle, preAuthTime := Duration(time.Minute), Duration(3*time.Minute)
 	return &Config{
 		SMTP: SMTP{
 			Listen:      []Listener{{Addr: "127.0.0.1:1587", TLS: TLSNone}},
 			Upstream:    Upstream{Addr: "localhost:587", TLS: TLSStartTLS},
+			Limits:      Limits{MaxConnections: 100, MaxConnectionsPerIP: 50, PreAuthIdle: preAuthIdle, PreAuthTime: preAuthTime},
 			RequireAuth: true,
 			Timeouts:    timeouts,
 		},
 		IMAP: IMAP{
 			Listen:   []Listener{{Addr: "127.0.0.1:1143", TLS: TLSNone}},
 			Upstream: Upstream{Addr: "localhost:143", TLS: TLSStartTLS},
+			Limits:   Limits{MaxConnections: 1000, MaxConnectionsPerIP: 100, PreAuthIdle: preAuthIdle, PreAuthTime: preAuthTime},
 			Timeouts: timeouts,
 			CacheMB:  256,
 		},
@@ -357,6 +386,11 @@ func (c *Config) Validate() error {
 	for name, t := range map[string]Timeouts{"smtp.timeouts": c.SMTP.Timeouts, "imap.timeouts": c.IMAP.Timeouts} {
 		if t.Connect <= 0 || t.Command <= 0 || t.Data <= 0 {
 			bad(name, "connect, command and data must all be positive")
+		}
+	}
+	for name, l := range map[string]Limits{"smtp.limits": c.SMTP.Limits, "imap.limits": c.IMAP.Limits} {
+		if l.MaxConnections < 0 || l.MaxConnectionsPerIP < 0 {
+			bad(name, "max_connections and max_connections_per_ip must not be negative (0: no cap)")
 		}
 	}
 	if c.Keystore.Dir == "" {

@@ -7,10 +7,14 @@ import (
 // Metrics are the proxies' Prometheus metrics, registered once for both
 // protocols. Labels carry no addresses, subjects or other message content.
 type Metrics struct {
-	SessionsOpen   *prometheus.GaugeVec   // proto
-	Sessions       *prometheus.CounterVec // proto
-	AuthFailures   *prometheus.CounterVec // proto
-	UpstreamErrors *prometheus.CounterVec // proto, stage: connect, tls, auth, command, data
+	SessionsOpen *prometheus.GaugeVec   // proto
+	Sessions     *prometheus.CounterVec // proto
+	// ConnectionsRefused counts connections a Limiter refused or cut off
+	// before login: reason is max_connections, max_connections_per_ip,
+	// preauth_idle or preauth_time.
+	ConnectionsRefused *prometheus.CounterVec // proto, reason
+	AuthFailures       *prometheus.CounterVec // proto
+	UpstreamErrors     *prometheus.CounterVec // proto, stage: connect, tls, auth, command, data
 	// UpstreamSeconds is the time the upstream took to answer: op is connect,
 	// auth, data (SMTP) or a command name (IMAP).
 	UpstreamSeconds *prometheus.HistogramVec // proto, op
@@ -40,6 +44,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "smimeproxy_sessions_open", Help: "Client sessions open now."}, []string{"proto"}),
 		Sessions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "smimeproxy_sessions_total", Help: "Client sessions accepted."}, []string{"proto"}),
+		ConnectionsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "smimeproxy_connections_refused_total", Help: "Client connections refused, or cut off before login, by a limit."}, []string{"proto", "reason"}),
 		AuthFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "smimeproxy_auth_failures_total", Help: "Logins the upstream refused."}, []string{"proto"}),
 		UpstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -66,7 +72,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "smimeproxy_imap_cache_bytes", Help: "Bytes of opened messages held in memory."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.SessionsOpen, m.Sessions, m.AuthFailures, m.UpstreamErrors, m.UpstreamSeconds,
+		reg.MustRegister(m.SessionsOpen, m.Sessions, m.ConnectionsRefused, m.AuthFailures, m.UpstreamErrors, m.UpstreamSeconds,
 			m.Messages, m.TransformSeconds, m.IMAPCommands, m.Opened, m.Harvested, m.CacheHits, m.CacheMisses, m.CacheBytes)
 	}
 	return m

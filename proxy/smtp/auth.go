@@ -122,6 +122,7 @@ func (s *session) authUpstream(c sasl.Client, login string, verified bool) error
 		return s.reply(err)
 	}
 	s.setLogin(login, verified)
+	s.cc.guard.Authenticated()
 	s.log.Info("logged in", "verified", verified)
 	return nil
 }

@@ -62,6 +62,7 @@ func (g *gen) NewSession(c *gosmtp.Conn) (gosmtp.Session, error) {
 	if cc == nil {
 		return nil, errors.New("proxy: SMTP connection of an unknown kind")
 	}
+	cc.setSMTP(c)
 	ctx, cancel := context.WithCancel(g.srv.base)
 	return &session{
 		gen: g, conn: c, cc: cc, ctx: ctx, cancel: cancel,
@@ -138,6 +139,9 @@ func (s *session) Mail(from string, opts *gosmtp.MailOptions) error {
 		return s.reply(err)
 	}
 	s.txn = &transaction{from: from, opts: opts}
+	// Without require_auth, a session that got this far counts as logged in
+	// for the connection limits: the upstream took its MAIL FROM.
+	s.cc.guard.Authenticated()
 	return nil
 }
 
@@ -167,8 +171,10 @@ func (s *session) Rcpt(to string, opts *gosmtp.RcptOptions) error {
 func (s *session) Data(r io.Reader) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.cc.setBusy(true)
-	defer s.cc.setBusy(false)
+	// With BDAT, go-smtp reads the chunks and hands them over a pipe.
+	_, chunked := r.(*io.PipeReader)
+	s.cc.setBusy(true, !chunked)
+	defer s.cc.setBusy(false, false)
 	start := time.Now()
 	if s.lost || s.up == nil || s.up.broken || s.txn == nil {
 		s.lost = true
@@ -187,7 +193,10 @@ func (s *session) Data(r io.Reader) error {
 		// Nothing went upstream but MAIL and RCPT; Reset or Logout abort them.
 		var se *gosmtp.SMTPError
 		if !errors.As(err, &se) { // too large is go-smtp's own reply
+			// What follows on the connection is the rest of a message, not
+			// commands: the session ends with the reply.
 			err = &clientError{err: err}
+			s.cc.hangup()
 		}
 		reply := s.reply(err)
 		s.log.Info("message", "from", s.txn.from, "action", "", "rcpts", len(s.txn.rcpts), "bytes", len(raw),
