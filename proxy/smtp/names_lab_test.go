@@ -2,8 +2,6 @@ package smtp
 
 import (
 	"bytes"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -48,26 +46,9 @@ func TestLabNormalizedRecipients(t *testing.T) {
 			}
 			// The refused message went before the sealed one, on the same
 			// Postfix: had it gone out, it would be there by now.
-			if holds(t, without.lab.Maildir("carol@example.org"), refused) {
+			if count(t, without.lab.Maildir("carol@example.org"), refused) != 0 {
 				t.Error("the refused message reached carol's mailbox")
 			}
 		})
 	}
-}
-
-// holds reports whether any message in the Maildir dir contains s.
-func holds(t testing.TB, dir, s string) bool {
-	t.Helper()
-	for _, sub := range []string{"new", "cur"} {
-		files, err := filepath.Glob(filepath.Join(dir, sub, "*"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, f := range files {
-			if b, err := os.ReadFile(f); err == nil && bytes.Contains(b, []byte(s)) {
-				return true
-			}
-		}
-	}
-	return false
 }
