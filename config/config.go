@@ -44,6 +44,12 @@ type Config struct {
 	// ShutdownTimeout bounds how long SIGTERM waits for messages being
 	// submitted to finish before closing every connection. Default 60s.
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+	// MemoryBudgetMB bounds the memory, in MiB, that both proxies together
+	// may hold messages in while they sign, encrypt or open them; a message
+	// that does not fit now gets a temporary failure. Default 512: room for
+	// one message of 64 MiB (the most a mail server commonly accepts) being
+	// signed and encrypted, or many ordinary ones at once.
+	MemoryBudgetMB int `yaml:"memory_budget_mb"`
 
 	// path is the file the configuration was read from; empty for Default.
 	path string
@@ -289,6 +295,7 @@ func Default() *Config {
 		},
 		Metrics:         Metrics{Listen: "127.0.0.1:9464"},
 		ShutdownTimeout: Duration(60 * time.Second),
+		MemoryBudgetMB:  512,
 		Keystore:        Keystore{Dir: "/var/lib/smimeproxy/keystore"},
 		Trust:           Trust{SystemRoots: true},
 		Log:             Log{Level: "info", Format: "text"},
@@ -398,6 +405,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		bad("shutdown_timeout", "must be positive")
+	}
+	if c.MemoryBudgetMB <= 0 {
+		bad("memory_budget_mb", "must be positive")
 	}
 	if c.IMAP.CacheMB < 0 {
 		bad("imap.cache_mb", "must not be negative")

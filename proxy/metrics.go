@@ -29,7 +29,13 @@ type Metrics struct {
 	IMAPCommands *prometheus.CounterVec // command, result: ok, no, bad
 	// Opened counts incoming S/MIME messages: action is decrypt or verify,
 	// result is ok, or why not (no_key, failed, invalid, untrusted, ...).
-	Opened      *prometheus.CounterVec // action, result
+	Opened *prometheus.CounterVec // action, result
+	// The memory budget (see Budget): its size, the bytes reserved now,
+	// and the reservations refused.
+	BudgetBytes   prometheus.Gauge
+	BudgetUsed    prometheus.Gauge
+	BudgetRefused prometheus.Counter
+
 	Harvested   prometheus.Counter
 	CacheHits   prometheus.Counter
 	CacheMisses prometheus.Counter
@@ -62,6 +68,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "smimeproxy_imap_commands_total", Help: "IMAP commands, by name and result."}, []string{"command", "result"}),
 		Opened: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "smimeproxy_opened_total", Help: "Incoming S/MIME messages decrypted or verified, by result."}, []string{"action", "result"}),
+		BudgetBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "smimeproxy_memory_budget_bytes", Help: "The memory budget for messages held whole (memory_budget_mb)."}),
+		BudgetUsed: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "smimeproxy_memory_budget_used_bytes", Help: "Bytes of the memory budget reserved now."}),
+		BudgetRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "smimeproxy_memory_budget_refused_total", Help: "Reservations the memory budget could not grant: temporary failures."}),
 		Harvested: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "smimeproxy_certs_harvested_total", Help: "Certificates harvested from valid signatures."}),
 		CacheHits: prometheus.NewCounter(prometheus.CounterOpts{
@@ -73,7 +85,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.SessionsOpen, m.Sessions, m.ConnectionsRefused, m.AuthFailures, m.UpstreamErrors, m.UpstreamSeconds,
-			m.Messages, m.TransformSeconds, m.IMAPCommands, m.Opened, m.Harvested, m.CacheHits, m.CacheMisses, m.CacheBytes)
+			m.Messages, m.TransformSeconds, m.IMAPCommands, m.Opened, m.BudgetBytes, m.BudgetUsed, m.BudgetRefused, m.Harvested, m.CacheHits, m.CacheMisses, m.CacheBytes)
 	}
 	return m
 }

@@ -120,6 +120,10 @@ func reply(err error) (reply *gosmtp.SMTPError, unexpected bool) {
 		return &gosmtp.SMTPError{Code: 554, EnhancedCode: gosmtp.EnhancedCode{5, 6, 0}, Message: "The message cannot be signed or encrypted: " + me.reason}, false
 	case errors.As(err, &ke):
 		return &gosmtp.SMTPError{Code: 451, EnhancedCode: gosmtp.EnhancedCode{4, 7, 5}, Message: keyText(ke)}, false
+	case errors.Is(err, errTooBig):
+		return &gosmtp.SMTPError{Code: 552, EnhancedCode: gosmtp.EnhancedCode{5, 3, 4}, Message: "The message is too large to sign and encrypt here; send it in smaller parts"}, false
+	case errors.Is(err, errMemory):
+		return &gosmtp.SMTPError{Code: 452, EnhancedCode: gosmtp.EnhancedCode{4, 3, 1}, Message: "Too many large messages at once; try again later"}, false
 	case errors.Is(err, errSMTPShuttingDown):
 		return &gosmtp.SMTPError{Code: 421, EnhancedCode: gosmtp.EnhancedCode{4, 3, 2}, Message: "Service shutting down; try again later"}, false
 	case errors.Is(err, errSMTPUpstreamLost):

@@ -1,7 +1,6 @@
 package smtp
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -181,29 +180,22 @@ func (s *session) Data(r io.Reader) error {
 		return s.reply(errSMTPUpstreamLost)
 	}
 	_ = s.conn.Conn().SetReadDeadline(start.Add(s.gen.timeouts.Data.D()))
-	// The SIZE the client declared (go-smtp held it to the limit) saves
-	// growing the buffer again and again.
-	var buf bytes.Buffer
-	if s.txn.opts != nil && s.txn.opts.Size > 0 {
-		buf.Grow(int(s.txn.opts.Size) + 4096)
-	}
-	_, err := buf.ReadFrom(r)
-	raw := buf.Bytes()
+	raw, held, err := readMessage(r, s.gen.budget, readCost(s.gen.policy.Opaque))
 	if err != nil {
 		// Nothing went upstream but MAIL and RCPT; Reset or Logout abort them.
 		var se *gosmtp.SMTPError
-		if !errors.As(err, &se) { // too large is go-smtp's own reply
+		if !errors.As(err, &se) && !errors.Is(err, errMemory) { // too large is go-smtp's own reply
 			// What follows on the connection is the rest of a message, not
 			// commands: the session ends with the reply.
 			err = &clientError{err: err}
 			s.cc.hangup()
 		}
 		reply := s.reply(err)
-		s.log.Info("message", "from", s.txn.from, "action", "", "rcpts", len(s.txn.rcpts), "bytes", len(raw),
+		s.log.Info("message", "from", s.txn.from, "action", "", "rcpts", len(s.txn.rcpts),
 			"dur_ms", time.Since(start).Milliseconds(), "reply", replyText(reply), "err", err.Error())
 		return reply
 	}
-	return s.deliver(raw, start)
+	return s.deliver(raw, held, start)
 }
 
 // Reset aborts the transaction, upstream too if it is still open there.

@@ -28,7 +28,8 @@ import (
 
 // fallbackMaxMessage bounds a message, in bytes, when the upstream
 // advertises no SIZE limit or could not be asked: the proxy holds each
-// message in memory while it signs and encrypts it.
+// message in memory while it signs and encrypts it. The memory budget may
+// bound it further (maxMessageSize).
 const fallbackMaxMessage = 64 << 20
 
 // Proxy is the submission proxy: mail clients submit to it as they would to
@@ -66,6 +67,7 @@ type gen struct {
 	tls      *tls.Config
 	log      *slog.Logger
 	metrics  *proxy.Metrics
+	budget   *proxy.Budget
 	servers  []*gosmtp.Server // one per listener, in config order
 	feeds    []*feed
 }
@@ -114,6 +116,9 @@ func checkSMTPOptions(opts proxy.Options) (proxy.Options, error) {
 	} else if up.TLS != config.TLSNone && up.TLS != config.TLSStartTLS && up.TLS != config.TLSImplicit {
 		errs = append(errs, fmt.Errorf("smtp.upstream: invalid tls %q", up.TLS))
 	}
+	if opts.Budget == nil && opts.Config.MemoryBudgetMB <= 0 {
+		errs = append(errs, errors.New("memory_budget_mb: must be positive"))
+	}
 	if t := c.Timeouts; t.Connect <= 0 || t.Command <= 0 || t.Data <= 0 {
 		errs = append(errs, errors.New("smtp.timeouts: connect, command and data must all be positive"))
 	}
@@ -128,6 +133,9 @@ func checkSMTPOptions(opts proxy.Options) (proxy.Options, error) {
 	}
 	if opts.Metrics == nil {
 		opts.Metrics = proxy.NewMetrics(nil)
+	}
+	if opts.Budget == nil {
+		opts.Budget = proxy.NewBudget(int64(opts.Config.MemoryBudgetMB)<<20, opts.Metrics)
 	}
 	return opts, nil
 }
@@ -148,7 +156,7 @@ func (s *Proxy) newGen(opts proxy.Options) (*gen, error) {
 	}
 	g := &gen{
 		srv: s, opts: opts, cfg: c, policy: opts.Policy, timeouts: c.Timeouts, up: up, name: name,
-		log: opts.Logger.With("proto", "smtp"), metrics: opts.Metrics,
+		log: opts.Logger.With("proto", "smtp"), metrics: opts.Metrics, budget: opts.Budget,
 	}
 	if opts.Cert != nil {
 		g.tls = opts.Cert.ServerConfig()
@@ -226,15 +234,21 @@ func (s *Proxy) Addrs() []net.Addr {
 // serve makes g's servers, one per listener, makes g current and starts
 // serving its feeds. The caller holds s.mu.
 func (s *Proxy) serve(g *gen) {
+	size := int64(fallbackMaxMessage)
+	if g.caps.size > 0 {
+		size = g.caps.size
+	}
+	if budget := maxMessageSize(g.budget, g.policy.Opaque); budget < size {
+		g.log.Warn("the memory budget limits messages below the mail server's size limit; raise memory_budget_mb to accept larger ones",
+			"max_bytes", budget, "upstream_max_bytes", size)
+		size = budget
+	}
 	for i, l := range g.cfg.Listen {
 		srv := gosmtp.NewServer(g)
 		srv.Domain = g.name
 		srv.ReadTimeout = g.timeouts.Command.D()
 		srv.WriteTimeout = g.timeouts.Command.D()
-		srv.MaxMessageBytes = fallbackMaxMessage
-		if g.caps.size > 0 {
-			srv.MaxMessageBytes = g.caps.size
-		}
+		srv.MaxMessageBytes = size
 		srv.EnableSMTPUTF8 = g.caps.utf8
 		srv.EnableDSN = g.caps.dsn
 		srv.ErrorLog = errorLog{g.log}
