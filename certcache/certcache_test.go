@@ -91,6 +91,8 @@ func TestLookup(t *testing.T) {
 		{name: "address only in subject emailAddress", adds: []add{{ca: p.inter, opts: testpki.Options{NoSAN: true, SubjectEmail: true}}}, want: 0},
 		{name: "case-insensitive, certificate in upper case", adds: []add{{ca: p.inter, addr: "Bob@EXAMPLE.com"}}, want: 0},
 		{name: "case-insensitive, lookup in upper case", adds: []add{{ca: p.inter}}, lookup: "BOB@Example.Com", want: 0},
+		{name: "normalized lookup: trailing dot", adds: []add{{ca: p.inter}}, lookup: "BOB@Example.Com.", want: 0},
+		{name: "normalized lookup: internationalized domain", adds: []add{{ca: p.inter, addr: "bob@xn--bcher-kva.example"}}, lookup: "bob@Bücher.example", want: 0},
 		{name: "separate signing and encryption certificates", adds: []add{
 			{ca: p.inter, opts: testpki.Options{KeyUsage: x509.KeyUsageKeyAgreement, NotBefore: now.Add(-2 * day)}},
 			{ca: p.inter, opts: testpki.Options{KeyUsage: x509.KeyUsageDigitalSignature, NotBefore: now.Add(-day)}},

@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"smimeproxy/internal/mailaddr"
 )
 
 // Reason says why a certificate cannot be used.
@@ -249,9 +251,8 @@ func certAddresses(c *x509.Certificate) []string {
 	return slices.Compact(slices.DeleteFunc(out, func(s string) bool { return s == "" }))
 }
 
-// normAddr folds an address to lower case. RFC 5321 lets a server treat the
-// local part as case-sensitive, but no mail system in use does, senders type
-// Bob@ and bob@ interchangeably, and CAs and clients (Thunderbird, Outlook)
-// match certificates case-insensitively; an exact match would silently fail
-// to find Bob's certificate and send in the clear or refuse.
-func normAddr(s string) string { return strings.ToLower(strings.TrimSpace(s)) }
+// normAddr puts an address in the form the policy compares it in
+// (mailaddr.Normalize): Bob@Example.org. finds bob@example.org's
+// certificate, where an exact match would silently fail to find it and send
+// in the clear or refuse.
+func normAddr(s string) string { return mailaddr.Normalize(s) }

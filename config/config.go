@@ -5,10 +5,13 @@ package config
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,6 +19,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"smimeproxy/internal/mailaddr"
 )
 
 // DefaultPath is where serve and the admin commands look without --config.
@@ -39,6 +44,12 @@ type Config struct {
 	// ShutdownTimeout bounds how long SIGTERM waits for messages being
 	// submitted to finish before closing every connection. Default 60s.
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+	// MemoryBudgetMB bounds the memory, in MiB, that both proxies together
+	// may hold messages in while they sign, encrypt or open them; a message
+	// that does not fit now gets a temporary failure. Default 512: room for
+	// one message of 64 MiB (the most a mail server commonly accepts) being
+	// signed and encrypted, or many ordinary ones at once.
+	MemoryBudgetMB int `yaml:"memory_budget_mb"`
 
 	// path is the file the configuration was read from; empty for Default.
 	path string
@@ -93,20 +104,52 @@ type Timeouts struct {
 	Data    Duration `yaml:"data"`    // a whole message body; default 12m
 }
 
+// Limits bound the connections a proxy accepts, and how long a connection
+// may stay before it logs in. Each protocol has its own; see Default.
+type Limits struct {
+	// MaxConnections caps the connections open at once; a new one beyond it
+	// is refused. 0: no cap. Default 100 for SMTP (Postfix's process limit),
+	// 1000 for IMAP (Dovecot's client limit), where clients stay connected.
+	MaxConnections int `yaml:"max_connections"`
+	// MaxConnectionsPerIP caps the connections open at once from one client
+	// address. 0: no cap. Default 50 for SMTP (Postfix's
+	// smtpd_client_connection_count_limit), 100 for IMAP (ten users behind
+	// one address with ten connections each, Dovecot's per-user limit).
+	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`
+	// PreAuthIdle is how long a connection that has not logged in may send
+	// nothing. 0: no limit. Default 1m: a client greets, starts TLS and logs
+	// in within a second.
+	PreAuthIdle Duration `yaml:"preauth_idle"`
+	// PreAuthTime is how long a connection may stay without logging in,
+	// however busy it keeps (NOOP, a byte at a time). 0: no limit. Default
+	// 3m, as Dovecot gives a login.
+	PreAuthTime Duration `yaml:"preauth_time"`
+}
+
 // SMTP is the submission proxy.
 type SMTP struct {
 	Listen   []Listener `yaml:"listen"`
 	Upstream Upstream   `yaml:"upstream"`
+	// Limits on connections; with require_auth: false, a session counts as
+	// logged in from its first accepted MAIL FROM.
+	Limits Limits `yaml:"limits"`
 	// RequireAuth refuses MAIL FROM before AUTH, so the proxy is never an
 	// open relay. Default true.
 	RequireAuth bool     `yaml:"require_auth"`
 	Timeouts    Timeouts `yaml:"timeouts"`
+	// TrustTokenNames takes the user name an OAUTHBEARER or XOAUTH2 client
+	// states (a= or user=) as who they are, for signing with their key. Set
+	// it only when the upstream checks that name against the token, as
+	// Gmail does. Default false: after a token login mail is relayed, but no
+	// key is used, so a message policy would sign is refused.
+	TrustTokenNames bool `yaml:"trust_token_names"`
 }
 
 // IMAP is the IMAP proxy.
 type IMAP struct {
 	Listen   []Listener `yaml:"listen"`
 	Upstream Upstream   `yaml:"upstream"`
+	Limits   Limits     `yaml:"limits"`
 	Timeouts Timeouts   `yaml:"timeouts"`
 	// CacheMB bounds the memory that keeps decrypted messages between a
 	// client's FETCH commands, in MiB; 0 turns the cache off. Default 256.
@@ -225,16 +268,19 @@ func Default() *Config {
 		Command: Duration(5 * time.Minute),
 		Data:    Duration(12 * time.Minute),
 	}
+	preAuthIdle, preAuthTime := Duration(time.Minute), Duration(3*time.Minute)
 	return &Config{
 		SMTP: SMTP{
 			Listen:      []Listener{{Addr: "127.0.0.1:1587", TLS: TLSNone}},
 			Upstream:    Upstream{Addr: "localhost:587", TLS: TLSStartTLS},
+			Limits:      Limits{MaxConnections: 100, MaxConnectionsPerIP: 50, PreAuthIdle: preAuthIdle, PreAuthTime: preAuthTime},
 			RequireAuth: true,
 			Timeouts:    timeouts,
 		},
 		IMAP: IMAP{
 			Listen:   []Listener{{Addr: "127.0.0.1:1143", TLS: TLSNone}},
 			Upstream: Upstream{Addr: "localhost:143", TLS: TLSStartTLS},
+			Limits:   Limits{MaxConnections: 1000, MaxConnectionsPerIP: 100, PreAuthIdle: preAuthIdle, PreAuthTime: preAuthTime},
 			Timeouts: timeouts,
 			CacheMB:  256,
 		},
@@ -249,6 +295,7 @@ func Default() *Config {
 		},
 		Metrics:         Metrics{Listen: "127.0.0.1:9464"},
 		ShutdownTimeout: Duration(60 * time.Second),
+		MemoryBudgetMB:  512,
 		Keystore:        Keystore{Dir: "/var/lib/smimeproxy/keystore"},
 		Trust:           Trust{SystemRoots: true},
 		Log:             Log{Level: "info", Format: "text"},
@@ -348,11 +395,19 @@ func (c *Config) Validate() error {
 			bad(name, "connect, command and data must all be positive")
 		}
 	}
+	for name, l := range map[string]Limits{"smtp.limits": c.SMTP.Limits, "imap.limits": c.IMAP.Limits} {
+		if l.MaxConnections < 0 || l.MaxConnectionsPerIP < 0 {
+			bad(name, "max_connections and max_connections_per_ip must not be negative (0: no cap)")
+		}
+	}
 	if c.Keystore.Dir == "" {
 		bad("keystore.dir", "must be set")
 	}
 	if c.ShutdownTimeout <= 0 {
 		bad("shutdown_timeout", "must be positive")
+	}
+	if c.MemoryBudgetMB <= 0 {
+		bad("memory_budget_mb", "must be positive")
 	}
 	if c.IMAP.CacheMB < 0 {
 		bad("imap.cache_mb", "must not be negative")
@@ -411,6 +466,23 @@ func (p *Policy) validate(bad func(key, format string, args ...any)) {
 	for name, r := range p.Domains {
 		rules("policy.domains."+name, r, true)
 	}
+	sameName("policy.users", slices.Collect(maps.Keys(p.Users)), mailaddr.Normalize, bad)
+	sameName("policy.senders", slices.Collect(maps.Keys(p.Senders)), mailaddr.Normalize, bad)
+	sameName("policy.domains", slices.Collect(maps.Keys(p.Domains)), mailaddr.Domain, bad)
+}
+
+// sameName reports keys that name the same thing once normalized, as
+// Example.org and example.org. do: which rule wins would be left to chance.
+func sameName(key string, names []string, norm func(string) string, bad func(key, format string, args ...any)) {
+	slices.Sort(names)
+	seen := map[string]string{}
+	for _, n := range names {
+		if first, ok := seen[norm(n)]; ok {
+			bad(key, "%q and %q name the same; keep one", first, n)
+			continue
+		}
+		seen[norm(n)] = n
+	}
 }
 
 // checkAddr checks a host:port and its TLS mode: plaintext is for loopback
@@ -432,13 +504,29 @@ func checkAddr(addr string, mode TLSMode, insecure bool) error {
 	return fmt.Errorf("invalid tls %q; options are starttls, implicit, none", mode)
 }
 
-// IsLoopback reports whether host names this machine only.
+// resolveTimeout bounds the name lookup of IsLoopback.
+const resolveTimeout = 5 * time.Second
+
+// IsLoopback reports whether host names this machine only: a loopback
+// address, or a name that resolves, now, to loopback addresses and nothing
+// else. A name that does not resolve is not loopback: "localhost" is only
+// what the resolver says it is.
 func IsLoopback(host string) bool {
-	if host == "localhost" {
-		return true
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return ip.Unmap().IsLoopback()
 	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
+	defer cancel()
+	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil || len(addrs) == 0 {
+		return false
+	}
+	for _, a := range addrs {
+		if !a.Unmap().IsLoopback() {
+			return false
+		}
+	}
+	return true
 }
 
 // friendlyYAMLError turns yaml.v3's "field x not found in type config.T" into

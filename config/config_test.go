@@ -116,6 +116,43 @@ func TestPolicyErrors(t *testing.T) {
 	}
 }
 
+// TestPolicySameName: two keys that name the same user, sender or domain
+// once normalized leave which rule wins to chance, so they are an error.
+func TestPolicySameName(t *testing.T) {
+	p := writeConfig(t, "policy:\n  domains:\n    Example.org: {encrypt: required}\n    example.org.: {encrypt: never}\n"+
+		"  senders:\n    a@b.example: {sign: never}\n    A@B.EXAMPLE: {sign: always}\n")
+	_, err := config.Load(p)
+	for _, want := range []string{`policy.domains: "Example.org" and "example.org." name the same`, `policy.senders: "A@B.EXAMPLE" and "a@b.example" name the same`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Load = %v, want an error mentioning %q", err, want)
+		}
+	}
+}
+
+// TestIsLoopback: a name is loopback only when it resolves, and only to
+// loopback addresses; "localhost" is whatever the resolver says.
+func TestIsLoopback(t *testing.T) {
+	tests := []struct {
+		host string
+		want bool
+	}{
+		{"127.0.0.1", true},
+		{"127.0.0.53", true},
+		{"::1", true},
+		{"::ffff:127.0.0.1", true},
+		{"localhost", true}, // resolves to 127.0.0.1 (and ::1) on every test machine
+		{"192.0.2.1", false},
+		{"::", false},
+		{"", false},
+		{"no-such-host.invalid", false},
+	}
+	for _, tc := range tests {
+		if got := config.IsLoopback(tc.host); got != tc.want {
+			t.Errorf("IsLoopback(%q) = %v, want %v", tc.host, got, tc.want)
+		}
+	}
+}
+
 func TestListenerSafety(t *testing.T) {
 	p := writeConfig(t, "smtp:\n  listen:\n    - {addr: \"0.0.0.0:587\", tls: none}\n  upstream: {addr: \"mail.example.com:25\", tls: none}\n")
 	_, err := config.Load(p)

@@ -18,6 +18,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"smimeproxy/internal/mailaddr"
 )
 
 // Source says where a key came from.
@@ -220,7 +222,7 @@ func normalizeEmails(in []string) []string {
 	return slices.Compact(out)
 }
 
-func normEmail(s string) string { return strings.ToLower(strings.TrimSpace(s)) }
+func normEmail(s string) string { return mailaddr.Normalize(s) }
 
 // names reports whether c is for the address.
 func names(c *x509.Certificate, email string) bool {

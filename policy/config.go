@@ -5,6 +5,7 @@ import (
 
 	"smimeproxy/cms"
 	"smimeproxy/config"
+	"smimeproxy/internal/mailaddr"
 )
 
 // FromConfig builds the policy the configuration describes. The values were
@@ -23,17 +24,17 @@ func FromConfig(c config.Policy) *Policy {
 		addresses:     map[string][]string{},
 	}
 	for name, u := range c.Users {
-		name = strings.ToLower(name)
+		name = mailaddr.Normalize(name)
 		p.Users[name] = rules(u.Rules)
 		for _, a := range u.Addresses {
-			p.addresses[name] = append(p.addresses[name], strings.ToLower(a))
+			p.addresses[name] = append(p.addresses[name], mailaddr.Normalize(a))
 		}
 	}
 	for addr, r := range c.Senders {
-		p.Senders[strings.ToLower(addr)] = rules(r)
+		p.Senders[mailaddr.Normalize(addr)] = rules(r)
 	}
 	for dom, r := range c.Domains {
-		p.Domains[strings.ToLower(dom)] = rules(r)
+		p.Domains[mailaddr.Domain(dom)] = rules(r)
 	}
 	return p
 }
@@ -43,9 +44,10 @@ func rules(r config.Rules) Rules {
 }
 
 // Addresses returns the addresses a login may send as and read mail for: the
-// login name itself when it is an address, and those configured for it.
+// login name itself when it is an address, and those configured for it, all
+// normalized (mailaddr.Normalize).
 func (p *Policy) Addresses(login string) []string {
-	login = strings.ToLower(login)
+	login = mailaddr.Normalize(login)
 	var out []string
 	if strings.Contains(login, "@") {
 		out = append(out, login)

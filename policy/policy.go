@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"smimeproxy/config"
+	"smimeproxy/internal/mailaddr"
 )
 
 // Sign says whether to sign.
@@ -61,10 +62,12 @@ type Policy struct {
 	Cipher string
 	// Opaque signs as application/pkcs7-mime signed-data instead of
 	// detached multipart/signed.
-	Opaque  bool
-	Users   map[string]Rules // by login name, lower case
-	Senders map[string]Rules // by From address, lower case
-	Domains map[string]Rules // by recipient domain, lower case
+	Opaque bool
+	// The rule maps are keyed by names in normal form (package mailaddr),
+	// as FromConfig makes them; Decide normalizes the names it looks up.
+	Users   map[string]Rules // by login name, mailaddr.Normalize
+	Senders map[string]Rules // by From address, mailaddr.Normalize
+	Domains map[string]Rules // by recipient domain, mailaddr.Domain
 
 	addresses map[string][]string // more addresses per login name
 }
@@ -84,7 +87,12 @@ type Message struct {
 	// Addresses are those the user may send as: the login name and any
 	// configured for them.
 	Addresses []string
-	Rcpts     []string // envelope recipients
+	// Unverified says the login names no identity the proxy can check (an
+	// OAuth token login, whose stated name the upstream may not compare
+	// with the token): no key of the user's may be used, so the message
+	// cannot be signed.
+	Unverified bool
+	Rcpts      []string // envelope recipients
 	// Protected is true when the message is already S/MIME or PGP/MIME.
 	Protected bool
 	Override  Override
@@ -137,7 +145,9 @@ type Refusal struct {
 
 func (r *Refusal) Error() string { return "policy: " + r.Text }
 
-// Decide applies p to m.
+// Decide applies p to m. Every name in m is compared in normal form
+// (mailaddr.Normalize), however the client spelled it: a rule for
+// example.org holds for Carol@Example.ORG. too.
 func (p *Policy) Decide(m *Message) Decision {
 	if m.Protected {
 		return Decision{Action: Pass, Reason: "already protected"}
@@ -146,14 +156,18 @@ func (p *Policy) Decide(m *Message) Decision {
 	if p.Overrides {
 		ov = m.Override
 	}
+	m = normalized(m)
 
-	from := strings.ToLower(m.From)
-	own := slices.ContainsFunc(m.Addresses, func(a string) bool { return strings.EqualFold(a, from) })
+	from := m.From
+	own := !m.Unverified && slices.Contains(m.Addresses, from)
 	base := p.messageRules(m.User, from)
 
 	sign := p.sign(base, m.Rcpts)
 	if ov.Sign != Unset {
 		sign = ov.Sign == On
+	}
+	if sign && m.Unverified && p.ForeignFrom != ForeignFromUnsigned {
+		return refuse(nil, "signing needs a login the proxy can check, and a token (OAuth) login is not one; log in with your password, or send with [nosign]")
 	}
 	if sign && !own {
 		if p.ForeignFrom != ForeignFromUnsigned {
@@ -187,7 +201,7 @@ func (p *Policy) Decide(m *Message) Decision {
 // messageRules resolves the levels that apply to the whole message.
 func (p *Policy) messageRules(user, from string) Rules {
 	r := p.Default
-	r = merge(r, p.Users[strings.ToLower(user)])
+	r = merge(r, p.Users[user])
 	r = merge(r, p.Senders[from])
 	return r
 }
@@ -199,7 +213,7 @@ func (p *Policy) sign(base Rules, rcpts []string) bool {
 		return base.Sign == SignAlways
 	}
 	for _, rc := range rcpts {
-		if merge(base, p.Domains[domain(rc)]).Sign == SignAlways {
+		if merge(base, p.Domains[mailaddr.DomainOf(rc)]).Sign == SignAlways {
 			return true
 		}
 	}
@@ -212,7 +226,7 @@ func (p *Policy) sign(base Rules, rcpts []string) bool {
 func (p *Policy) encrypt(base Rules, m *Message, ov Override) (bool, *Refusal) {
 	var required, never []string
 	for _, rc := range m.Rcpts {
-		switch merge(base, p.Domains[domain(rc)]).Encrypt {
+		switch merge(base, p.Domains[mailaddr.DomainOf(rc)]).Encrypt {
 		case EncryptRequired:
 			required = append(required, rc)
 		case EncryptNever:
@@ -265,10 +279,24 @@ func merge(base, over Rules) Rules {
 	return base
 }
 
-func domain(addr string) string {
-	i := strings.LastIndexByte(addr, '@')
-	if i < 0 {
-		return ""
+// normalized returns a copy of m with every name in normal form.
+func normalized(m *Message) *Message {
+	n := *m
+	n.User = mailaddr.Normalize(m.User)
+	n.From = mailaddr.Normalize(m.From)
+	n.Addresses = make([]string, len(m.Addresses))
+	for i, a := range m.Addresses {
+		n.Addresses[i] = mailaddr.Normalize(a)
 	}
-	return strings.ToLower(addr[i+1:])
+	n.Rcpts = make([]string, len(m.Rcpts))
+	for i, r := range m.Rcpts {
+		n.Rcpts[i] = mailaddr.Normalize(r)
+	}
+	if m.NoCert != nil {
+		n.NoCert = make(map[string]string, len(m.NoCert))
+		for r, why := range m.NoCert {
+			n.NoCert[mailaddr.Normalize(r)] = why
+		}
+	}
+	return &n
 }

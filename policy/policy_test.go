@@ -76,6 +76,14 @@ func TestDecide(t *testing.T) {
 		{"[plain] sends as is", policy.Default(), with(alice("bob@example.org"), func(m *policy.Message) { m.Override = policy.Override{Sign: policy.Off, Encrypt: policy.Off} }), policy.Pass, false, false, nil, ""},
 		{"[plain] cannot beat a required domain", partner, with(alice("x@partner.example"), func(m *policy.Message) { m.Override = policy.Override{Sign: policy.Off, Encrypt: policy.Off} }), policy.Refuse, false, false, []string{"x@partner.example"}, "policy requires encryption"},
 		{"overrides ignored when turned off", noOverrides, with(alice("bob@example.org"), func(m *policy.Message) { m.Override.Sign = policy.Off }), policy.Send, true, true, nil, ""},
+		{"an unverified login cannot sign", policy.Default(), with(alice("bob@example.org"), func(m *policy.Message) { m.Unverified = true }),
+			policy.Refuse, false, false, nil, "token (OAuth) login"},
+		{"an unverified login sends unsigned when foreign From goes unsigned", unsigned, with(alice("bob@example.org"), func(m *policy.Message) { m.Unverified = true }),
+			policy.Send, false, true, nil, ""},
+		{"an unverified login with [nosign] is not refused", policy.Default(), with(alice("bob@example.org"), func(m *policy.Message) {
+			m.Unverified = true
+			m.Override.Sign = policy.Off
+		}), policy.Send, false, true, nil, ""},
 		{"[nosign] with a foreign From is not refused", policy.Default(), with(alice("bob@example.org"), func(m *policy.Message) {
 			m.From = "ceo@example.com"
 			m.Override.Sign = policy.Off
@@ -198,5 +206,40 @@ func TestContentCipher(t *testing.T) {
 		if got := tc.p.ContentCipher(tc.caps); got != tc.want {
 			t.Errorf("ContentCipher(%s) = %v, want %v", tc.name, got, tc.want)
 		}
+	}
+}
+
+// TestNormalizedNames: every rule holds however the client spelled the
+// name: case, a trailing dot, an internationalized domain in either form.
+func TestNormalizedNames(t *testing.T) {
+	c := config.Default().Policy
+	c.Domains = map[string]config.Rules{"Example.ORG.": {Encrypt: "required"}, "bücher.example": {Encrypt: "required"}}
+	c.Senders = map[string]config.Rules{"NoReply@Example.com.": {Sign: "never"}}
+	c.Users = map[string]config.UserRules{"Quiet@Example.com": {Addresses: []string{"Team@EXAMPLE.com."}, Rules: config.Rules{Encrypt: "never"}}}
+	p := policy.FromConfig(c)
+
+	required := []string{"carol@example.org.", "CAROL@EXAMPLE.ORG", "carol@Example.Org..", "anna@BÜCHER.example", "anna@xn--bcher-kva.example."}
+	for _, rcpt := range required {
+		m := &policy.Message{User: "alice@example.com", From: "alice@example.com", Addresses: p.Addresses("alice@example.com"),
+			Rcpts: []string{rcpt}, NoCert: map[string]string{rcpt: "no certificate"}}
+		if d := p.Decide(m); d.Action != policy.Refuse {
+			t.Errorf("Decide(to %q, no certificate, domain required) = %v (%s), want refuse", rcpt, d.Action, d.Reason)
+		}
+		m.NoCert = nil
+		if d := p.Decide(m); d.Action != policy.Send || !d.Encrypt {
+			t.Errorf("Decide(to %q, certificate known, domain required) = %v encrypt=%v, want send encrypted", rcpt, d.Action, d.Encrypt)
+		}
+	}
+
+	d := p.Decide(&policy.Message{User: "alice@example.com", From: "noreply@example.com", Addresses: []string{"NOREPLY@example.com."}, Rcpts: []string{"bob@example.net"}})
+	if d.Action != policy.Send || d.Sign {
+		t.Errorf("Decide(sender rule for NoReply@Example.com.) = %v sign=%v, want send unsigned", d.Action, d.Sign)
+	}
+	if got, want := p.Addresses("QUIET@example.COM."), []string{"quiet@example.com", "team@example.com"}; !slices.Equal(got, want) {
+		t.Errorf("Addresses(QUIET@example.COM.) = %v, want %v", got, want)
+	}
+	d = p.Decide(&policy.Message{User: "quiet@EXAMPLE.com", From: "team@example.com.", Addresses: p.Addresses("quiet@EXAMPLE.com"), Rcpts: []string{"bob@example.net"}})
+	if d.Action != policy.Send || !d.Sign || d.Encrypt {
+		t.Errorf("Decide(user rule, second address) = %v sign=%v encrypt=%v (%s), want signed, not encrypted", d.Action, d.Sign, d.Encrypt, d.Reason)
 	}
 }

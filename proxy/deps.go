@@ -49,6 +49,9 @@ type Options struct {
 	Cert    *Certificate
 	Logger  *slog.Logger
 	Metrics *Metrics
+	// Budget is the memory budget both proxies share; nil: one of
+	// Config.MemoryBudgetMB for this proxy alone.
+	Budget *Budget
 	// Now is the clock for certificate validity; nil: time.Now.
 	Now func() time.Time
 }

@@ -38,10 +38,26 @@ func (c *Certificate) Reload() error {
 	return nil
 }
 
-// ServerConfig is the TLS configuration for listeners.
+// serverSuites are the TLS 1.2 cipher suites the listeners accept: ECDHE
+// key exchange (forward secrecy) with an AEAD cipher only. Go's default list
+// still holds the CBC-SHA suites (no AEAD, Lucky13-prone); every mail client
+// that speaks TLS 1.2 also speaks these. TLS 1.3 suites are not configurable
+// and all AEAD.
+var serverSuites = []uint16{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+}
+
+// ServerConfig is the TLS configuration for listeners: TLS 1.2 with the
+// AEAD ECDHE suites, or TLS 1.3.
 func (c *Certificate) ServerConfig() *tls.Config {
 	return &tls.Config{
-		MinVersion: tls.VersionTLS12,
+		MinVersion:   tls.VersionTLS12,
+		CipherSuites: serverSuites,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 			return c.cur.Load(), nil
 		},

@@ -18,6 +18,10 @@ type Upstream struct {
 	TLS     *tls.Config
 	timeout time.Duration // for the dial and the TLS handshake
 	dialer  net.Dialer
+	// loopbackOnly: tls: none without insecure_plaintext. The name was
+	// loopback when the configuration was checked; each dial checks the
+	// address it reached, since a name can resolve elsewhere later.
+	loopbackOnly bool
 }
 
 // NewUpstream prepares the connections to up; nothing is dialed yet.
@@ -26,7 +30,8 @@ func NewUpstream(up config.Upstream, connectTimeout time.Duration) (*Upstream, e
 	if err != nil {
 		return nil, err
 	}
-	return &Upstream{Addr: up.Addr, Mode: up.TLS, TLS: conf, timeout: connectTimeout}, nil
+	return &Upstream{Addr: up.Addr, Mode: up.TLS, TLS: conf, timeout: connectTimeout,
+		loopbackOnly: up.TLS == config.TLSNone && !up.InsecurePlaintext}, nil
 }
 
 // Dial connects to the upstream; with implicit TLS the connection it returns
@@ -37,6 +42,10 @@ func (u *Upstream) Dial(ctx context.Context) (net.Conn, error) {
 	conn, err := u.dialer.DialContext(ctx, "tcp", u.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("connect to upstream %s: %w", u.Addr, err)
+	}
+	if remote, ok := conn.RemoteAddr().(*net.TCPAddr); u.loopbackOnly && (!ok || !remote.IP.IsLoopback()) {
+		conn.Close()
+		return nil, fmt.Errorf("connect to upstream %s: reached %s, which is not loopback, without TLS; use starttls or implicit, or set insecure_plaintext: true", u.Addr, conn.RemoteAddr())
 	}
 	if u.Mode != config.TLSImplicit {
 		return conn, nil

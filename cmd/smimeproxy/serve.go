@@ -125,6 +125,8 @@ func start(ctx context.Context, c *config.Config, ks *keystore.Store, cc *certca
 		Logger:  log,
 		Metrics: proxy.NewMetrics(reg),
 	}
+	s.opts.Budget = proxy.NewBudget(budgetBytes(c), s.opts.Metrics)
+	setMemoryLimit(c, log)
 	var err error
 	if s.smtp, err = smtpproxy.New(s.opts); err != nil {
 		return nil, err
@@ -243,6 +245,8 @@ func (s *server) reload(sf storeFlags, e *env) {
 		return
 	}
 	s.cfg, s.opts, s.cert = c, opts, opts.Cert
+	s.opts.Budget.SetTotal(budgetBytes(c))
+	setMemoryLimit(c, s.log)
 	s.expiry.warn(s.log)
 	s.checkKeys()
 	s.log.Info("reloaded", "config", c.Path())

@@ -85,11 +85,13 @@ func (s *session) authPassword(identity, user, password string) error {
 	default:
 		return replyNoPassword
 	}
-	return s.authUpstream(c, user)
+	return s.authUpstream(c, user, true)
 }
 
-// authToken passes an OAuth token upstream. login is the user the token
-// names, for policy; the upstream checks that it matches the token.
+// authToken passes an OAuth token upstream. login is the user the client
+// says the token is for: the upstream accepted the token, but may not have
+// compared the name with it, so login counts for policy and keys only when
+// smtp.trust_token_names says so.
 func (s *session) authToken(mech string, ir []byte, login string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -102,13 +104,13 @@ func (s *session) authToken(mech string, ir []byte, login string) error {
 	if !s.up.supportsAuth(mech) {
 		return gosmtp.ErrAuthUnknownMechanism
 	}
-	return s.authUpstream(&tokenClient{mech: mech, ir: ir}, login)
+	return s.authUpstream(&tokenClient{mech: mech, ir: ir}, login, s.gen.cfg.TrustTokenNames)
 }
 
 // authUpstream logs in upstream. After a refusal go-smtp's client sends
 // "*" as if cancelling, which Postfix answers by hanging up ("I can break
 // rules, too"): so the connection is dropped, and another AUTH makes a new one.
-func (s *session) authUpstream(c sasl.Client, login string) error {
+func (s *session) authUpstream(c sasl.Client, login string, verified bool) error {
 	if err := s.up.auth(c); err != nil {
 		var se *gosmtp.SMTPError
 		if errors.As(err, &se) {
@@ -119,8 +121,9 @@ func (s *session) authUpstream(c sasl.Client, login string) error {
 		}
 		return s.reply(err)
 	}
-	s.setLogin(login)
-	s.log.Info("logged in")
+	s.setLogin(login, verified)
+	s.cc.guard.Authenticated()
+	s.log.Info("logged in", "verified", verified)
 	return nil
 }
 

@@ -163,3 +163,53 @@ func TestAuthRules(t *testing.T) {
 		c.cmd("MAIL FROM:<alice@example.com>", "530 5.7.0 Authentication required")
 	})
 }
+
+// TestTokenLoginIdentity: after a token login the name the client states is
+// not who they are unless the configuration says the upstream checks it;
+// until then no key of theirs is used. The recording upstream accepts a
+// good token under any name, as a careless server would.
+func TestTokenLoginIdentity(t *testing.T) {
+	p := testPKI(t)
+	token := b64("n,a=alice@example.com,\x01auth=Bearer good\x01\x01")
+	tests := []struct {
+		name    string
+		trust   bool
+		subject string
+		want    string
+		signed  bool
+	}{
+		{"not trusted: signing refused", false, "Hello",
+			"554 5.7.1 Refused by policy: signing needs a login the proxy can check, and a token (OAuth) login is not one; log in with your password, or send with [nosign]", false},
+		{"not trusted: [nosign] goes unsigned", false, "[nosign] Hello", "250 *", false},
+		{"trusted: signed as the stated name", true, "Hello", "250 *", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, envOptions{
+				upstream: upstreamOptions{mechs: []string{mechOAuthBearer}},
+				recorder: func(r *recorder) { r.tokens["good"] = true },
+				config:   func(c *config.Config) { c.SMTP.TrustTokenNames = tc.trust },
+			})
+			c := e.dial()
+			c.cmd("EHLO client.test", "250 *")
+			c.cmd("AUTH OAUTHBEARER "+token, "235 *")
+			if got := c.send("alice@example.com", []string{"bob@example.org"}, message("bob@example.org", tc.subject, "Hi Bob\r\n")); !match(tc.want, got) {
+				t.Fatalf("DATA reply %q, want %q", got, tc.want)
+			}
+			txns := e.up.transactions()
+			switch {
+			case !strings.HasPrefix(tc.want, "250"):
+				if len(txns) != 0 {
+					t.Errorf("the upstream got %d messages, want none", len(txns))
+				}
+			case len(txns) != 1:
+				t.Fatalf("the upstream got %d messages, want 1", len(txns))
+			default:
+				o := open(t, p, txns[0].data)
+				if signed := len(o.Signatures) == 1 && o.Signatures[0].Signer.Equal(p.alice.Cert); signed != tc.signed {
+					t.Errorf("signed by alice: %v, want %v", signed, tc.signed)
+				}
+			}
+		})
+	}
+}

@@ -113,7 +113,13 @@ func testPKI(t testing.TB) *pki {
 // newKeystore is an unlocked keystore holding ids' keys.
 func newKeystore(t testing.TB, ids ...*testpki.Identity) *keystore.Store {
 	t.Helper()
-	ks, err := keystore.Create(filepath.Join(t.TempDir(), "keystore"), []byte(testPassphrase),
+	return newKeystoreAt(t, filepath.Join(t.TempDir(), "keystore"), ids...)
+}
+
+// newKeystoreAt is newKeystore in dir, whose passphrase is testPassphrase.
+func newKeystoreAt(t testing.TB, dir string, ids ...*testpki.Identity) *keystore.Store {
+	t.Helper()
+	ks, err := keystore.Create(dir, []byte(testPassphrase),
 		&keystore.Options{KDF: &keystore.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}, RecheckInterval: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -134,7 +140,13 @@ func newKeystore(t testing.TB, ids ...*testpki.Identity) *keystore.Store {
 // holds certs.
 func certCache(t testing.TB, p *pki, certs ...*x509.Certificate) *certcache.Cache {
 	t.Helper()
-	cc, err := certcache.Open(filepath.Join(t.TempDir(), "certcache"), &certcache.Options{NoSystemRoots: true, RecheckInterval: -1})
+	return certCacheAt(t, filepath.Join(t.TempDir(), "certcache"), p, certs...)
+}
+
+// certCacheAt is certCache in dir.
+func certCacheAt(t testing.TB, dir string, p *pki, certs ...*x509.Certificate) *certcache.Cache {
+	t.Helper()
+	cc, err := certcache.Open(dir, &certcache.Options{NoSystemRoots: true, RecheckInterval: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +185,7 @@ type recorder struct {
 	users  map[string]string // PLAIN and LOGIN credentials it accepts
 	tokens map[string]bool   // OAuth tokens it accepts
 	mechs  []string
-	keep   bool // false: count messages but keep no bytes (benchmarks)
+	keep   bool // false: count messages but hold no bytes (benchmarks, memory)
 
 	mu          sync.Mutex
 	txns        []recorded
@@ -356,7 +368,13 @@ func (s *recorderSession) Data(r io.Reader) error {
 	s.r.mu.Lock()
 	s.r.dataStarted++
 	s.r.mu.Unlock()
-	data, err := io.ReadAll(r)
+	var data []byte
+	var err error
+	if s.r.keep || s.r.onData != nil {
+		data, err = io.ReadAll(r)
+	} else {
+		_, err = io.Copy(io.Discard, r) // benchmarks and memory tests: hold nothing
+	}
 	if err != nil {
 		return err
 	}
@@ -396,6 +414,7 @@ type env struct {
 	certs   *certcache.Cache
 	logs    *testutil.Buffer
 	metrics *proxy.Metrics
+	budget  *proxy.Budget
 	reg     *prometheus.Registry
 }
 
@@ -484,7 +503,8 @@ func newEnv(t testing.TB, o envOptions) *env {
 	if o.quiet {
 		level = slog.LevelWarn
 	}
-	e.opts = proxy.Options{Config: c, Policy: pol, Keys: e.keys, Certs: e.certs, Cert: cert, Metrics: e.metrics,
+	e.budget = proxy.NewBudget(int64(c.MemoryBudgetMB)<<20, e.metrics)
+	e.opts = proxy.Options{Config: c, Policy: pol, Keys: e.keys, Certs: e.certs, Cert: cert, Metrics: e.metrics, Budget: e.budget,
 		Logger: slog.New(slog.NewTextHandler(io.MultiWriter(t.Output(), e.logs), &slog.HandlerOptions{Level: level}))}
 	var err error
 	if e.proxy, err = New(e.opts); err != nil {

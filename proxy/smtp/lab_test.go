@@ -63,6 +63,13 @@ type labEnv struct {
 
 func newSMTPLabEnv(t testing.TB, certs ...*x509.Certificate) *labEnv {
 	t.Helper()
+	return newSMTPLabEnvConfig(t, nil, certs...)
+}
+
+// newSMTPLabEnvConfig is newSMTPLabEnv with edit applied to the
+// configuration before the proxy is made.
+func newSMTPLabEnvConfig(t testing.TB, edit func(*config.Config), certs ...*x509.Certificate) *labEnv {
+	t.Helper()
 	l := lab.Start(t)
 	p := testPKI(t)
 	ids := labIdentities(t, p)
@@ -72,6 +79,9 @@ func newSMTPLabEnv(t testing.TB, certs ...*x509.Certificate) *labEnv {
 	c.SMTP.Upstream = config.Upstream{Addr: l.Submission, TLS: config.TLSStartTLS, CAFile: l.CA}
 	// The default timeouts: with 50 sessions at once on a busy machine,
 	// Postfix may take seconds to greet.
+	if edit != nil {
+		edit(c)
+	}
 	cert, err := proxy.LoadCertificate(p.serverCert, p.serverKey)
 	if err != nil {
 		t.Fatal(err)

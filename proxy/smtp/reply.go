@@ -10,6 +10,7 @@ import (
 
 	"smimeproxy/keystore"
 	"smimeproxy/policy"
+	"smimeproxy/proxy"
 )
 
 // This file is the one place where an error becomes the SMTP client's reply.
@@ -119,6 +120,10 @@ func reply(err error) (reply *gosmtp.SMTPError, unexpected bool) {
 		return &gosmtp.SMTPError{Code: 554, EnhancedCode: gosmtp.EnhancedCode{5, 6, 0}, Message: "The message cannot be signed or encrypted: " + me.reason}, false
 	case errors.As(err, &ke):
 		return &gosmtp.SMTPError{Code: 451, EnhancedCode: gosmtp.EnhancedCode{4, 7, 5}, Message: keyText(ke)}, false
+	case errors.Is(err, errTooBig):
+		return &gosmtp.SMTPError{Code: 552, EnhancedCode: gosmtp.EnhancedCode{5, 3, 4}, Message: "The message is too large to sign and encrypt here; send it in smaller parts"}, false
+	case errors.Is(err, errMemory):
+		return &gosmtp.SMTPError{Code: 452, EnhancedCode: gosmtp.EnhancedCode{4, 3, 1}, Message: "Too many large messages at once; try again later"}, false
 	case errors.Is(err, errSMTPShuttingDown):
 		return &gosmtp.SMTPError{Code: 421, EnhancedCode: gosmtp.EnhancedCode{4, 3, 2}, Message: "Service shutting down; try again later"}, false
 	case errors.Is(err, errSMTPUpstreamLost):
@@ -129,6 +134,28 @@ func reply(err error) (reply *gosmtp.SMTPError, unexpected bool) {
 		return &gosmtp.SMTPError{Code: 451, EnhancedCode: gosmtp.EnhancedCode{4, 4, 2}, Message: "The connection to the mail server broke; try again later"}, false
 	}
 	return &gosmtp.SMTPError{Code: 451, EnhancedCode: gosmtp.EnhancedCode{4, 3, 0}, Message: "Internal error; try again later"}, true
+}
+
+// refusal is the reply to a connection the limits turn away, in Postfix's
+// words: the client tries again later.
+func refusal(name string, remote net.Addr, why error) *gosmtp.SMTPError {
+	r := &gosmtp.SMTPError{Code: 421, EnhancedCode: gosmtp.EnhancedCode{4, 7, 0}, Message: name + " Error: too many connections; try again later"}
+	if ta, ok := remote.(*net.TCPAddr); ok && errors.Is(why, proxy.ErrTooManyFromIP) {
+		r.Message = name + " Error: too many connections from " + ta.IP.String()
+	}
+	return r
+}
+
+// goodbye is the last reply of a session that ends between commands (see
+// conn.bye): why is a timeout, a pre-login limit or errSMTPShuttingDown.
+func goodbye(name string, why error) *gosmtp.SMTPError {
+	switch {
+	case errors.Is(why, errSMTPShuttingDown):
+		return &gosmtp.SMTPError{Code: 421, EnhancedCode: gosmtp.EnhancedCode{4, 3, 2}, Message: name + " Service shutting down; try again later"}
+	case errors.Is(why, proxy.ErrPreAuthTime):
+		return &gosmtp.SMTPError{Code: 421, EnhancedCode: gosmtp.EnhancedCode{4, 4, 2}, Message: name + " Error: too long without logging in"}
+	}
+	return &gosmtp.SMTPError{Code: 421, EnhancedCode: gosmtp.EnhancedCode{4, 4, 2}, Message: name + " Error: timeout exceeded"}
 }
 
 // keyText says what is wrong with a key in words an administrator can act

@@ -1,16 +1,16 @@
 package smtp
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
 	gosmtp "github.com/emersion/go-smtp"
+
+	"smimeproxy/internal/mailaddr"
 )
 
 // session is one client's session, from EHLO to the end of the
@@ -33,9 +33,12 @@ type session struct {
 	// own for BDAT, while Reset and Logout come from the connection's.
 	mu    sync.Mutex
 	login string // the name the upstream accepted; empty before AUTH
-	up    *upstream
-	lost  bool         // the upstream connection broke: the session can only end
-	txn   *transaction // the client's envelope, relayed as it came
+	// verified says login is who the user is, for policy and keys: true
+	// after a password login; after a token login, only when configured.
+	verified bool
+	up       *upstream
+	lost     bool         // the upstream connection broke: the session can only end
+	txn      *transaction // the client's envelope, relayed as it came
 }
 
 // transaction is the envelope of the client's current transaction.
@@ -58,6 +61,7 @@ func (g *gen) NewSession(c *gosmtp.Conn) (gosmtp.Session, error) {
 	if cc == nil {
 		return nil, errors.New("proxy: SMTP connection of an unknown kind")
 	}
+	cc.setSMTP(c)
 	ctx, cancel := context.WithCancel(g.srv.base)
 	return &session{
 		gen: g, conn: c, cc: cc, ctx: ctx, cancel: cancel,
@@ -134,6 +138,9 @@ func (s *session) Mail(from string, opts *gosmtp.MailOptions) error {
 		return s.reply(err)
 	}
 	s.txn = &transaction{from: from, opts: opts}
+	// Without require_auth, a session that got this far counts as logged in
+	// for the connection limits: the upstream took its MAIL FROM.
+	s.cc.guard.Authenticated()
 	return nil
 }
 
@@ -163,34 +170,32 @@ func (s *session) Rcpt(to string, opts *gosmtp.RcptOptions) error {
 func (s *session) Data(r io.Reader) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.cc.setBusy(true)
-	defer s.cc.setBusy(false)
+	// With BDAT, go-smtp reads the chunks and hands them over a pipe.
+	_, chunked := r.(*io.PipeReader)
+	s.cc.setBusy(true, !chunked)
+	defer s.cc.setBusy(false, false)
 	start := time.Now()
 	if s.lost || s.up == nil || s.up.broken || s.txn == nil {
 		s.lost = true
 		return s.reply(errSMTPUpstreamLost)
 	}
 	_ = s.conn.Conn().SetReadDeadline(start.Add(s.gen.timeouts.Data.D()))
-	// The SIZE the client declared (go-smtp held it to the limit) saves
-	// growing the buffer again and again.
-	var buf bytes.Buffer
-	if s.txn.opts != nil && s.txn.opts.Size > 0 {
-		buf.Grow(int(s.txn.opts.Size) + 4096)
-	}
-	_, err := buf.ReadFrom(r)
-	raw := buf.Bytes()
+	raw, held, err := readMessage(r, s.gen.budget, readCost(s.gen.policy.Opaque))
 	if err != nil {
 		// Nothing went upstream but MAIL and RCPT; Reset or Logout abort them.
 		var se *gosmtp.SMTPError
-		if !errors.As(err, &se) { // too large is go-smtp's own reply
+		if !errors.As(err, &se) && !errors.Is(err, errMemory) { // too large is go-smtp's own reply
+			// What follows on the connection is the rest of a message, not
+			// commands: the session ends with the reply.
 			err = &clientError{err: err}
+			s.cc.hangup()
 		}
 		reply := s.reply(err)
-		s.log.Info("message", "from", s.txn.from, "action", "", "rcpts", len(s.txn.rcpts), "bytes", len(raw),
+		s.log.Info("message", "from", s.txn.from, "action", "", "rcpts", len(s.txn.rcpts),
 			"dur_ms", time.Since(start).Milliseconds(), "reply", replyText(reply), "err", err.Error())
 		return reply
 	}
-	return s.deliver(raw, start)
+	return s.deliver(raw, held, start)
 }
 
 // Reset aborts the transaction, upstream too if it is still open there.
@@ -222,8 +227,9 @@ func (s *session) Logout() error {
 	return nil
 }
 
-// user is the login for the log and for policy; lower case.
-func (s *session) setLogin(name string) {
-	s.login = strings.ToLower(name)
+// setLogin records the login, normalized, for the log and, when verified,
+// for policy and keys.
+func (s *session) setLogin(name string, verified bool) {
+	s.login, s.verified = mailaddr.Normalize(name), verified
 	s.log = s.log.With("user", s.login)
 }

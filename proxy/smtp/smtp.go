@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -27,7 +28,8 @@ import (
 
 // fallbackMaxMessage bounds a message, in bytes, when the upstream
 // advertises no SIZE limit or could not be asked: the proxy holds each
-// message in memory while it signs and encrypts it.
+// message in memory while it signs and encrypts it. The memory budget may
+// bound it further (maxMessageSize).
 const fallbackMaxMessage = 64 << 20
 
 // Proxy is the submission proxy: mail clients submit to it as they would to
@@ -40,8 +42,9 @@ type Proxy struct {
 	started bool
 	closed  bool
 
-	gen   atomic.Pointer[gen] // what new connections get
-	conns map[*conn]struct{}
+	gen     atomic.Pointer[gen] // what new connections get
+	conns   map[*conn]struct{}
+	limiter *proxy.Limiter // connection limits, across generations
 
 	// life ends when Shutdown begins (the re-probe stops); base ends when
 	// Shutdown stops waiting, cancelling every session's upstream I/O.
@@ -64,6 +67,7 @@ type gen struct {
 	tls      *tls.Config
 	log      *slog.Logger
 	metrics  *proxy.Metrics
+	budget   *proxy.Budget
 	servers  []*gosmtp.Server // one per listener, in config order
 	feeds    []*feed
 }
@@ -74,7 +78,7 @@ func New(opts proxy.Options) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Proxy{opts: opts, conns: map[*conn]struct{}{}}
+	s := &Proxy{opts: opts, conns: map[*conn]struct{}{}, limiter: proxy.NewLimiter("smtp", opts.Config.SMTP.Limits, opts.Metrics)}
 	s.life, s.endLife = context.WithCancel(context.Background())
 	s.base, s.endBase = context.WithCancel(context.Background())
 	return s, nil
@@ -112,8 +116,14 @@ func checkSMTPOptions(opts proxy.Options) (proxy.Options, error) {
 	} else if up.TLS != config.TLSNone && up.TLS != config.TLSStartTLS && up.TLS != config.TLSImplicit {
 		errs = append(errs, fmt.Errorf("smtp.upstream: invalid tls %q", up.TLS))
 	}
+	if opts.Budget == nil && opts.Config.MemoryBudgetMB <= 0 {
+		errs = append(errs, errors.New("memory_budget_mb: must be positive"))
+	}
 	if t := c.Timeouts; t.Connect <= 0 || t.Command <= 0 || t.Data <= 0 {
 		errs = append(errs, errors.New("smtp.timeouts: connect, command and data must all be positive"))
+	}
+	if l := c.Limits; l.MaxConnections < 0 || l.MaxConnectionsPerIP < 0 || l.PreAuthIdle < 0 || l.PreAuthTime < 0 {
+		errs = append(errs, errors.New("smtp.limits: no limit may be negative (0: none)"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return opts, fmt.Errorf("proxy: %w", err)
@@ -123,6 +133,9 @@ func checkSMTPOptions(opts proxy.Options) (proxy.Options, error) {
 	}
 	if opts.Metrics == nil {
 		opts.Metrics = proxy.NewMetrics(nil)
+	}
+	if opts.Budget == nil {
+		opts.Budget = proxy.NewBudget(int64(opts.Config.MemoryBudgetMB)<<20, opts.Metrics)
 	}
 	return opts, nil
 }
@@ -143,7 +156,7 @@ func (s *Proxy) newGen(opts proxy.Options) (*gen, error) {
 	}
 	g := &gen{
 		srv: s, opts: opts, cfg: c, policy: opts.Policy, timeouts: c.Timeouts, up: up, name: name,
-		log: opts.Logger.With("proto", "smtp"), metrics: opts.Metrics,
+		log: opts.Logger.With("proto", "smtp"), metrics: opts.Metrics, budget: opts.Budget,
 	}
 	if opts.Cert != nil {
 		g.tls = opts.Cert.ServerConfig()
@@ -221,20 +234,26 @@ func (s *Proxy) Addrs() []net.Addr {
 // serve makes g's servers, one per listener, makes g current and starts
 // serving its feeds. The caller holds s.mu.
 func (s *Proxy) serve(g *gen) {
+	size := int64(fallbackMaxMessage)
+	if g.caps.size > 0 {
+		size = g.caps.size
+	}
+	if budget := maxMessageSize(g.budget, g.policy.Opaque); budget < size {
+		g.log.Warn("the memory budget limits messages below the mail server's size limit; raise memory_budget_mb to accept larger ones",
+			"max_bytes", budget, "upstream_max_bytes", size)
+		size = budget
+	}
 	for i, l := range g.cfg.Listen {
 		srv := gosmtp.NewServer(g)
 		srv.Domain = g.name
 		srv.ReadTimeout = g.timeouts.Command.D()
 		srv.WriteTimeout = g.timeouts.Command.D()
-		srv.MaxMessageBytes = fallbackMaxMessage
-		if g.caps.size > 0 {
-			srv.MaxMessageBytes = g.caps.size
-		}
+		srv.MaxMessageBytes = size
 		srv.EnableSMTPUTF8 = g.caps.utf8
 		srv.EnableDSN = g.caps.dsn
 		srv.ErrorLog = errorLog{g.log}
 		if l.TLS == config.TLSStartTLS {
-			srv.TLSConfig = g.tls
+			srv.TLSConfig = startTLSConfig(g.tls)
 		}
 		// A listener without TLS is on loopback or explicitly insecure
 		// (checkSMTPOptions): AUTH is offered there too.
@@ -283,7 +302,12 @@ func (s *Proxy) accept(i int, ln net.Listener) {
 			continue
 		}
 		delay = 0
-		cc := s.track(raw)
+		release, err := s.limiter.Admit(raw.RemoteAddr())
+		if err != nil {
+			s.refuse(i, raw, err)
+			continue
+		}
+		cc := s.track(raw, release, s.gen.Load().cfg.Listen[i].TLS == config.TLSImplicit)
 		for {
 			g := s.gen.Load()
 			var c net.Conn = cc
@@ -307,17 +331,31 @@ func (s *Proxy) isClosed() bool {
 	return s.closed
 }
 
-// track registers a new client connection, so that Shutdown can reach it.
-func (s *Proxy) track(raw net.Conn) *conn {
+// refuse turns away a connection over the limits with Postfix's reply, in
+// the clear before STARTTLS; on an implicit TLS listener it only closes,
+// since a reply would need a TLS handshake, which is what the limits spare.
+func (s *Proxy) refuse(i int, raw net.Conn, why error) {
+	g := s.gen.Load()
+	g.log.Warn("connection refused", "remote", raw.RemoteAddr().String(), "err", why)
+	if g.cfg.Listen[i].TLS != config.TLSImplicit {
+		_ = raw.SetWriteDeadline(time.Now().Add(g.timeouts.Command.D()))
+		_, _ = io.WriteString(raw, replyText(refusal(g.name, raw.RemoteAddr(), why))+"\r\n")
+	}
+	raw.Close()
+}
+
+// track registers a new client connection, held to the pre-login limits,
+// so that Shutdown can reach it.
+func (s *Proxy) track(raw net.Conn, release func(), implicitTLS bool) *conn {
 	var id [6]byte
 	_, _ = rand.Read(id[:])
 	g := s.gen.Load()
-	cc := &conn{Conn: raw, srv: s, id: hex.EncodeToString(id[:]), metrics: g.metrics}
+	guard := s.limiter.Guard(raw)
+	cc := &conn{Conn: guard, guard: guard, srv: s, id: hex.EncodeToString(id[:]), release: release,
+		name: g.name, writeTimeout: g.timeouts.Command.D(), implicitTLS: implicitTLS}
 	s.mu.Lock()
 	s.conns[cc] = struct{}{}
 	s.mu.Unlock()
-	g.metrics.Sessions.WithLabelValues("smtp").Inc()
-	g.metrics.SessionsOpen.WithLabelValues("smtp").Inc()
 	return cc
 }
 
@@ -424,6 +462,7 @@ func (s *Proxy) Reload(opts proxy.Options) error {
 		return errors.New("proxy: SMTP is shut down")
 	}
 	s.opts = opts
+	s.limiter.SetLimits(opts.Config.SMTP.Limits)
 	prev := s.gen.Load()
 	s.serve(g)
 	if !known {
@@ -533,19 +572,30 @@ func (f *feed) deliver(c net.Conn) bool {
 	}
 }
 
-// conn is a client's TCP connection, under TLS when there is TLS. It
-// lets Shutdown end a session between commands without cutting a message
-// short, and a session hang up after a 421 reply.
+// conn is a client's TCP connection, under TLS when there is TLS, held to
+// the pre-login limits by its Guard. It lets Shutdown end a session between
+// commands without cutting a message short, and a session hang up after a
+// 421 reply; and it ends a session that times out between commands with a
+// reply of its own (see bye).
 type conn struct {
-	net.Conn
-	srv     *Proxy
-	id      string
-	metrics *proxy.Metrics
+	net.Conn     // the Guard
+	guard        *proxy.Guard
+	srv          *Proxy
+	id           string
+	release      func() // the Limiter's count of this connection
+	name         string // the proxy's, for the last reply
+	writeTimeout time.Duration
+	implicitTLS  bool
 
-	mu      sync.Mutex
-	busy    bool // a message is being read or relayed
-	state   int  // connOpen, connDraining or connHangup
-	closing sync.Once
+	mu       sync.Mutex
+	busy     bool // a message is being read or relayed
+	dataRead bool // Data is reading the message from this connection (DATA, not BDAT)
+	state    int  // connOpen, connDraining or connHangup
+	// smtp is go-smtp's connection, from the first EHLO on: its Conn is
+	// where replies go (the TLS connection after STARTTLS).
+	smtp       *gosmtp.Conn
+	tlsStarted bool // a STARTTLS handshake began
+	closing    sync.Once
 }
 
 const (
@@ -554,33 +604,93 @@ const (
 	connHangup
 )
 
-// drainError ends the connection at its next read between commands; as a
-// timeout, go-smtp answers it with 421 before closing.
-type drainError struct{}
-
-func (drainError) Error() string   { return "proxy: SMTP shutting down" }
-func (drainError) Timeout() bool   { return true }
-func (drainError) Temporary() bool { return true }
-
 func (c *conn) Read(p []byte) (int, error) {
 	c.mu.Lock()
-	busy, state := c.busy, c.state
+	busy, state, dataRead := c.busy, c.state, c.dataRead
 	c.mu.Unlock()
-	if !busy {
-		switch state {
-		case connDraining:
-			return 0, drainError{}
-		case connHangup:
-			return 0, net.ErrClosed
-		}
+	switch {
+	case state == connHangup:
+		return 0, net.ErrClosed
+	case state == connDraining && !busy:
+		return 0, c.bye(errSMTPShuttingDown)
 	}
-	return c.Conn.Read(p)
+	n, err := c.Conn.Read(p)
+	if err != nil && !dataRead && isTimeout(err) {
+		c.mu.Lock()
+		draining := c.state == connDraining
+		c.mu.Unlock()
+		if draining {
+			err = errSMTPShuttingDown
+		}
+		return n, c.bye(err)
+	}
+	return n, err
 }
 
-// setBusy marks the time a message is read and relayed, which a drain lets finish.
-func (c *conn) setBusy(busy bool) {
+// bye ends the session from inside a read that timed out or was cut short
+// by a drain: it writes the last reply (see goodbye) where the client reads
+// it, and returns net.ErrClosed, which go-smtp takes for the end of the
+// connection without a reply of its own (to a timeout it would answer
+// "421 Idle timeout, bye bye", whatever the cause). Go's TLS lets a write
+// happen within a read, once the handshake is done.
+func (c *conn) bye(why error) error {
 	c.mu.Lock()
-	c.busy = busy
+	c.state = connHangup
+	out := c.replyConn()
+	c.mu.Unlock()
+	if out != nil {
+		_ = out.SetWriteDeadline(time.Now().Add(c.writeTimeout))
+		_, _ = io.WriteString(out, replyText(goodbye(c.name, why))+"\r\n")
+	}
+	return net.ErrClosed
+}
+
+// replyConn is the connection a reply must be written to now: the TLS one
+// once TLS is up. It is nil when that is unknown or a handshake is under
+// way (TLS begun before EHLO); c.mu is held.
+func (c *conn) replyConn() net.Conn {
+	if c.smtp != nil {
+		if out := c.smtp.Conn(); out != net.Conn(c) || !c.tlsStarted {
+			return out
+		}
+		return nil
+	}
+	if c.implicitTLS || c.tlsStarted {
+		return nil
+	}
+	return c
+}
+
+// setSMTP records go-smtp's connection, at the first EHLO.
+func (c *conn) setSMTP(sc *gosmtp.Conn) {
+	c.mu.Lock()
+	if c.smtp == nil {
+		c.smtp = sc
+	}
+	c.mu.Unlock()
+}
+
+// startTLSConfig is tc for STARTTLS, noting on each connection that its
+// handshake began (see replyConn).
+func startTLSConfig(tc *tls.Config) *tls.Config {
+	tc = tc.Clone()
+	tc.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		if cc := connOf(hello.Conn); cc != nil {
+			cc.mu.Lock()
+			cc.tlsStarted = true
+			cc.mu.Unlock()
+		}
+		return nil, nil
+	}
+	return tc
+}
+
+// setBusy marks the time a message is read and relayed, which a drain lets
+// finish; dataRead, the time Data reads it from this connection, whose
+// failures are Data's to answer.
+func (c *conn) setBusy(busy, dataRead bool) {
+	c.mu.Lock()
+	c.busy, c.dataRead = busy, dataRead
 	c.mu.Unlock()
 }
 
@@ -608,7 +718,7 @@ func (c *conn) hangup() {
 func (c *conn) Close() error {
 	c.closing.Do(func() {
 		c.srv.untrack(c)
-		c.metrics.SessionsOpen.WithLabelValues("smtp").Dec()
+		c.release()
 	})
 	return c.Conn.Close()
 }

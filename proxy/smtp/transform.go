@@ -20,6 +20,7 @@ import (
 
 	"smimeproxy/certcache"
 	"smimeproxy/cms"
+	"smimeproxy/internal/mailaddr"
 	"smimeproxy/policy"
 	"smimeproxy/smime"
 )
@@ -43,6 +44,10 @@ import (
 //     sender on the same upstream session. If the upstream connection broke,
 //     no notice can be sent (the proxy keeps no password to log in again):
 //     the log says so.
+//
+// Each Bcc copy is encrypted just before it is sent, and dropped after, so
+// that only one encrypted copy is ever held; one that cannot be encrypted
+// fails like one the upstream refused.
 
 // Values of the action label and log key.
 const (
@@ -55,18 +60,22 @@ const (
 
 // plan is what to send upstream for one message.
 type plan struct {
-	action string
-	cipher string // of the main copy, when encrypted
-	msgID  string
-	copies []msgCopy // the main copy first
+	action  string
+	cipher  string // of the main copy, when encrypted
+	msgID   string
+	copies  []msgCopy // the main copy first
+	content []byte    // what the Bcc copies encrypt
+	held    int64     // reserved in the memory budget for the transform
 }
 
 // msgCopy is one upstream transaction.
 type msgCopy struct {
 	rcpts  []rcpt
-	msg    []byte
-	reuse  bool // in the transaction the client opened, whose MAIL and RCPTs are upstream already
+	msg    []byte // nil for a Bcc copy until it is encrypted
+	reuse  bool   // in the transaction the client opened, whose MAIL and RCPTs are upstream already
 	cipher string
+	certs  []*x509.Certificate // to encrypt to; nil: msg goes as it is
+	alg    cms.Cipher
 }
 
 // failedCopy is a Bcc copy the upstream did not take.
@@ -75,11 +84,15 @@ type failedCopy struct {
 	err   error
 }
 
-// deliver plans, sends and logs one message; it returns the client's reply.
-func (s *session) deliver(raw []byte, start time.Time) error {
+// deliver plans, sends and logs one message, and gives back the held bytes
+// of the budget that raw came with; it returns the client's reply. It keeps
+// no reference to raw, so that the transform may drop it.
+func (s *session) deliver(raw []byte, held int64, start time.Time) error {
 	txn := s.txn
+	size := len(raw)
 	planned := time.Now()
-	p, err := s.plan(raw, txn)
+	p, err := s.plan(raw, held, txn)
+	defer s.gen.budget.Release(p.held)
 	if p.action == actionSign || p.action == actionEncrypt || p.action == actionSignEncrypt {
 		s.gen.metrics.TransformSeconds.WithLabelValues(p.action).Observe(time.Since(planned).Seconds())
 	}
@@ -102,7 +115,7 @@ func (s *session) deliver(raw []byte, start time.Time) error {
 	}
 	s.gen.metrics.Messages.WithLabelValues(p.action, result).Inc()
 	attrs := []any{"msg_id", p.msgID, "from", txn.from, "action", p.action, "rcpts", len(txn.rcpts),
-		"cipher", p.cipher, "bytes", len(raw), "dur_ms", time.Since(start).Milliseconds(), "reply", replyText(reply)}
+		"cipher", p.cipher, "bytes", size, "dur_ms", time.Since(start).Milliseconds(), "reply", replyText(reply)}
 	if err != nil {
 		attrs = append(attrs, "err", err.Error())
 	}
@@ -140,9 +153,10 @@ func replyText(r *gosmtp.SMTPError) string {
 
 // plan reads the facts policy needs, asks it, and makes the copies to send.
 // It always returns a plan, for the log, even with an error.
-func (s *session) plan(raw []byte, txn *transaction) (*plan, error) {
+func (s *session) plan(raw []byte, held int64, txn *transaction) (*plan, error) {
 	g := s.gen
-	p := &plan{action: actionRefuse}
+	p := &plan{action: actionRefuse, held: held}
+	size := int64(len(raw))
 	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(raw)))
 	if err != nil {
 		reason := "its header cannot be read"
@@ -154,14 +168,14 @@ func (s *session) plan(raw []byte, txn *transaction) (*plan, error) {
 	p.msgID = logValue(h.Get("Message-Id"))
 	rcpts := make([]string, len(txn.rcpts))
 	for i, r := range txn.rcpts {
-		rcpts[i] = strings.ToLower(r.addr)
+		rcpts[i] = mailaddr.Normalize(r.addr)
 	}
 	if smime.Classify(h) != smime.Plain {
 		// Already S/MIME or PGP/MIME: policy passes it (policy.Message.Protected),
 		// byte for byte as it came.
 		p.action = actionPass
 		p.copies = []msgCopy{{rcpts: txn.rcpts, msg: raw, reuse: true}}
-		return p, nil
+		return p, s.reserve(p, size) // gives back what reading reserved for a transform
 	}
 	from, err := fromAddress(h)
 	if err != nil {
@@ -183,8 +197,12 @@ func (s *session) plan(raw []byte, txn *transaction) (*plan, error) {
 		}
 		entries[r] = e
 	}
-	addrs := g.policy.Addresses(s.login)
-	d := g.policy.Decide(&policy.Message{User: s.login, From: from, Addresses: addrs, Rcpts: rcpts, Override: ov, NoCert: noCert})
+	user, addrs := "", []string(nil)
+	if s.verified {
+		user, addrs = s.login, g.policy.Addresses(s.login)
+	}
+	d := g.policy.Decide(&policy.Message{User: user, From: from, Addresses: addrs, Unverified: s.login != "" && !s.verified,
+		Rcpts: rcpts, Override: ov, NoCert: noCert})
 	if d.Action == policy.Refuse {
 		return p, d.Refusal
 	}
@@ -192,11 +210,20 @@ func (s *session) plan(raw []byte, txn *transaction) (*plan, error) {
 	if d.Action == policy.Pass {
 		p.action = actionPass
 		p.copies = []msgCopy{{rcpts: txn.rcpts, msg: edited, reuse: true}}
-		return p, nil
+		return p, s.reserve(p, size)
+	}
+	p.action = actionSign
+	if d.Encrypt {
+		p.action = actionEncrypt
+		if d.Sign {
+			p.action = actionSignEncrypt
+		}
+	}
+	if err := s.reserve(p, size+transformCost(d.Sign, d.Encrypt, g.policy.Opaque, edited)); err != nil {
+		return p, err
 	}
 	now := g.opts.Time()
 	content := edited
-	p.action = actionSign
 	if d.Sign {
 		sg, err := g.opts.Keys.Signer(from, now)
 		if err != nil {
@@ -211,10 +238,6 @@ func (s *session) plan(raw []byte, txn *transaction) (*plan, error) {
 		p.copies = []msgCopy{{rcpts: txn.rcpts, msg: content, reuse: true}}
 		return p, nil
 	}
-	p.action = actionEncrypt
-	if d.Sign {
-		p.action = actionSignEncrypt
-	}
 	var self *x509.Certificate
 	if selfAddr := selfAddress(from, addrs); g.policy.EncryptToSelf && selfAddr != "" {
 		if self, err = g.opts.Keys.EncryptionCert(selfAddr, now); err != nil {
@@ -222,26 +245,39 @@ func (s *session) plan(raw []byte, txn *transaction) (*plan, error) {
 		}
 	}
 	for _, grp := range bccGroups(txn.rcpts, headerRecipients(h)) {
-		certs := make([]*x509.Certificate, 0, len(grp.rcpts)+1)
+		grp.certs = make([]*x509.Certificate, 0, len(grp.rcpts)+1)
 		caps := make([][]cms.Capability, 0, len(grp.rcpts))
 		for _, r := range grp.rcpts {
-			e := entries[strings.ToLower(r.addr)]
-			certs = append(certs, e.Cert)
+			e := entries[mailaddr.Normalize(r.addr)]
+			grp.certs = append(grp.certs, e.Cert)
 			caps = append(caps, e.Capabilities)
 		}
 		if self != nil {
-			certs = append(certs, self)
+			grp.certs = append(grp.certs, self)
 		}
-		cipher := g.policy.ContentCipher(caps)
-		msg, err := smime.Encrypt(content, certs, &smime.EncryptOptions{Cipher: cipher})
-		if err != nil {
-			return p, transformError(err)
-		}
-		grp.msg, grp.cipher = msg, cipher.String()
+		grp.alg = g.policy.ContentCipher(caps)
+		grp.cipher = grp.alg.String()
 		p.copies = append(p.copies, grp)
 	}
 	p.cipher = p.copies[0].cipher
+	p.content = content
+	if err := p.copies[0].seal(content); err != nil {
+		return p, transformError(err)
+	}
+	if len(p.copies) == 1 {
+		p.content = nil
+	}
 	return p, nil
+}
+
+// seal encrypts content into c.msg, for c's certificates.
+func (c *msgCopy) seal(content []byte) error {
+	msg, err := smime.Encrypt(content, c.certs, &smime.EncryptOptions{Cipher: c.alg})
+	if err != nil {
+		return err
+	}
+	c.msg = msg
+	return nil
 }
 
 // keepField keeps every field, for a pass of EditHeader that only checks.
@@ -296,7 +332,7 @@ func editHeader(raw []byte, h textproto.Header, overrides bool) (policy.Override
 func bccGroups(rcpts []rcpt, visible map[string]bool) []msgCopy {
 	var shown, hidden []rcpt
 	for _, r := range rcpts {
-		if visible[strings.ToLower(r.addr)] {
+		if visible[mailaddr.Normalize(r.addr)] {
 			shown = append(shown, r)
 		} else {
 			hidden = append(hidden, r)
@@ -316,15 +352,25 @@ func bccGroups(rcpts []rcpt, visible map[string]bool) []msgCopy {
 }
 
 // send runs the plan's transactions, the main copy first. An error means
-// the main copy was not accepted, and so nothing was sent.
+// the main copy was not accepted, and so nothing was sent. Each copy is
+// dropped once sent, and each Bcc copy encrypted only then.
 func (s *session) send(p *plan, txn *transaction) (*gosmtp.SMTPError, []failedCopy, error) {
 	ok, err := s.transaction(p.copies[0], txn)
+	p.copies[0].msg = nil
 	if err != nil {
 		return nil, nil, err
 	}
 	var failed []failedCopy
-	for _, c := range p.copies[1:] {
-		if _, err := s.transaction(c, txn); err != nil {
+	for i := range p.copies[1:] {
+		c := &p.copies[i+1]
+		err := c.seal(p.content)
+		if err == nil {
+			_, err = s.transaction(*c, txn)
+			c.msg = nil
+		} else {
+			err = transformError(err)
+		}
+		if err != nil {
 			failed = append(failed, failedCopy{rcpts: c.rcpts, err: err})
 		}
 	}
@@ -404,7 +450,7 @@ func notice(host, sender, msgID string, lines []string, now time.Time) []byte {
 	return b.Bytes()
 }
 
-// fromAddress is the one address of the From field, in lower case.
+// fromAddress is the one address of the From field, normalized.
 func fromAddress(h textproto.Header) (string, error) {
 	values := h.Values("From")
 	if len(values) != 1 {
@@ -417,10 +463,10 @@ func fromAddress(h textproto.Header) (string, error) {
 	if len(list) != 1 {
 		return "", fmt.Errorf("%d addresses in From", len(list))
 	}
-	return strings.ToLower(list[0].Address), nil
+	return mailaddr.Normalize(list[0].Address), nil
 }
 
-// headerRecipients are the addresses in To and Cc. A field that cannot be
+// headerRecipients are the addresses in To and Cc, normalized. A field that cannot be
 // read counts as naming nobody, so that its recipients are treated as Bcc
 // and revealed to no one.
 func headerRecipients(h textproto.Header) map[string]bool {
@@ -432,7 +478,7 @@ func headerRecipients(h textproto.Header) map[string]bool {
 				continue
 			}
 			for _, a := range list {
-				seen[strings.ToLower(a.Address)] = true
+				seen[mailaddr.Normalize(a.Address)] = true
 			}
 		}
 	}

@@ -78,7 +78,7 @@ func TestPolicy(t *testing.T) {
 				if ct := contentType(got); !strings.Contains(ct, "application/pkcs7-mime") || !strings.Contains(ct, "enveloped-data") {
 					t.Errorf("Content-Type %q, want enveloped-data", ct)
 				}
-				if strings.Contains(string(got), "Bob") {
+				if strings.Contains(string(got), "Hi Bob") {
 					t.Error("the body went in the clear")
 				}
 				for _, reader := range []*testpki.Identity{p.bob, p.alice} {
@@ -199,6 +199,47 @@ func TestPolicy(t *testing.T) {
 				t.Fatalf("upstream transactions %+v, want one to %v", txns, rcpts)
 			}
 			tc.check(t, in, txns[0].data)
+		})
+	}
+}
+
+// TestNormalizedNames: a recipient domain that requires encryption
+// requires it however the client spells the recipient (case, trailing dot),
+// and the From address and the To field are matched the same way.
+func TestNormalizedNames(t *testing.T) {
+	p := testPKI(t)
+	required := func(pol *policy.Policy) { pol.Domains["example.org"] = policy.Rules{Encrypt: policy.EncryptRequired} }
+	for _, rcpt := range []string{"bob@example.org.", "BOB@EXAMPLE.ORG", "Bob@Example.Org.."} {
+		t.Run(rcpt+" without a certificate", func(t *testing.T) {
+			e := newEnv(t, envOptions{policy: required})
+			c := e.login()
+			want := "554 5.7.1 Refused by policy: encryption is required but there is no usable certificate for bob@example.org (no certificate)"
+			if got := c.send("alice@example.com", []string{rcpt}, message("bob@example.org", "Hello", "Hi Bob\r\n")); got != want {
+				t.Fatalf("DATA reply %q, want %q", got, want)
+			}
+			c.cmd("QUIT", "221 *")
+			e.up.waitLogouts(1)
+			if started, _, _ := e.up.counts(); started != 0 {
+				t.Errorf("the upstream got %d DATA commands, want none", started)
+			}
+		})
+		t.Run(rcpt+" with a certificate", func(t *testing.T) {
+			e := newEnv(t, envOptions{policy: required, certs: []*x509.Certificate{p.bob.Cert}})
+			c := e.login()
+			in := strings.Replace(message("bob@example.org", "Hello", "Hi Bob\r\n"), "<alice@example.com>", "<ALICE@Example.COM>", 1)
+			if got := c.send("alice@example.com", []string{rcpt}, in); !match("250 *", got) {
+				t.Fatalf("DATA reply %q, want 250", got)
+			}
+			txns := e.up.transactions()
+			if len(txns) != 1 || !slices.Equal(txns[0].rcpts, []string{rcpt}) {
+				t.Fatalf("upstream transactions %+v, want one, to %s as the client wrote it", txns, rcpt)
+			}
+			if bytes.Contains(txns[0].data, []byte("Hi Bob")) {
+				t.Fatal("the body went in the clear")
+			}
+			if o := open(t, p, txns[0].data, p.bob); !o.Decrypted || len(o.Signatures) != 1 || o.Signatures[0].Status != smime.StatusValid {
+				t.Errorf("opened by bob: decrypted %v (%v), signatures %+v; want decrypted and signed by alice", o.Decrypted, o.DecryptErr, o.Signatures)
+			}
 		})
 	}
 }

@@ -2,6 +2,7 @@ package smtp
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -66,7 +67,7 @@ func dialSMTPUpstream(ctx context.Context, g *gen) (*upstream, error) {
 	c.CommandTimeout = g.timeouts.Command.D()
 	c.SubmissionTimeout = g.timeouts.Data.D()
 	u := &upstream{c: c, conn: conn, timeouts: g.timeouts, metrics: g.metrics}
-	u.stop = context.AfterFunc(ctx, func() { conn.Close() })
+	u.stop = context.AfterFunc(ctx, func() { abort(conn) })
 	return u, nil
 }
 
@@ -99,8 +100,8 @@ func handshake(conn net.Conn, g *gen) (*gosmtp.Client, string, error) {
 }
 
 // fail records err: a reply from the upstream is returned as it is; any
-// other failure breaks the connection, so that no half-written message can
-// ever be completed, and is returned as an *upstreamError.
+// other failure aborts the connection (see abort), so that no half-written
+// message can ever be completed, and is returned as an *upstreamError.
 func (u *upstream) fail(stage string, err error) error {
 	var se *gosmtp.SMTPError
 	if errors.As(err, &se) {
@@ -109,7 +110,8 @@ func (u *upstream) fail(stage string, err error) error {
 		}
 		return se
 	}
-	u.close()
+	u.broken, u.open = true, false
+	abort(u.conn)
 	u.metrics.UpstreamErrors.WithLabelValues("smtp", stage).Inc()
 	return &upstreamError{stage: stage, err: err}
 }
@@ -118,6 +120,23 @@ func (u *upstream) close() {
 	u.broken = true
 	u.open = false
 	u.conn.Close()
+}
+
+// abort resets the TCP connection under conn (TLS or not) instead of
+// closing it: the kernel drops what it has not sent yet and the server
+// gets a reset. Once the end of a message is written, a close would still
+// deliver it, and the server would accept a message whose acceptance the
+// client never hears of and then sends again; a reset keeps back whatever
+// has not left yet. What the server has already read, it may still accept:
+// see the README on the one window SMTP cannot close.
+func abort(conn net.Conn) {
+	if tc, ok := conn.(*tls.Conn); ok {
+		conn = tc.NetConn() // no close_notify: that would be a clean end
+	}
+	if tcp, ok := conn.(*net.TCPConn); ok {
+		_ = tcp.SetLinger(0)
+	}
+	conn.Close()
 }
 
 func (u *upstream) auth(c sasl.Client) error {
