@@ -102,6 +102,16 @@ func run(root, script string) (*Server, error) {
 // (still without the password).
 func (s *Server) Schema(t testing.TB) string {
 	t.Helper()
+	u := s.EmptySchema(t)
+	if _, _, err := postgres.Migrate(context.Background(), postgres.Config{URL: u, Password: s.Password}); err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// EmptySchema is Schema without the migration: a schema holding nothing.
+func (s *Server) EmptySchema(t testing.TB) string {
+	t.Helper()
 	name := "test_" + randomHex(8)
 	conn := s.conn(t)
 	if _, err := conn.Exec(context.Background(), "CREATE SCHEMA "+name); err != nil {
@@ -113,11 +123,7 @@ func (s *Server) Schema(t testing.TB) string {
 			t.Errorf("pgtest: drop schema %s: %v", name, err)
 		}
 	})
-	u := s.URL + "&search_path=" + url.QueryEscape(name)
-	if _, _, err := postgres.Migrate(context.Background(), postgres.Config{URL: u, Password: s.Password}); err != nil {
-		t.Fatal(err)
-	}
-	return u
+	return s.URL + "&search_path=" + url.QueryEscape(name)
 }
 
 // Open opens the database at u (from Schema) for the test, watching for

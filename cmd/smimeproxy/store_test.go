@@ -1,0 +1,228 @@
+package main
+
+import (
+	"crypto"
+	"crypto/x509"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"smimeproxy/certcache"
+	"smimeproxy/internal/pgtest"
+	"smimeproxy/internal/testpki"
+	"smimeproxy/keystore"
+)
+
+const storePassphrase = "store copy passphrase"
+
+// fillStores makes a keystore and a certificate cache in dir with something
+// of every kind: keys with certificates and chains, a pending key, others'
+// certificates, an intermediate and a trust anchor.
+func fillStores(t *testing.T, dir string) {
+	t.Helper()
+	ks, err := keystore.Create(filepath.Join(dir, "keystore"), []byte(storePassphrase), &keystore.Options{KDF: &keystore.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := testpki.NewCA(t, "Copy Root")
+	inter := root.Intermediate(t, "Copy Issuing CA")
+	for _, email := range []string{"alice@example.com", "bob@example.com", "pending@example.com"} {
+		der, _, err := ks.NewCSR(keystore.CSRRequest{Email: email, KeyType: keystore.ECDSAP256})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if email == "pending@example.com" {
+			continue
+		}
+		csr, err := x509.ParseCertificateRequest(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert := inter.Issue(t, email, &testpki.Options{PublicKey: csr.PublicKey}).Cert
+		if _, err := ks.ImportCertificates([]*x509.Certificate{cert, inter.Cert}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cc, err := certcache.Open(filepath.Join(dir, "certcache"), &certcache.Options{NoSystemRoots: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cc.Trust(root.Cert); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cc.AddIntermediates(inter.Cert); err != nil {
+		t.Fatal(err)
+	}
+	for _, email := range []string{"carol@example.org", "dave@example.org"} {
+		if err := cc.Harvest(inter.Issue(t, email, nil).Cert, nil, time.Now().Add(-time.Hour), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// files returns every file under dir but the lock files, by relative path.
+func files(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || d.Name() == ".lock" {
+			return err
+		}
+		data, err := os.ReadFile(p)
+		rel, _ := filepath.Rel(dir, p)
+		out[rel] = string(data)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// served is what the stores return: every identity with its certificates,
+// chain and private key, every certificate of others with its metadata, the
+// anchors and the intermediates.
+type served struct {
+	Identities    []keystore.IdentityInfo
+	Keys          map[string][]byte // PKCS #8 of each key, by id
+	Certs         []certcache.Entry
+	Anchors       [][]byte
+	Intermediates [][]byte
+}
+
+func serve(t *testing.T, ks *keystore.Store, cc *certcache.Cache) served {
+	t.Helper()
+	if err := ks.Unlock([]byte(storePassphrase)); err != nil {
+		t.Fatal(err)
+	}
+	s := served{Identities: ks.Identities(), Keys: map[string][]byte{}, Certs: cc.List()}
+	for _, id := range ks.Identities() {
+		kps, err := ks.DecryptionKeys(id.Email)
+		if err != nil {
+			continue // pending: no certificate, no key to decrypt with
+		}
+		for _, kp := range kps {
+			der, err := x509.MarshalPKCS8PrivateKey(kp.Key.(crypto.Signer))
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.Keys[kp.KeyID] = der
+		}
+	}
+	for _, c := range cc.Anchors() {
+		s.Anchors = append(s.Anchors, c.Raw)
+	}
+	for _, c := range cc.IntermediateCerts() {
+		s.Intermediates = append(s.Intermediates, c.Raw)
+	}
+	return s
+}
+
+// TestStoreCopyRoundTrip moves a deployment from directories into
+// PostgreSQL and back: the files come back byte for byte, and the stores
+// in the database and in the new directories return exactly what the old
+// ones did.
+func TestStoreCopyRoundTrip(t *testing.T) {
+	srv := pgtest.Start(t)
+	c := newCLI(t)
+	fillStores(t, c.path("old"))
+	pwFile := testpki.WriteFile(t, c.dir, "dbpassword", []byte(srv.Password+"\n"))
+	url := srv.Schema(t)
+
+	out := c.ok("store", "copy", "--from", c.path("old/keystore"), "--to", url, "--db-password-file", pwFile)
+	if !strings.Contains(out, "Copied 4 keystore documents") || !strings.Contains(out, "Copied 4 certificate cache documents") {
+		t.Errorf("store copy to the database said:\n%s\nwant 4 keystore documents (header, three keys) and 4 of the cache", out)
+	}
+	if code, _, errOut := c.run("store", "copy", "--from", c.path("old/keystore"), "--to", url, "--db-password-file", pwFile); code != exitFailure || !strings.Contains(errOut, "holds documents already") {
+		t.Errorf("store copy into a database that holds a keystore = exit %d %q, want 1, refused", code, errOut)
+	}
+	c.ok("store", "copy", "--from", url, "--to", c.path("new/keystore"), "--db-password-file", pwFile)
+
+	if before, after := files(t, c.path("old")), files(t, c.path("new")); !reflect.DeepEqual(before, after) {
+		t.Errorf("the round trip changed the files:\nbefore %v\nafter  %v", keysOf(before), keysOf(after))
+	}
+
+	open := func(ks *keystore.Store, err error) *keystore.Store {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ks
+	}
+	openCache := func(cc *certcache.Cache, err error) *certcache.Cache {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cc
+	}
+	noSys := &certcache.Options{NoSystemRoots: true}
+	want := serve(t, open(keystore.Open(c.path("old/keystore"), nil)), openCache(certcache.Open(c.path("old/certcache"), noSys)))
+	db := srv.Open(t, url)
+	inDB := serve(t, open(keystore.OpenDocs(db.Docs("keystore"), nil)), openCache(certcache.OpenDocs(db.Docs("certcache"), noSys)))
+	back := serve(t, open(keystore.Open(c.path("new/keystore"), nil)), openCache(certcache.Open(c.path("new/certcache"), noSys)))
+	if len(want.Identities) != 3 || len(want.Keys) != 2 || len(want.Certs) != 2 || len(want.Anchors) != 1 || len(want.Intermediates) != 1 {
+		t.Fatalf("the stores to copy hold %d identities, %d keys, %d certificates, %d anchors, %d intermediates; want 3, 2, 2, 1, 1",
+			len(want.Identities), len(want.Keys), len(want.Certs), len(want.Anchors), len(want.Intermediates))
+	}
+	for name, got := range map[string]served{"the database": inDB, "the directories copied back": back} {
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s return other than the original stores:\ngot  %+v\nwant %+v", name, got, want)
+		}
+	}
+}
+
+func keysOf(m map[string]string) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// TestStoreMigrate: several instances may migrate at once; the schema ends
+// at the current version, once, and a second run has nothing to do.
+func TestStoreMigrate(t *testing.T) {
+	srv := pgtest.Start(t)
+	c := newCLI(t)
+	pwFile := testpki.WriteFile(t, c.dir, "dbpassword", []byte(srv.Password+"\n"))
+	url := srv.EmptySchema(t)
+	cfg := testpki.WriteFile(t, c.dir, "config.yaml", fmt.Appendf(nil, "keystore: {dir: keystore}\nstorage:\n  postgres: {url: %q, password_file: %q}\n", url, pwFile))
+
+	var wg sync.WaitGroup
+	outs := make([]string, 4)
+	for i := range outs {
+		wg.Go(func() {
+			cl := newCLI(t)
+			code, out, errOut := cl.run("store", "migrate", "--config", cfg)
+			outs[i] = fmt.Sprintf("exit %d: %s%s", code, out, errOut)
+		})
+	}
+	wg.Wait()
+	migrated := 0
+	for _, out := range outs {
+		switch {
+		case strings.Contains(out, "exit 0: Migrated the schema from version 0"):
+			migrated++
+		case !strings.Contains(out, "exit 0: The schema is at version"):
+			t.Errorf("store migrate run at once with others: %s", out)
+		}
+	}
+	if migrated != 1 {
+		t.Errorf("%d of the concurrent runs migrated, want exactly one:\n%s", migrated, strings.Join(outs, "\n"))
+	}
+	if out := c.ok("store", "migrate", "--config", cfg); !strings.Contains(out, "nothing to do") {
+		t.Errorf("store migrate again = %q, want nothing to do", out)
+	}
+	// An instance finds the schema ready, and makes its keystore there.
+	c.vars["SMIMEPROXY_PASSPHRASE"] = storePassphrase
+	if out := c.ok("csr", "--config", cfg, "--email", "alice@example.com", "--key-type", "ecdsa-p256", "--out", c.path("alice.csr")); !strings.Contains(out, "Created keystore keystore in postgres://") {
+		t.Errorf("csr with the stores in the database said %q, want a keystore made there", out)
+	}
+}
