@@ -440,6 +440,8 @@ type envOptions struct {
 	listen   []config.Listener      // default: one plain loopback listener
 	upAddr   string                 // overrides the upstream address
 	quiet    bool                   // log warnings only, for benchmarks
+	// keys wraps the keystore the proxy uses, as a store in a database would.
+	keys func(*keystore.Store) proxy.Keys
 }
 
 func newEnv(t testing.TB, o envOptions) *env {
@@ -484,7 +486,11 @@ func newEnv(t testing.TB, o envOptions) *env {
 	if o.quiet {
 		level = slog.LevelWarn
 	}
-	e.opts = proxy.Options{Config: c, Policy: pol, Keys: e.keys, Certs: e.certs, Cert: cert, Metrics: e.metrics,
+	var keys proxy.Keys = e.keys
+	if o.keys != nil {
+		keys = o.keys(e.keys)
+	}
+	e.opts = proxy.Options{Config: c, Policy: pol, Keys: keys, Certs: e.certs, Cert: cert, Metrics: e.metrics,
 		Logger: slog.New(slog.NewTextHandler(io.MultiWriter(t.Output(), e.logs), &slog.HandlerOptions{Level: level}))}
 	var err error
 	if e.proxy, err = New(e.opts); err != nil {
