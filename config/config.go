@@ -328,6 +328,9 @@ func (c *Config) Validate() error {
 			if err := checkAddr(l.Addr, l.TLS, l.InsecurePlaintext); err != nil {
 				bad(key, "%v", err)
 			}
+			if name == "imap" && l.ProxyProtocol {
+				bad(key, "proxy_protocol: the IMAP proxy reads no PROXY header; turn it off, and have the load balancer send none")
+			}
 			needTLS = needTLS || l.TLS != TLSNone
 		}
 	}
