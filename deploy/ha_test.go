@@ -386,7 +386,7 @@ func killMidLoad(t *testing.T, l *lab.Lab, addr string, in *instance, from lab.U
 // the shared certificate cache.
 func setupStores(t *testing.T, pg *pgtest.Server, url string, root *testpki.CA, alice *testpki.Identity) {
 	t.Helper()
-	db := pg.Open(t, url)
+	db := pg.Open(t, url, 0)
 	ks, err := keystore.CreateDocs(db.Docs("keystore"), []byte(haPassphrase), &keystore.Options{KDF: &keystore.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}})
 	if err != nil {
 		t.Fatal(err)

@@ -164,7 +164,7 @@ func TestStoreCopyRoundTrip(t *testing.T) {
 	}
 	noSys := &certcache.Options{NoSystemRoots: true}
 	want := serve(t, open(keystore.Open(c.path("old/keystore"), nil)), openCache(certcache.Open(c.path("old/certcache"), noSys)))
-	db := srv.Open(t, url)
+	db := srv.Open(t, url, 0)
 	inDB := serve(t, open(keystore.OpenDocs(db.Docs("keystore"), nil)), openCache(certcache.OpenDocs(db.Docs("certcache"), noSys)))
 	back := serve(t, open(keystore.Open(c.path("new/keystore"), nil)), openCache(certcache.Open(c.path("new/certcache"), noSys)))
 	if len(want.Identities) != 3 || len(want.Keys) != 2 || len(want.Certs) != 2 || len(want.Anchors) != 1 || len(want.Intermediates) != 1 {

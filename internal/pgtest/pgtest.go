@@ -126,11 +126,11 @@ func (s *Server) EmptySchema(t testing.TB) string {
 	return s.URL + "&search_path=" + url.QueryEscape(name)
 }
 
-// Open opens the database at u (from Schema) for the test, watching for
-// changes every 20ms, and closes it when the test ends.
-func (s *Server) Open(t testing.TB, u string) *postgres.DB {
+// Open opens the database at u (from Schema) for the test, looking for
+// changes every poll (zero: the default), and closes it when the test ends.
+func (s *Server) Open(t testing.TB, u string, poll time.Duration) *postgres.DB {
 	t.Helper()
-	db, err := postgres.Open(context.Background(), postgres.Config{URL: u, Password: s.Password, PollInterval: 20 * time.Millisecond})
+	db, err := postgres.Open(context.Background(), postgres.Config{URL: u, Password: s.Password, PollInterval: poll})
 	if err != nil {
 		t.Fatal(err)
 	}

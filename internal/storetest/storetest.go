@@ -5,10 +5,16 @@ package storetest
 import (
 	"path/filepath"
 	"testing"
+	"time"
 
 	"smimeproxy/internal/pgtest"
 	"smimeproxy/storage"
 )
+
+// PollInterval is how often stores in PostgreSQL look for changes others
+// made: short, so that tests of what another process wrote are quick.
+// Benchmarks set it to postgres.DefaultPollInterval, as deployed.
+var PollInterval = 20 * time.Millisecond
 
 // Kind is one kind of storage.
 type Kind struct {
@@ -47,7 +53,7 @@ var Kinds = []Kind{
 		New: func(t testing.TB, name string, _ storage.Layout) *Store {
 			srv := pgtest.Start(t)
 			u := srv.Schema(t)
-			return &Store{Docs: srv.Open(t, u).Docs(name), Again: func() storage.Docs { return srv.Open(t, u).Docs(name) }}
+			return &Store{Docs: srv.Open(t, u, PollInterval).Docs(name), Again: func() storage.Docs { return srv.Open(t, u, PollInterval).Docs(name) }}
 		},
 	},
 }

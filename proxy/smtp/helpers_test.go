@@ -32,6 +32,7 @@ import (
 
 	"smimeproxy/certcache"
 	"smimeproxy/config"
+	"smimeproxy/internal/storetest"
 	"smimeproxy/internal/testpki"
 	"smimeproxy/internal/testutil"
 	"smimeproxy/keystore"
@@ -442,6 +443,9 @@ type envOptions struct {
 	quiet    bool                   // log warnings only, for benchmarks
 	// keys wraps the keystore the proxy uses, as a store in a database would.
 	keys func(*keystore.Store) proxy.Keys
+	// store keeps the keystore and the certificate cache in a store of
+	// this kind; zero: in directories, with no recheck.
+	store storetest.Kind
 }
 
 func newEnv(t testing.TB, o envOptions) *env {
@@ -452,8 +456,12 @@ func newEnv(t testing.TB, o envOptions) *env {
 	if o.recorder != nil {
 		o.recorder(e.up)
 	}
-	e.keys = newKeystore(t, p.alice)
-	e.certs = certCache(t, p, o.certs...)
+	if o.store.New != nil {
+		e.keys, e.certs = storesIn(t, o.store, p, o.certs...)
+	} else {
+		e.keys = newKeystore(t, p.alice)
+		e.certs = certCache(t, p, o.certs...)
+	}
 	c := config.Default()
 	c.ServerName = "proxy.test"
 	c.SMTP.Listen = []config.Listener{{Addr: "127.0.0.1:0", TLS: config.TLSNone}}
