@@ -1,10 +1,15 @@
 package main
 
 import (
+	"context"
 	"crypto"
 	"crypto/x509"
+	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -13,9 +18,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-smtp"
+
 	"smimeproxy/certcache"
+	"smimeproxy/internal/demo"
 	"smimeproxy/internal/pgtest"
 	"smimeproxy/internal/testpki"
+	"smimeproxy/internal/testutil"
 	"smimeproxy/keystore"
 )
 
@@ -224,5 +233,169 @@ func TestStoreMigrate(t *testing.T) {
 	c.vars["SMIMEPROXY_PASSPHRASE"] = storePassphrase
 	if out := c.ok("csr", "--config", cfg, "--email", "alice@example.com", "--key-type", "ecdsa-p256", "--out", c.path("alice.csr")); !strings.Contains(out, "Created keystore keystore in postgres://") {
 		t.Errorf("csr with the stores in the database said %q, want a keystore made there", out)
+	}
+}
+
+// cuttable forwards TCP connections to a server until cut: then it drops
+// every connection and refuses new ones, as a database that went away;
+// mend lets them through again.
+type cuttable struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	cut    bool
+	conns  map[net.Conn]struct{}
+}
+
+func forward(t *testing.T, target string) *cuttable {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &cuttable{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	t.Cleanup(func() { ln.Close(); f.setCut(true) })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go f.pipe(c)
+		}
+	}()
+	return f
+}
+
+func (f *cuttable) pipe(c net.Conn) {
+	up, err := net.Dial("tcp", f.target)
+	f.mu.Lock()
+	if err != nil || f.cut {
+		f.mu.Unlock()
+		c.Close()
+		if up != nil {
+			up.Close()
+		}
+		return
+	}
+	f.conns[c], f.conns[up] = struct{}{}, struct{}{}
+	f.mu.Unlock()
+	go func() { _, _ = io.Copy(up, c); up.Close() }()
+	_, _ = io.Copy(c, up)
+	c.Close()
+}
+
+func (f *cuttable) setCut(cut bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.cut = cut
+	if cut {
+		for c := range f.conns {
+			c.Close()
+		}
+		clear(f.conns)
+	}
+}
+
+// TestServeStoreDown: with the stores in PostgreSQL, a database that goes
+// away makes /readyz fail, so a balancer drains the instance, and new
+// submissions get a temporary failure rather than going out on what may
+// be stale; when it comes back, both recover without a restart.
+func TestServeStoreDown(t *testing.T) {
+	srv := pgtest.Start(t)
+	dir := t.TempDir()
+	users := map[string]string{"alice@demo.test": "apw", "bob@demo.test": "bpw"}
+	up, err := demo.StartUpstream(users, testutil.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	pki, err := demo.NewPKI([]string{"alice@demo.test", "bob@demo.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := srv.Schema(t)
+	db := srv.Open(t, url, 0)
+	ks, err := keystore.CreateDocs(db.Docs("keystore"), []byte(storePassphrase), &keystore.Options{KDF: &keystore.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := certcache.OpenDocs(db.Docs("certcache"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.Install(ks, cc); err != nil {
+		t.Fatal(err)
+	}
+
+	link := forward(t, srv.Addr)
+	viaLink := strings.Replace(url, srv.Addr, link.ln.Addr().String(), 1)
+	pwFile := testpki.WriteFile(t, dir, "dbpassword", []byte(srv.Password))
+	metrics := testutil.UnusedAddr(t)
+	cfg := testpki.WriteFile(t, dir, "config.yaml", fmt.Appendf(nil, `smtp:
+  listen: [{addr: "127.0.0.1:0", tls: none}]
+  upstream: {addr: %q, tls: none}
+imap:
+  listen: [{addr: "127.0.0.1:0", tls: none}]
+  upstream: {addr: %q, tls: none}
+storage:
+  postgres: {url: %q, password_file: %q, poll_interval: 200ms, timeout: 2s}
+trust: {system_roots: false}
+metrics: {listen: %q}
+shutdown_timeout: 5s
+`, up.SMTPAddr, up.IMAPAddr, viaLink, pwFile, metrics))
+
+	var log testutil.Buffer
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan int, 1)
+	go func() {
+		e := &env{stdin: strings.NewReader(""), stdout: io.Discard, stderr: &log,
+			getenv: func(k string) string {
+				if k == passphraseEnv {
+					return storePassphrase
+				}
+				return ""
+			}}
+		done <- run(ctx, []string{"serve", "--config", cfg}, e)
+	}()
+	smtpAddr := waitFor(t, &log, `msg="smimeproxy started" smtp=\[([0-9.:]+)\]`)[1]
+	readyz := func(want int) string {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second) // the readiness check is cached for 5s
+		for {
+			code, body := get(t, "http://"+metrics+"/readyz")
+			if code == want {
+				return body
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("/readyz = %d %q, want %d", code, body, want)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	readyz(http.StatusOK)
+	msg := "From: alice@demo.test\r\nTo: bob@demo.test\r\nSubject: store down\r\n\r\nHello\r\n"
+	if _, err := submit(smtpAddr, "alice@demo.test", "apw", "bob@demo.test", msg); err != nil {
+		t.Fatalf("submit with the database up: %v", err)
+	}
+
+	link.setCut(true)
+	if body := readyz(http.StatusServiceUnavailable); !strings.Contains(body, "store") {
+		t.Errorf("/readyz with the database down says %q, want the store named", body)
+	}
+	_, err = submit(smtpAddr, "alice@demo.test", "apw", "bob@demo.test", msg)
+	if se, ok := errors.AsType[*smtp.SMTPError](err); !ok || se.Code != 451 {
+		t.Errorf("submit with the database down = %v, want 451", err)
+	}
+
+	link.setCut(false)
+	readyz(http.StatusOK)
+	if _, err := submit(smtpAddr, "alice@demo.test", "apw", "bob@demo.test", msg); err != nil {
+		t.Errorf("submit after the database came back: %v", err)
+	}
+	cancel()
+	if code := <-done; code != exitOK {
+		t.Errorf("serve exited %d, want 0; log:\n%s", code, log.String())
 	}
 }
