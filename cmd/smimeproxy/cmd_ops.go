@@ -24,8 +24,9 @@ func healthCommand() *command {
 		usage: "health [--addr HOST:PORT] [--ready]",
 		short: "ask a running proxy whether it is alive (or ready)",
 		help: `Asks the /healthz endpoint of a running smimeproxy (or /readyz with --ready:
-the keystore is unlocked and the upstream servers answer), for container
-health checks and scripts. Exits 0 when the answer is yes.`,
+the keystore is unlocked, its store can be reached and the upstream servers
+answer), for container health checks and scripts. Exits 0 when the answer is
+yes.`,
 		examples: `  smimeproxy health
   smimeproxy health --addr 127.0.0.1:9464 --ready`,
 		flags: func(fs *flag.FlagSet) {

@@ -229,6 +229,17 @@ func TestStoreMigrate(t *testing.T) {
 	if out := c.ok("store", "migrate", "--config", cfg); !strings.Contains(out, "nothing to do") {
 		t.Errorf("store migrate again = %q, want nothing to do", out)
 	}
+	// On a schema not migrated yet, commands say what to run, unless the
+	// configuration asks them to migrate first.
+	unmigrated := srv.EmptySchema(t)
+	plain := testpki.WriteFile(t, c.dir, "plain.yaml", fmt.Appendf(nil, "keystore: {dir: keystore}\nstorage:\n  postgres: {url: %q, password_file: %q}\n", unmigrated, pwFile))
+	if code, _, errOut := c.run("certs", "list", "--config", plain); code != exitFailure || !strings.Contains(errOut, "run 'smimeproxy store migrate'") {
+		t.Errorf("certs list on a schema not migrated = exit %d %q, want 1 and what to run", code, errOut)
+	}
+	auto := testpki.WriteFile(t, c.dir, "auto.yaml", fmt.Appendf(nil, "keystore: {dir: keystore}\nstorage:\n  postgres: {url: %q, password_file: %q, migrate: true}\n", unmigrated, pwFile))
+	c.ok("certs", "list", "--config", auto)
+	c.ok("certs", "list", "--config", plain)
+
 	// An instance finds the schema ready, and makes its keystore there.
 	c.vars["SMIMEPROXY_PASSPHRASE"] = storePassphrase
 	if out := c.ok("csr", "--config", cfg, "--email", "alice@example.com", "--key-type", "ecdsa-p256", "--out", c.path("alice.csr")); !strings.Contains(out, "Created keystore keystore in postgres://") {
