@@ -103,7 +103,9 @@ func (e *entry) computeMAC(k *secrets, storeID string) ([]byte, error) {
 // KeyError is a key file that the keystore refuses to use. It matches
 // ErrBrokenKey.
 type KeyError struct {
-	KeyID  string
+	KeyID string
+	// Path is the key's file, or where it is in the database
+	// (storage.Docs.Where).
 	Path   string
 	Reason string
 }
