@@ -2,33 +2,34 @@
 // mail or imported, with the intermediates that build their paths and the
 // roots a person chose to trust, and picks the certificate to encrypt to.
 //
-// The store is one directory (0700) of small 0600 files, named by the
-// certificate's SHA-256 fingerprint:
+// The cache is a set of small documents (package storage), named by the
+// certificate's SHA-256 fingerprint, in a directory (0700) of 0600 files by
+// default or in a PostgreSQL database shared by several instances:
 //
 //	certs/<fingerprint>.json          a certificate with its metadata
 //	intermediates/<fingerprint>.pem   CA certificates for path building, never trusted
 //	anchors/<fingerprint>.pem         roots a person chose to trust
 //
-// Each write is atomic (temporary file, fsync, rename, fsync of the
-// directory). An in-memory index, loaded at Open, serves lookups; changes
-// another process makes are picked up when a directory's mtime moves.
+// Each write is atomic (in a directory: temporary file, fsync, rename,
+// fsync of the directory; in a database: a transaction). An in-memory
+// index, loaded at Open, serves lookups; changes another process makes are
+// picked up when the store says it changed, re-parsing only what did.
 package certcache
 
 import (
+	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"smimeproxy/cms"
-	"smimeproxy/internal/atomicfile"
 	"smimeproxy/internal/recheck"
+	"smimeproxy/storage"
 )
 
 // Source says how a certificate got here.
@@ -41,7 +42,29 @@ const (
 
 // DefaultRecheckInterval is how often reads look for changes made by another
 // process, by default.
-const DefaultRecheckInterval = 2 * time.Second
+const DefaultRecheckInterval = time.Second
+
+// Layout is a certificate cache directory's. Writers take the lock file
+// .lock, so that the CLI and a running proxy that harvests the same
+// certificate at once keep both updates.
+var Layout = storage.Layout{
+	Dirs: map[string]func(string) bool{
+		certsDir:  fingerprintFile(".json"),
+		interDir:  fingerprintFile(".pem"),
+		anchorDir: fingerprintFile(".pem"),
+	},
+	Lock: true,
+}
+
+// fingerprintFile matches the names of one kind of document: a fingerprint
+// in lower-case hex with ext.
+func fingerprintFile(ext string) func(string) bool {
+	return func(name string) bool {
+		fp, ok := strings.CutSuffix(name, ext)
+		n, valid := normalizeFingerprint(fp)
+		return ok && valid && n == fp
+	}
+}
 
 // Options tune a Cache; nil means the defaults.
 type Options struct {
@@ -50,8 +73,8 @@ type Options struct {
 	NoSystemRoots bool
 	// Now is the clock for Lookup and ForAddress; nil: time.Now.
 	Now func() time.Time
-	// RecheckInterval is how often reads stat the directory to pick up
-	// changes another process made; zero: DefaultRecheckInterval; negative:
+	// RecheckInterval is how often reads look for changes another process
+	// made (storage.Docs.Changed); zero: DefaultRecheckInterval; negative:
 	// never (call Reload).
 	RecheckInterval time.Duration
 }
@@ -84,25 +107,26 @@ func (e *Entry) clone() *Entry {
 	return &c
 }
 
-// Cache is a certificate cache directory. It is safe for concurrent use.
+// Cache is a certificate cache. It is safe for concurrent use.
 type Cache struct {
-	dir     string
+	docs    storage.Docs
+	dir     string // when docs is a directory
 	now     func() time.Time
 	recheck *recheck.Throttle
 	sys     *x509.CertPool // nil with NoSystemRoots
 
 	writeMu sync.Mutex // serializes this process's writers
 
-	mu sync.RWMutex
-	st *state
+	mu  sync.RWMutex
+	st  *state
+	gen uint64 // see Generation
 }
 
-// state is the index of the directory at one moment.
+// state is the index of the store at one moment.
 type state struct {
-	loaded  time.Time
-	mods    map[string]time.Time // subdirectory mtimes
-	files   map[string]fileRec   // by path, for incremental rescans
-	certs   map[string]*Entry    // by fingerprint
+	snap    *storage.Snapshot // stamps only
+	files   map[string]fileRec
+	certs   map[string]*Entry // by fingerprint
 	byAddr  map[string][]*Entry
 	anchors map[string]*x509.Certificate
 	inters  map[string]*x509.Certificate
@@ -110,15 +134,28 @@ type state struct {
 	pool    *x509.CertPool // intermediates
 }
 
+// fileRec is one document as parsed, for incremental rescans.
 type fileRec struct {
-	fi   fs.FileInfo
-	cert *x509.Certificate // for anchors and intermediates
-	e    *Entry            // for certs
+	stamp string
+	cert  *x509.Certificate // for anchors and intermediates
+	e     *Entry            // for certs
 }
 
 // Open opens the cache in dir, creating it if needed.
 func Open(dir string, opts *Options) (*Cache, error) {
-	c := &Cache{dir: dir, now: time.Now}
+	d := storage.OpenDir(dir, Layout)
+	if err := d.Init(); err != nil {
+		return nil, fmt.Errorf("certcache: %w", err)
+	}
+	return OpenDocs(d, opts)
+}
+
+// OpenDocs is Open for any store, such as a database (see package storage).
+func OpenDocs(docs storage.Docs, opts *Options) (*Cache, error) {
+	c := &Cache{docs: docs, now: time.Now}
+	if d, ok := docs.(*storage.Dir); ok {
+		c.dir = d.Path()
+	}
 	every := DefaultRecheckInterval
 	if opts == nil || !opts.NoSystemRoots {
 		sys, err := x509.SystemCertPool()
@@ -136,96 +173,76 @@ func Open(dir string, opts *Options) (*Cache, error) {
 		}
 	}
 	c.recheck = recheck.NewThrottle(every)
-	for _, d := range []string{dir, filepath.Join(dir, certsDir), filepath.Join(dir, interDir), filepath.Join(dir, anchorDir)} {
-		if err := os.MkdirAll(d, dirMode); err != nil {
-			return nil, fmt.Errorf("certcache: %w", err)
-		}
-		atomicfile.RemoveStale(d, staleTemp)
-	}
 	st, err := c.scan(nil)
 	if err != nil {
 		return nil, err
 	}
 	c.st = st
+	c.gen = 1
 	return c, nil
 }
 
-// scan reads the directory into a new state, re-parsing only the files that
-// changed since prev. A damaged file is an error naming it.
+// scan reads the store into a new state, re-parsing only the documents that
+// changed since prev. A damaged document is an error naming it.
 func (c *Cache) scan(prev *state) (*state, error) {
+	snap, err := c.docs.Load(context.Background(), func(name, stamp string) bool {
+		rec, ok := prev.file(name)
+		return ok && rec.stamp == stamp
+	})
+	if err != nil {
+		return nil, fmt.Errorf("certcache: %w", err)
+	}
 	st := &state{
-		loaded: time.Now(), mods: map[string]time.Time{}, files: map[string]fileRec{},
+		snap: snap, files: map[string]fileRec{},
 		certs: map[string]*Entry{}, byAddr: map[string][]*Entry{},
 		anchors: map[string]*x509.Certificate{}, inters: map[string]*x509.Certificate{},
 	}
-	for _, sub := range []string{certsDir, interDir, anchorDir} {
-		d := filepath.Join(c.dir, sub)
-		fi, err := os.Stat(d)
-		if err != nil {
-			return nil, fmt.Errorf("certcache: %w", err)
+	for name, d := range snap.Docs {
+		sub, base, _ := strings.Cut(name, "/")
+		match := Layout.Dirs[sub]
+		if match == nil || !match(base) {
+			continue // not ours
 		}
-		st.mods[sub] = fi.ModTime()
-		des, err := os.ReadDir(d)
-		if err != nil {
-			return nil, fmt.Errorf("certcache: %w", err)
-		}
-		ext := ".pem"
-		if sub == certsDir {
-			ext = ".json"
-		}
-		for _, de := range des {
-			fp, ok := strings.CutSuffix(de.Name(), ext)
-			if !ok || !de.Type().IsRegular() {
-				continue
-			}
-			if n, ok := normalizeFingerprint(fp); !ok || n != fp {
-				continue // not ours: temporary files and strangers
-			}
-			p := filepath.Join(d, de.Name())
-			rec, err := c.readFile(p, sub, fp, prev)
-			if isNotExist(err) {
-				continue // removed between ReadDir and now
-			}
-			if err != nil {
-				return nil, fmt.Errorf("certcache: %s: %w (remove or repair it)", p, err)
-			}
-			st.files[p] = rec
-			switch sub {
-			case certsDir:
-				st.certs[fp] = rec.e
-			case interDir:
-				st.inters[fp] = rec.cert
-			default:
-				st.anchors[fp] = rec.cert
+		fp := base[:strings.IndexByte(base, '.')]
+		rec, ok := prev.file(name)
+		if !ok || rec.stamp != d.Stamp || d.Data != nil {
+			if rec, err = parseFile(sub, fp, d); err != nil {
+				return nil, fmt.Errorf("certcache: %s: %w (remove or repair it)", c.docs.Where(name), err)
 			}
 		}
+		st.files[name] = rec
+		switch sub {
+		case certsDir:
+			st.certs[fp] = rec.e
+		case interDir:
+			st.inters[fp] = rec.cert
+		default:
+			st.anchors[fp] = rec.cert
+		}
+		snap.Docs[name] = storage.Doc{Stamp: d.Stamp}
 	}
 	st.index(c.sys)
 	return st, nil
 }
 
-func (c *Cache) readFile(p, sub, fp string, prev *state) (fileRec, error) {
-	fi, err := os.Lstat(p)
-	if err != nil {
-		return fileRec{}, err
+func (st *state) file(name string) (fileRec, bool) {
+	if st == nil {
+		return fileRec{}, false
 	}
-	if prev != nil {
-		if old, ok := prev.files[p]; ok && os.SameFile(old.fi, fi) && old.fi.ModTime().Equal(fi.ModTime()) && old.fi.Size() == fi.Size() {
-			return old, nil
-		}
-	}
-	data, err := os.ReadFile(p)
-	if err != nil {
-		return fileRec{}, err
-	}
-	rec := fileRec{fi: fi}
+	rec, ok := st.files[name]
+	return rec, ok
+}
+
+func parseFile(sub, fp string, d storage.Doc) (fileRec, error) {
+	rec := fileRec{stamp: d.Stamp}
+	var err error
 	if sub == certsDir {
-		rec.e, err = parseEntry(data)
+		rec.e, err = parseEntry(d.Data)
 		if err == nil {
 			rec.cert = rec.e.Cert
 		}
 	} else {
-		rec.cert, err = parseCertPEM(data)
+		rec.cert, err = parseCertPEM(d.Data)
 	}
 	if err == nil && Fingerprint(rec.cert) != fp {
 		err = errors.New("the file name is not the certificate's fingerprint")
@@ -255,10 +272,11 @@ func (st *state) index(sys *x509.CertPool) {
 	}
 }
 
-// Reload rescans the directory now, picking up what another process wrote.
-// On failure the Cache keeps the state it had. Reads rescan by themselves
-// when a directory changed (see Options.RecheckInterval) and then ignore
-// failures, so a damaged file never stops mail; call Reload to see the error.
+// Reload rescans the store now, picking up what another process wrote. On
+// failure the Cache keeps the state it had. Reads rescan by themselves when
+// the store changed (see Options.RecheckInterval) and then ignore failures,
+// so a damaged file or an unreachable database never stops mail; call
+// Reload to see the error.
 func (c *Cache) Reload() error {
 	// Writers rescan after writing; serializing with them keeps an older
 	// scan from being installed over a newer one.
@@ -277,36 +295,49 @@ func (c *Cache) rescan() error {
 		return err
 	}
 	c.mu.Lock()
+	if !prev.snap.Same(st.snap) {
+		c.gen++
+	}
 	c.st = st
 	c.mu.Unlock()
 	return nil
 }
 
-// refresh rescans when a subdirectory may have changed, at most once per
-// RecheckInterval. Cost when nothing changed: three stats.
+// refresh rescans when the store may have changed, at most once per
+// RecheckInterval. Cost when nothing changed: three stats, or for a
+// database a look at the last change counter it polled.
 func (c *Cache) refresh() {
-	if c.recheck.Due() && c.changed() {
+	if !c.recheck.Due() {
+		return
+	}
+	c.mu.RLock()
+	snap := c.st.snap
+	c.mu.RUnlock()
+	if c.docs.Changed(snap) {
 		_ = c.Reload() // see Reload: keep serving the last good state
 	}
 }
 
-func (c *Cache) changed() bool {
+// Generation counts the changes to what the Cache serves: its own writes
+// and another process's that it picked up. A cache of what was computed
+// from certificates and trust anchors (verified messages) is stale once the
+// generation it was made under has passed. It looks for changes first, as
+// reads do.
+func (c *Cache) Generation() uint64 {
+	c.refresh()
 	c.mu.RLock()
-	st := c.st
-	c.mu.RUnlock()
-	for sub, mod := range st.mods {
-		fi, err := os.Stat(filepath.Join(c.dir, sub))
-		if err != nil || !fi.ModTime().Equal(mod) {
-			return true
-		}
-		if recheck.Unsettled(mod, st.loaded) {
-			return true
-		}
-	}
-	return false
+	defer c.mu.RUnlock()
+	return c.gen
 }
 
-// Dir returns the cache's directory.
+// Available is nil while the store can be reached (a directory always can),
+// or says why not. Reads still answer from what was last read; writes fail.
+func (c *Cache) Available() error { return c.docs.Available() }
+
+// Dir returns the cache's directory; "" for a cache in a database.
 func (c *Cache) Dir() string { return c.dir }
+
+// Location names the cache for people: its directory or its database.
+func (c *Cache) Location() string { return c.docs.String() }
 
 func isNotExist(err error) bool { return errors.Is(err, fs.ErrNotExist) }

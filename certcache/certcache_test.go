@@ -16,7 +16,9 @@ import (
 
 	"smimeproxy/certcache"
 	"smimeproxy/cms"
+	"smimeproxy/internal/storetest"
 	"smimeproxy/internal/testpki"
+	"smimeproxy/storage"
 )
 
 // pki is a root the tests trust, with an intermediate under it, and a root
@@ -30,11 +32,12 @@ func newPKI(t *testing.T) *pki {
 	return &pki{root: root, inter: root.Intermediate(t, "Trusted Intermediate"), stranger: testpki.NewCA(t, "Stranger Root")}
 }
 
-// open makes a cache that trusts p's root, knows its intermediate, and
-// ignores the system roots.
-func (p *pki) open(t *testing.T, dir string) *certcache.Cache {
+// open makes a cache of kind k that trusts p's root, knows its
+// intermediate, and ignores the system roots.
+func (p *pki) open(t *testing.T, k storetest.Kind) (*certcache.Cache, *storetest.Store) {
 	t.Helper()
-	c, err := certcache.Open(dir, &certcache.Options{NoSystemRoots: true, RecheckInterval: -1})
+	st := k.New(t, "certcache", certcache.Layout)
+	c, err := certcache.OpenDocs(st, &certcache.Options{NoSystemRoots: true, RecheckInterval: -1})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -44,7 +47,29 @@ func (p *pki) open(t *testing.T, dir string) *certcache.Cache {
 	if _, err := c.AddIntermediates(p.inter.Cert); err != nil {
 		t.Fatal(err)
 	}
-	return c
+	return c, st
+}
+
+// TestStores runs every test that depends on where the cache is kept
+// against each kind of storage: a directory and a PostgreSQL database.
+func TestStores(t *testing.T) {
+	storetest.Run(t, []storetest.Test{
+		{Name: "Lookup", Run: testLookup},
+		{Name: "LookupNothing", Run: testLookupNothing},
+		{Name: "ForAddressExplains", Run: testForAddressExplains},
+		{Name: "Validate", Run: testValidate},
+		{Name: "AddRejects", Run: testAddRejects},
+		{Name: "ReAddMetadata", Run: testReAddMetadata},
+		{Name: "Persistence", Run: testPersistence},
+		{Name: "DamagedDocument", Run: testDamagedDocument},
+		{Name: "RemoveExport", Run: testRemoveExport},
+		{Name: "TrustUntrust", Run: testTrustUntrust},
+		{Name: "SystemRoots", Run: testSystemRoots},
+		{Name: "ConcurrentAddLookup", Run: testConcurrentAddLookup},
+		{Name: "ConcurrentHarvest", Run: testConcurrentHarvest},
+		{Name: "Generation", Run: testGeneration},
+		{Name: "Harvest", Run: testHarvest},
+	})
 }
 
 var (
@@ -52,7 +77,7 @@ var (
 	aesCBC = cms.Capability{Algorithm: asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 1, 42}}
 )
 
-func TestLookup(t *testing.T) {
+func testLookup(t *testing.T, k storetest.Kind) {
 	p := newPKI(t)
 	now := time.Now()
 	day := 24 * time.Hour
@@ -116,7 +141,7 @@ func TestLookup(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			c := p.open(t, t.TempDir())
+			c, _ := p.open(t, k)
 			var certs []*x509.Certificate
 			for i, a := range tc.adds {
 				addr := a.addr
@@ -181,9 +206,9 @@ func capEqual(a, b cms.Capability) bool {
 	return a.Algorithm.Equal(b.Algorithm) && string(a.Parameters) == string(b.Parameters)
 }
 
-func TestLookupNothing(t *testing.T) {
+func testLookupNothing(t *testing.T, k storetest.Kind) {
 	p := newPKI(t)
-	c := p.open(t, t.TempDir())
+	c, _ := p.open(t, k)
 	_, err := c.Lookup(context.Background(), "nobody@example.com")
 	var nv *certcache.NoValidCertError
 	if !errors.Is(err, certcache.ErrNoCert) || errors.As(err, &nv) {
@@ -196,9 +221,9 @@ func TestLookupNothing(t *testing.T) {
 	}
 }
 
-func TestForAddressExplains(t *testing.T) {
+func testForAddressExplains(t *testing.T, k storetest.Kind) {
 	p := newPKI(t)
-	c := p.open(t, t.TempDir())
+	c, _ := p.open(t, k)
 	now := time.Now()
 	good := p.inter.Issue(t, "bob@example.com", &testpki.Options{Key: "p256", NotBefore: now.Add(-48 * time.Hour)}).Cert
 	expired := p.inter.Issue(t, "bob@example.com", &testpki.Options{Key: "p256", NotBefore: now.Add(-24 * time.Hour), NotAfter: now.Add(-time.Hour)}).Cert
@@ -216,9 +241,9 @@ func TestForAddressExplains(t *testing.T) {
 	}
 }
 
-func TestValidate(t *testing.T) {
+func testValidate(t *testing.T, k storetest.Kind) {
 	p := newPKI(t)
-	c := p.open(t, t.TempDir())
+	c, _ := p.open(t, k)
 	cert := p.inter.Issue(t, "bob@example.com", &testpki.Options{Key: "p256", KeyUsage: x509.KeyUsageDigitalSignature}).Cert
 	if err := c.Validate(cert, time.Now()); err != nil {
 		t.Errorf("Validate(signing certificate) = %v; key usage is the caller's business", err)
@@ -237,9 +262,9 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-func TestAddRejects(t *testing.T) {
+func testAddRejects(t *testing.T, k storetest.Kind) {
 	p := newPKI(t)
-	c := p.open(t, t.TempDir())
+	c, _ := p.open(t, k)
 	if _, err := c.Add(p.inter.Cert, nil); !errors.Is(err, certcache.ErrCACert) {
 		t.Errorf("Add(CA) = %v, want ErrCACert", err)
 	}
@@ -249,9 +274,9 @@ func TestAddRejects(t *testing.T) {
 	}
 }
 
-func TestReAddMetadata(t *testing.T) {
+func testReAddMetadata(t *testing.T, k storetest.Kind) {
 	p := newPKI(t)
-	c := p.open(t, t.TempDir())
+	c, _ := p.open(t, k)
 	cert := p.inter.Issue(t, "bob@example.com", &testpki.Options{Key: "p256"}).Cert
 	t0 := time.Now().Add(-time.Hour)
 	harvest := func(at time.Time, caps []cms.Capability, pref bool) *certcache.Entry {
@@ -287,10 +312,9 @@ func TestReAddMetadata(t *testing.T) {
 	}
 }
 
-func TestPersistence(t *testing.T) {
+func testPersistence(t *testing.T, k storetest.Kind) {
 	p := newPKI(t)
-	dir := filepath.Join(t.TempDir(), "cache") // Open makes it
-	c := p.open(t, dir)
+	c, st := p.open(t, k)
 	cert := p.inter.Issue(t, "bob@example.com", &testpki.Options{Key: "p256"}).Cert
 	signing := time.Now().Add(-time.Hour).Truncate(time.Second)
 	added, err := c.Add(cert, &certcache.AddOptions{Source: certcache.SourceHarvested, SigningTime: signing, Capabilities: []cms.Capability{aesGCM, {Algorithm: asn1.ObjectIdentifier{1, 2, 840, 113549, 3, 2}, Parameters: []byte{2, 1, 128}}}, EncryptionKeyPreference: true})
@@ -298,7 +322,7 @@ func TestPersistence(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	re, err := certcache.Open(dir, &certcache.Options{NoSystemRoots: true})
+	re, err := certcache.OpenDocs(st.Again(), &certcache.Options{NoSystemRoots: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -312,6 +336,23 @@ func TestPersistence(t *testing.T) {
 	}
 	checkCerts(t, "Anchors", re.Anchors(), p.root.Cert)
 	checkCerts(t, "IntermediateCerts", re.IntermediateCerts(), p.inter.Cert)
+}
+
+// TestFileModes: the directory and its files are private to their owner.
+func TestFileModes(t *testing.T) {
+	p := newPKI(t)
+	dir := filepath.Join(t.TempDir(), "cache") // Open makes it
+	c, err := certcache.Open(dir, &certcache.Options{NoSystemRoots: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Trust(p.root.Cert); err != nil {
+		t.Fatal(err)
+	}
+	cert := p.inter.Issue(t, "bob@example.com", &testpki.Options{Key: "p256"}).Cert
+	if _, err := c.Add(cert, nil); err != nil {
+		t.Fatal(err)
+	}
 	for _, sub := range []string{"", "certs", "anchors", "intermediates"} {
 		fi, err := os.Stat(filepath.Join(dir, sub))
 		if err != nil || fi.Mode().Perm() != 0o700 {
@@ -341,7 +382,10 @@ func checkCerts(t *testing.T, what string, got []*x509.Certificate, want ...*x50
 func TestCrashLeftovers(t *testing.T) {
 	p := newPKI(t)
 	dir := t.TempDir()
-	c := p.open(t, dir)
+	c, err := certcache.Open(dir, &certcache.Options{NoSystemRoots: true})
+	if err != nil {
+		t.Fatal(err)
+	}
 	cert := p.inter.Issue(t, "bob@example.com", &testpki.Options{Key: "p256"}).Cert
 	if _, err := c.Add(cert, nil); err != nil {
 		t.Fatal(err)
@@ -367,8 +411,8 @@ func TestCrashLeftovers(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Open with leftovers: %v", err)
 	}
-	if _, err := re.Lookup(context.Background(), "bob@example.com"); err != nil {
-		t.Errorf("Lookup: %v", err)
+	if len(re.List()) != 1 {
+		t.Errorf("List() with leftovers = %d entries, want 1", len(re.List()))
 	}
 	for name, mtime := range leftovers {
 		_, err := os.Stat(filepath.Join(dir, name))
@@ -376,26 +420,35 @@ func TestCrashLeftovers(t *testing.T) {
 			t.Errorf("%s: stat = %v; stale temporary files go, everything else stays", name, err)
 		}
 	}
+}
 
-	// A damaged certificate file is named, not skipped silently.
-	if err := os.WriteFile(filepath.Join(dir, "certs", fp+".json"), []byte("{"), 0o600); err != nil {
+// testDamagedDocument: a damaged certificate document is named, not
+// skipped silently, and a running cache keeps its last good state.
+func testDamagedDocument(t *testing.T, k storetest.Kind) {
+	p := newPKI(t)
+	c, st := p.open(t, k)
+	cert := p.inter.Issue(t, "bob@example.com", &testpki.Options{Key: "p256"}).Cert
+	if _, err := c.Add(cert, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := certcache.Open(dir, nil); err == nil || !strings.Contains(err.Error(), fp) {
-		t.Errorf("Open with a damaged file = %v, want an error naming it", err)
+	name := "certs/" + certcache.Fingerprint(cert) + ".json"
+	if err := st.Update(context.Background(), func(tx storage.Tx) error { return tx.Put(name, []byte("{")) }); err != nil {
+		t.Fatal(err)
 	}
-	// The running cache keeps its last good state.
-	if err := re.Reload(); err == nil {
-		t.Error("Reload with a damaged file succeeded")
+	if _, err := certcache.OpenDocs(st.Again(), nil); err == nil || !strings.Contains(err.Error(), st.Where(name)) {
+		t.Errorf("Open with a damaged document = %v, want an error naming %s", err, st.Where(name))
 	}
-	if _, err := re.Lookup(context.Background(), "bob@example.com"); err != nil {
+	if err := c.Reload(); err == nil {
+		t.Error("Reload with a damaged document succeeded")
+	}
+	if _, err := c.Lookup(context.Background(), "bob@example.com"); err != nil {
 		t.Errorf("Lookup after a failed Reload: %v", err)
 	}
 }
 
-func TestRemoveExport(t *testing.T) {
+func testRemoveExport(t *testing.T, k storetest.Kind) {
 	p := newPKI(t)
-	c := p.open(t, t.TempDir())
+	c, _ := p.open(t, k)
 	now := time.Now()
 	b1 := p.inter.Issue(t, "bob@example.com", &testpki.Options{Key: "p256", NotBefore: now.Add(-48 * time.Hour)}).Cert
 	b2 := p.inter.Issue(t, "bob@example.com", &testpki.Options{Key: "p256", NotBefore: now.Add(-24 * time.Hour)}).Cert
@@ -445,9 +498,9 @@ func TestRemoveExport(t *testing.T) {
 	}
 }
 
-func TestTrustUntrust(t *testing.T) {
+func testTrustUntrust(t *testing.T, k storetest.Kind) {
 	p := newPKI(t)
-	c, err := certcache.Open(t.TempDir(), &certcache.Options{NoSystemRoots: true, RecheckInterval: -1})
+	c, err := certcache.OpenDocs(k.New(t, "certcache", certcache.Layout), &certcache.Options{NoSystemRoots: true, RecheckInterval: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -513,9 +566,9 @@ func TestTrustUntrust(t *testing.T) {
 	checkCerts(t, "IntermediateCerts", c.IntermediateCerts(), p.inter.Cert)
 }
 
-func TestSystemRoots(t *testing.T) {
+func testSystemRoots(t *testing.T, k storetest.Kind) {
 	p := newPKI(t)
-	c, err := certcache.Open(t.TempDir(), nil)
+	c, err := certcache.OpenDocs(k.New(t, "certcache", certcache.Layout), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -528,18 +581,17 @@ func TestSystemRoots(t *testing.T) {
 	}
 }
 
-// TestConcurrentAddLookup runs harvests and lookups at once, while another
-// Cache on the same directory (the CLI) adds certificates the first one
-// must pick up without Reload.
-func TestConcurrentAddLookup(t *testing.T) {
+// testConcurrentAddLookup runs harvests and lookups at once, while another
+// Cache on the same store (the CLI) adds certificates the first one must
+// pick up without Reload.
+func testConcurrentAddLookup(t *testing.T, k storetest.Kind) {
 	p := newPKI(t)
-	dir := t.TempDir()
-	p.open(t, dir)
-	daemon, err := certcache.Open(dir, &certcache.Options{NoSystemRoots: true, RecheckInterval: time.Millisecond})
+	_, st := p.open(t, k)
+	daemon, err := certcache.OpenDocs(st.Again(), &certcache.Options{NoSystemRoots: true, RecheckInterval: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cli, err := certcache.Open(dir, &certcache.Options{NoSystemRoots: true, RecheckInterval: -1})
+	cli, err := certcache.OpenDocs(st.Again(), &certcache.Options{NoSystemRoots: true, RecheckInterval: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -594,9 +646,9 @@ func TestConcurrentAddLookup(t *testing.T) {
 	}
 }
 
-func TestHarvest(t *testing.T) {
+func testHarvest(t *testing.T, k storetest.Kind) {
 	p := newPKI(t)
-	c := p.open(t, t.TempDir())
+	c, _ := p.open(t, k)
 	signing := p.inter.Issue(t, "dana@example.org", &testpki.Options{KeyUsage: x509.KeyUsageDigitalSignature})
 	enc := p.inter.Issue(t, "dana@example.org", &testpki.Options{KeyUsage: x509.KeyUsageKeyEncipherment})
 	signed := time.Now().Add(-time.Hour)
@@ -625,5 +677,92 @@ func TestHarvest(t *testing.T) {
 	}
 	if got, err := c.Lookup(context.Background(), "erin@example.org"); err != nil || !got.EncryptionKeyPreference {
 		t.Errorf("Lookup after Harvest of one certificate named for both = %v, %v; want it, preferred", got, err)
+	}
+}
+
+// testConcurrentHarvest: two instances harvest the same certificate at the
+// same moment, from messages signed at different times: no error, one
+// document, and the newest message's capabilities win.
+func testConcurrentHarvest(t *testing.T, k storetest.Kind) {
+	p := newPKI(t)
+	_, st := p.open(t, k)
+	var instances [2]*certcache.Cache
+	for i := range instances {
+		c, err := certcache.OpenDocs(st.Again(), &certcache.Options{NoSystemRoots: true, RecheckInterval: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		instances[i] = c
+	}
+	cert := p.inter.Issue(t, "bob@example.com", &testpki.Options{Key: "p256"}).Cert
+	base := time.Now().Add(-time.Hour).Truncate(time.Second)
+	const rounds = 10
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*rounds)
+	for i, c := range instances {
+		wg.Go(func() {
+			for r := range rounds {
+				caps := []cms.Capability{aesCBC}
+				if i == 1 && r == rounds-1 {
+					caps = []cms.Capability{aesGCM} // the newest message
+				}
+				at := base.Add(time.Duration(r*2+i) * time.Second)
+				if err := c.Harvest(cert, cert, at, caps); err != nil {
+					errs <- err
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("Harvest: %v", err)
+	}
+	snap, err := st.Load(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var certs []string
+	for _, name := range snap.Names() {
+		if strings.HasPrefix(name, "certs/") {
+			certs = append(certs, name)
+		}
+	}
+	if len(certs) != 1 {
+		t.Fatalf("documents after two instances harvested one certificate: %v, want one", certs)
+	}
+	re, err := certcache.OpenDocs(st.Again(), &certcache.Options{NoSystemRoots: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := re.Lookup(context.Background(), "bob@example.com")
+	want := base.Add(time.Duration(rounds*2-1) * time.Second)
+	if err != nil || !got.Harvested.Equal(want) || len(got.Capabilities) != 1 || !capEqual(got.Capabilities[0], aesGCM) {
+		t.Fatalf("after concurrent harvests = %+v, %v; want harvested %s with the newest message's capabilities", got, err, want)
+	}
+}
+
+// testGeneration: the generation moves when another process's write is
+// picked up, and only then.
+func testGeneration(t *testing.T, k storetest.Kind) {
+	p := newPKI(t)
+	cli, st := p.open(t, k)
+	daemon, err := certcache.OpenDocs(st.Again(), &certcache.Options{NoSystemRoots: true, RecheckInterval: time.Nanosecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g0 := daemon.Generation()
+	if again := daemon.Generation(); again != g0 {
+		t.Fatalf("Generation() moved from %d to %d with nothing changed", g0, again)
+	}
+	if err := cli.Untrust(certcache.Fingerprint(p.root.Cert)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for daemon.Generation() == g0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if g1 := daemon.Generation(); g1 == g0 || len(daemon.Anchors()) != 0 {
+		t.Fatalf("after another process removed the anchor: generation %d (was %d), %d anchors; want it moved and none", g1, g0, len(daemon.Anchors()))
 	}
 }

@@ -20,11 +20,8 @@ const (
 	certsDir  = "certs"
 	interDir  = "intermediates"
 	anchorDir = "anchors"
-	dirMode   = 0o700
-	fileMode  = 0o600 // certificates are public, but whose are here says who mails whom
-	// staleTemp is how old a temporary file must be before Open removes it:
-	// a writer in another process holds its own for milliseconds.
-	staleTemp     = 15 * time.Minute
+	// Files are 0600 (storage.Dir): certificates are public, but whose are
+	// here says who mails whom.
 	formatVersion = 1
 )
 

@@ -10,27 +10,38 @@ import (
 	"time"
 
 	"smimeproxy/cms"
+	"smimeproxy/internal/storetest"
 	"smimeproxy/internal/testpki"
+	"smimeproxy/storage"
 )
 
 var update = flag.Bool("update", false, "rewrite the files in testdata")
 
 const fixtureAddr = "fixture@example.com"
 
-// TestFixture opens a cache written by an earlier version of this package:
-// the on-disk format must stay readable. -update writes a new one.
+// TestFixture opens a cache written by an earlier version of this package,
+// copied into each kind of store: the format must stay readable. -update
+// writes a new one.
 func TestFixture(t *testing.T) {
 	src := filepath.Join("testdata", "cache")
 	if *update {
 		writeFixture(t, src)
 	}
+	storetest.Run(t, []storetest.Test{{Name: "Open", Run: func(t *testing.T, k storetest.Kind) { testFixture(t, k, src) }}})
+}
+
+func testFixture(t *testing.T, k storetest.Kind, src string) {
 	dir := filepath.Join(t.TempDir(), "cache")
 	if err := os.CopyFS(dir, os.DirFS(src)); err != nil {
 		t.Fatal(err)
 	}
+	st := k.New(t, "certcache", Layout)
+	if _, err := storage.Copy(context.Background(), st, storage.OpenDir(dir, Layout)); err != nil {
+		t.Fatal(err)
+	}
 	// The fixture's CAs last ten years: look it up as of when it was made.
 	var at time.Time
-	c, err := Open(dir, &Options{NoSystemRoots: true, Now: func() time.Time { return at }})
+	c, err := OpenDocs(st, &Options{NoSystemRoots: true, Now: func() time.Time { return at }})
 	if err != nil {
 		t.Fatalf("Open(fixture): %v", err)
 	}

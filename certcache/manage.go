@@ -3,17 +3,17 @@ package certcache
 import (
 	"bytes"
 	"cmp"
+	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
+	"io/fs"
 	"slices"
 	"strings"
 	"time"
 
 	"smimeproxy/cms"
-	"smimeproxy/internal/atomicfile"
+	"smimeproxy/storage"
 )
 
 // Errors callers branch on.
@@ -58,41 +58,52 @@ func (c *Cache) Add(cert *x509.Certificate, opts *AddOptions) (*Entry, error) {
 	}
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
-	path := filepath.Join(c.dir, certsDir, e.Fingerprint+".json")
-	// The file, not the index: another process may have written it since.
-	old, err := os.ReadFile(path)
-	if err != nil && !isNotExist(err) {
-		return nil, fmt.Errorf("certcache: %w", err)
-	}
-	now := c.now()
-	e.Added, e.Source = now, cmp.Or(opts.Source, SourceImported)
-	if old != nil {
-		prev, err := parseEntry(old)
+	name := certsDir + "/" + e.Fingerprint + ".json"
+	wrote := false
+	err := c.docs.Update(context.Background(), func(tx storage.Tx) error {
+		// The store, not the index: another process may have written it since.
+		old, err := tx.Get(name)
+		if err != nil && !isNotExist(err) {
+			return fmt.Errorf("certcache: %w", err)
+		}
+		now := c.now()
+		e.Added, e.Source = now, cmp.Or(opts.Source, SourceImported)
+		if old != nil {
+			prev, err := parseEntry(old)
+			if err != nil {
+				return fmt.Errorf("certcache: %s: %w", c.docs.Where(name), err)
+			}
+			e.Added, e.Harvested, e.Capabilities, e.EncryptionKeyPreference = prev.Added, prev.Harvested, prev.Capabilities, prev.EncryptionKeyPreference
+			if prev.Source == SourceImported {
+				e.Source = SourceImported
+			}
+		}
+		if opts.Source == SourceHarvested {
+			t := opts.SigningTime
+			if t.IsZero() || t.After(now) {
+				t = now
+			}
+			if !t.Before(e.Harvested) {
+				e.Harvested, e.Capabilities, e.EncryptionKeyPreference = t, slices.Clone(opts.Capabilities), opts.EncryptionKeyPreference
+			}
+		}
+		data, err := marshalEntry(e)
 		if err != nil {
-			return nil, fmt.Errorf("certcache: %s: %w", path, err)
+			return err
 		}
-		e.Added, e.Harvested, e.Capabilities, e.EncryptionKeyPreference = prev.Added, prev.Harvested, prev.Capabilities, prev.EncryptionKeyPreference
-		if prev.Source == SourceImported {
-			e.Source = SourceImported
+		if bytes.Equal(data, old) {
+			return nil
 		}
-	}
-	if opts.Source == SourceHarvested {
-		t := opts.SigningTime
-		if t.IsZero() || t.After(now) {
-			t = now
+		if err := tx.Put(name, data); err != nil {
+			return fmt.Errorf("certcache: add %s: %w", e.Fingerprint, err)
 		}
-		if !t.Before(e.Harvested) {
-			e.Harvested, e.Capabilities, e.EncryptionKeyPreference = t, slices.Clone(opts.Capabilities), opts.EncryptionKeyPreference
-		}
-	}
-	data, err := marshalEntry(e)
+		wrote = true
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	if !bytes.Equal(data, old) {
-		if err := atomicfile.WriteFile(path, data, fileMode); err != nil {
-			return nil, fmt.Errorf("certcache: add %s: %w", e.Fingerprint, err)
-		}
+	if wrote {
 		if err := c.rescan(); err != nil {
 			return nil, err
 		}
@@ -128,20 +139,24 @@ func (c *Cache) addPEM(sub string, certs []*x509.Certificate) (int, error) {
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
 	n := 0
-	for _, cert := range certs {
-		path := filepath.Join(c.dir, sub, Fingerprint(cert)+".pem")
-		if _, err := os.Stat(path); err == nil {
-			continue
+	err := c.docs.Update(context.Background(), func(tx storage.Tx) error {
+		for _, cert := range certs {
+			err := tx.Create(sub+"/"+Fingerprint(cert)+".pem", certPEM(cert))
+			if errors.Is(err, fs.ErrExist) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("certcache: store %s: %w", cert.Subject, err)
+			}
+			n++
 		}
-		if err := atomicfile.WriteFile(path, certPEM(cert), fileMode); err != nil {
-			return n, fmt.Errorf("certcache: store %s: %w", cert.Subject, err)
-		}
-		n++
-	}
-	if n == 0 {
+		return nil
+	})
+	if n == 0 && err == nil {
 		return 0, nil
 	}
-	return n, c.rescan()
+	// After a failure too: in a directory what was written before it stays.
+	return n, errors.Join(err, c.rescan())
 }
 
 // Untrust removes a trust anchor by fingerprint.
@@ -152,7 +167,9 @@ func (c *Cache) Untrust(fingerprint string) error {
 	}
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
-	err := atomicfile.Remove(filepath.Join(c.dir, anchorDir, fp+".pem"))
+	err := c.docs.Update(context.Background(), func(tx storage.Tx) error {
+		return tx.Delete(anchorDir + "/" + fp + ".pem")
+	})
 	if isNotExist(err) {
 		return fmt.Errorf("%w among the trust anchors with fingerprint %s", ErrNoCert, fp)
 	}
@@ -167,40 +184,43 @@ func (c *Cache) Untrust(fingerprint string) error {
 // anchors go with Untrust.
 func (c *Cache) Remove(addrOrFingerprint string) (int, error) {
 	c.refresh()
-	var paths []string
+	var names []string
 	c.mu.RLock()
 	if strings.Contains(addrOrFingerprint, "@") {
 		for _, e := range c.st.byAddr[normAddr(addrOrFingerprint)] {
-			paths = append(paths, filepath.Join(c.dir, certsDir, e.Fingerprint+".json"))
+			names = append(names, certsDir+"/"+e.Fingerprint+".json")
 		}
 	} else if fp, ok := normalizeFingerprint(addrOrFingerprint); ok {
 		if c.st.certs[fp] != nil {
-			paths = append(paths, filepath.Join(c.dir, certsDir, fp+".json"))
+			names = append(names, certsDir+"/"+fp+".json")
 		}
 		if c.st.inters[fp] != nil {
-			paths = append(paths, filepath.Join(c.dir, interDir, fp+".pem"))
+			names = append(names, interDir+"/"+fp+".pem")
 		}
 	} else {
 		c.mu.RUnlock()
 		return 0, fmt.Errorf("certcache: %q is neither an email address nor a SHA-256 fingerprint", addrOrFingerprint)
 	}
 	c.mu.RUnlock()
-	if len(paths) == 0 {
+	if len(names) == 0 {
 		return 0, fmt.Errorf("%w for %s", ErrNoCert, addrOrFingerprint)
 	}
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
 	n := 0
-	for _, p := range paths {
-		err := atomicfile.Remove(p)
-		if err != nil && !isNotExist(err) {
-			return n, fmt.Errorf("certcache: remove: %w", err)
+	err := c.docs.Update(context.Background(), func(tx storage.Tx) error {
+		for _, name := range names {
+			err := tx.Delete(name)
+			if err != nil && !isNotExist(err) {
+				return fmt.Errorf("certcache: remove: %w", err)
+			}
+			if err == nil {
+				n++
+			}
 		}
-		if err == nil {
-			n++
-		}
-	}
-	return n, c.rescan()
+		return nil
+	})
+	return n, errors.Join(err, c.rescan())
 }
 
 // Get returns the entry with a fingerprint.

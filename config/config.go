@@ -37,6 +37,7 @@ type Config struct {
 	IMAP      IMAP      `yaml:"imap"`
 	Keystore  Keystore  `yaml:"keystore"`
 	CertCache CertCache `yaml:"certcache"`
+	Storage   Storage   `yaml:"storage"`
 	Trust     Trust     `yaml:"trust"`
 	Policy    Policy    `yaml:"policy"`
 	Metrics   Metrics   `yaml:"metrics"`
@@ -78,6 +79,11 @@ type Listener struct {
 	// where passwords and mail would cross the network in the clear.
 	// Default false.
 	InsecurePlaintext bool `yaml:"insecure_plaintext"`
+	// ProxyProtocol expects every connection to begin with a PROXY protocol
+	// v2 header (HAProxy's send-proxy-v2), whose client address the logs
+	// and limits then use; a connection without one is closed. Only for a
+	// listener that the load balancer alone can reach. Default false.
+	ProxyProtocol bool `yaml:"proxy_protocol"`
 }
 
 // Upstream is the real server the proxy relays to.
@@ -297,6 +303,7 @@ func Default() *Config {
 		ShutdownTimeout: Duration(60 * time.Second),
 		MemoryBudgetMB:  512,
 		Keystore:        Keystore{Dir: "/var/lib/smimeproxy/keystore"},
+		Storage:         defaultStorage(),
 		Trust:           Trust{SystemRoots: true},
 		Log:             Log{Level: "info", Format: "text"},
 	}
@@ -348,7 +355,7 @@ func (c *Config) CertCacheDir() string {
 // directory, as a person reading the file would expect.
 func (c *Config) resolvePaths(base string) {
 	for _, p := range []*string{&c.TLS.CertFile, &c.TLS.KeyFile, &c.SMTP.Upstream.CAFile, &c.IMAP.Upstream.CAFile,
-		&c.Keystore.Dir, &c.Keystore.PassphraseFile, &c.CertCache.Dir} {
+		&c.Keystore.Dir, &c.Keystore.PassphraseFile, &c.CertCache.Dir, &c.Storage.Postgres.PasswordFile} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(base, *p)
 		}
@@ -367,6 +374,9 @@ func (c *Config) Validate() error {
 			key := fmt.Sprintf("%s.listen[%d]", name, i)
 			if err := checkAddr(l.Addr, l.TLS, l.InsecurePlaintext); err != nil {
 				bad(key, "%v", err)
+			}
+			if name == "imap" && l.ProxyProtocol {
+				bad(key, "proxy_protocol: the IMAP proxy reads no PROXY header; turn it off, and have the load balancer send none")
 			}
 			needTLS = needTLS || l.TLS != TLSNone
 		}
@@ -418,6 +428,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.Policy.validate(bad)
+	c.Storage.validate(bad)
 	if f := c.Keystore.PassphraseFile; f != "" {
 		if _, err := os.Stat(f); err != nil {
 			bad("keystore.passphrase_file", "%v", err)

@@ -35,6 +35,11 @@ func TestLoadErrors(t *testing.T) {
 		{"missing passphrase file", "keystore:\n  passphrase_file: /nonexistent/pass\n", []string{"keystore.passphrase_file", "/nonexistent/pass"}},
 		{"sign format", "policy:\n  sign_format: clear\n", []string{"policy.sign_format", "options are detached, opaque"}},
 		{"every problem at once", "log:\n  level: loud\n  format: xml\n", []string{"log.level", "options are debug, info, warn, error", "log.format"}},
+		{"database URL with a password", "storage:\n  postgres: {url: \"postgres://u:secret@db/x\"}\n", []string{"storage.postgres.url", "password_file"}},
+		{"database URL of another scheme", "storage:\n  postgres: {url: \"mysql://db/x\"}\n", []string{"storage.postgres.url", "postgres://USER@HOST/DATABASE"}},
+		{"database URL without a database", "storage:\n  postgres: {url: \"postgres://u@db\"}\n", []string{"storage.postgres.url", "names no database"}},
+		{"database timings", "storage:\n  postgres: {poll_interval: 0s, timeout: 0s}\n", []string{"storage.postgres.poll_interval", "storage.postgres.timeout"}},
+		{"PROXY protocol on IMAP", "imap:\n  listen: [{addr: \"127.0.0.1:1143\", tls: none, proxy_protocol: true}]\n", []string{"imap.listen[0]", "reads no PROXY header"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

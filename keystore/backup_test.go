@@ -138,7 +138,7 @@ func (p *pfxParams) addScheme(t *testing.T, alg cryptobyte.String) {
 // many, as NSS writes; the legacy format 3DES with 2,048 for both; fewer only
 // when asked, never fewer than 2,048.
 func TestBackupParameters(t *testing.T) {
-	s, _ := newStore(t)
+	s, _ := newStore(t, dirKind)
 	ca := testpki.NewCA(t, "CA")
 	csr, _ := newCSR(t, s, "alice@example.com", keystore.ECDSAP256)
 	cert := issue(t, ca, "alice@example.com", csr, testpki.Options{})
@@ -196,7 +196,7 @@ func TestBackupParameters(t *testing.T) {
 func TestBackupNSS(t *testing.T) {
 	pk12util := testutil.NeedTool(t, "pk12util")
 	certutil := testutil.NeedTool(t, "certutil")
-	s, _ := newStore(t)
+	s, _ := newStore(t, dirKind)
 	ca := testpki.NewCA(t, "NSS Root")
 	inter := ca.Intermediate(t, "NSS Intermediate")
 	for _, kt := range []keystore.KeyType{keystore.RSA2048, keystore.ECDSAP256} {
@@ -248,7 +248,7 @@ func TestBackupNSS(t *testing.T) {
 // SHA-256 PRF), at any iteration count, and crashes on any PKCS #12 file
 // with an EC key, OpenSSL's included: RSA only.
 func TestBackupGpgsm(t *testing.T) {
-	s, _ := newStore(t)
+	s, _ := newStore(t, dirKind)
 	ca := testpki.NewCA(t, "gpgsm Root")
 	g := testpeer.NewGpgsm(t, ca.Cert)
 	const email = "rsa@example.com"

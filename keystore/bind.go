@@ -2,6 +2,7 @@ package keystore
 
 import (
 	"bytes"
+	"context"
 	"crypto/hkdf"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -9,14 +10,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
 	"golang.org/x/crypto/cryptobyte"
 
-	"smimeproxy/internal/atomicfile"
+	"smimeproxy/storage"
 )
 
 // Format versions. Version 1 sealed each private key under the data key but
@@ -103,7 +103,9 @@ func (e *entry) computeMAC(k *secrets, storeID string) ([]byte, error) {
 // KeyError is a key file that the keystore refuses to use. It matches
 // ErrBrokenKey.
 type KeyError struct {
-	KeyID  string
+	KeyID string
+	// Path is the key's file, or where it is in the database
+	// (storage.Docs.Where).
 	Path   string
 	Reason string
 }
@@ -116,8 +118,8 @@ func (e *KeyError) Unwrap() error { return ErrBrokenKey }
 // was read from; nil when it may. An entry without a MAC is refused even
 // under a version 1 keystore.json: with the secrets at hand the keystore
 // was upgraded, so that file was put back from before.
-func (st *state) check(dir string, e *entry, k *secrets) *KeyError {
-	ke := &KeyError{KeyID: e.id, Path: filepath.Join(dir, keysDir, e.id+".json")}
+func (st *state) check(docs storage.Docs, e *entry, k *secrets) *KeyError {
+	ke := &KeyError{KeyID: e.id, Path: docs.Where(entryName(e.id))}
 	switch {
 	case !st.opens(e, k):
 		ke.Reason = "its private key does not open with this keystore's data key: the file is damaged or comes " +
@@ -146,13 +148,13 @@ func (st *state) opens(e *entry, k *secrets) bool {
 // index sorts st's entries by address. With k (the keystore is unlocked)
 // it checks each entry first and leaves out the ones that do not check;
 // without, the entries are used as they read, unchecked.
-func (st *state) index(dir string, k *secrets) {
+func (st *state) index(docs storage.Docs, k *secrets) {
 	st.byEmail, st.brokenFor, st.broken = map[string][]*entry{}, map[string][]*entry{}, map[string]*KeyError{}
 	for _, id := range slices.Sorted(maps.Keys(st.entries)) {
 		e := st.entries[id]
 		target := st.byEmail
 		if k != nil {
-			if ke := st.check(dir, e, k); ke != nil {
+			if ke := st.check(docs, e, k); ke != nil {
 				st.broken[id] = ke
 				target = st.brokenFor
 			}
@@ -175,44 +177,46 @@ func (st *state) index(dir string, k *secrets) {
 // changed in them before. It reports whether it upgraded anything. A wrong
 // passphrase changes nothing.
 func (s *Store) upgrade(passphrase []byte) (bool, error) {
-	unlock, err := lockDir(s.dir)
-	if err != nil {
-		return false, fmt.Errorf("keystore: lock %s: %w", s.dir, err)
-	}
-	defer unlock()
-	st, err := read(s.dir)
-	if err != nil || st.hdr.Version >= formatVersion {
-		return false, err // another process upgraded it meanwhile
-	}
-	kek := st.hdr.KDF.derive(passphrase)
-	defer clear(kek)
-	dataKey, err := st.hdr.open(kek)
-	if err != nil {
-		return false, err
-	}
-	k, err := newSecrets(dataKey)
-	if err != nil {
-		return false, err
-	}
-	defer k.clear()
-	for _, id := range slices.Sorted(maps.Keys(st.entries)) {
-		e := st.entries[id]
-		if e.version >= formatVersion || !st.opens(e, k) {
-			continue // a key that does not open stays as it is, and is reported
+	upgraded := false
+	err := s.docs.Update(context.Background(), func(tx storage.Tx) error {
+		st, err := read(s.docs, func(_ context.Context, have func(string, string) bool) (*storage.Snapshot, error) {
+			return tx.Load(have)
+		})
+		if err != nil || st.hdr.Version >= formatVersion {
+			return err // another process upgraded it meanwhile
 		}
-		if err := s.writeEntry(st, e, k); err != nil {
-			return false, fmt.Errorf("keystore: upgrade %s (bind each key file to the data key, once): %w", s.dir, err)
+		kek := st.hdr.KDF.derive(passphrase)
+		defer clear(kek)
+		dataKey, err := st.hdr.open(kek)
+		if err != nil {
+			return err
 		}
-	}
-	h := st.hdr
-	h.Version = formatVersion
-	if h.WrappedKey, err = seal(kek, dataKey, dataKeyAAD(h.Version, h.StoreID)); err != nil {
-		return false, fmt.Errorf("keystore: upgrade: wrap the data key: %w", err)
-	}
-	if err := writeHeader(s.dir, h); err != nil {
-		return false, fmt.Errorf("keystore: upgrade %s (bind each key file to the data key, once): %w", s.dir, err)
-	}
-	return true, nil
+		k, err := newSecrets(dataKey)
+		if err != nil {
+			return err
+		}
+		defer k.clear()
+		for _, id := range slices.Sorted(maps.Keys(st.entries)) {
+			e := st.entries[id]
+			if e.version >= formatVersion || !st.opens(e, k) {
+				continue // a key that does not open stays as it is, and is reported
+			}
+			if err := writeEntry(st, tx, e, k); err != nil {
+				return fmt.Errorf("keystore: upgrade %s (bind each key to the data key, once): %w", s.docs, err)
+			}
+		}
+		h := st.hdr
+		h.Version = formatVersion
+		if h.WrappedKey, err = seal(kek, dataKey, dataKeyAAD(h.Version, h.StoreID)); err != nil {
+			return fmt.Errorf("keystore: upgrade: wrap the data key: %w", err)
+		}
+		if err := writeHeader(tx, h); err != nil {
+			return fmt.Errorf("keystore: upgrade %s (bind each key to the data key, once): %w", s.docs, err)
+		}
+		upgraded = true
+		return nil
+	})
+	return upgraded, err
 }
 
 // Upgraded reports whether the last Unlock upgraded the keystore from the
@@ -225,9 +229,8 @@ func (s *Store) Upgraded() bool {
 	return s.upgraded
 }
 
-// writeEntry writes e's file with its MAC under k; the directory lock is
-// held.
-func (s *Store) writeEntry(st *state, e *entry, k *secrets) error {
+// writeEntry writes e with its MAC under k, inside an update.
+func writeEntry(st *state, tx storage.Tx, e *entry, k *secrets) error {
 	mac, err := e.computeMAC(k, st.hdr.StoreID)
 	if err != nil {
 		return err
@@ -237,18 +240,18 @@ func (s *Store) writeEntry(st *state, e *entry, k *secrets) error {
 	if err != nil {
 		return err
 	}
-	if err := atomicfile.WriteFile(filepath.Join(s.dir, keysDir, e.id+".json"), data, fileMode); err != nil {
+	if err := tx.Put(entryName(e.id), data); err != nil {
 		return fmt.Errorf("keystore: save key %s: %w", e.id, err)
 	}
 	return nil
 }
 
-func writeHeader(dir string, h header) error {
+func writeHeader(tx storage.Tx, h header) error {
 	data, err := json.MarshalIndent(h, "", "\t")
 	if err != nil {
 		return err
 	}
-	return atomicfile.WriteFile(filepath.Join(dir, headerFile), data, fileMode)
+	return tx.Put(headerFile, data)
 }
 
 // Check opens every key that the keystore lists and returns a KeyError for
@@ -269,7 +272,7 @@ func (s *Store) Check() ([]*KeyError, error) {
 		}
 		if _, err := s.privateKey(s.st.entries[id]); err != nil {
 			reason := strings.TrimPrefix(err.Error(), "keystore: ")
-			out = append(out, &KeyError{KeyID: id, Path: filepath.Join(s.dir, keysDir, id+".json"), Reason: reason})
+			out = append(out, &KeyError{KeyID: id, Path: s.docs.Where(entryName(id)), Reason: reason})
 		}
 	}
 	return out, nil

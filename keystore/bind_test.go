@@ -2,11 +2,13 @@ package keystore
 
 import (
 	"bytes"
+	"context"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"maps"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -15,89 +17,114 @@ import (
 
 	"software.sslmate.com/src/go-pkcs12"
 
+	"smimeproxy/internal/storetest"
 	"smimeproxy/internal/testpki"
+	"smimeproxy/storage"
 )
 
 var testKDF = &KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}
 
-// readJSON and writeJSON edit a keystore file as someone without the
+// TestBinding runs the tests of the binding of each key to the data key
+// against each kind of storage: whoever can write the documents, in a
+// directory or in the database, must not move a key to another address.
+func TestBinding(t *testing.T) {
+	storetest.Run(t, []storetest.Test{
+		{Name: "Fixture", Run: testFixture},
+		{Name: "Upgrade", Run: testUpgrade},
+		{Name: "SwapAttack", Run: testSwapAttack},
+		{Name: "RunningStoreRefusesTamperedFile", Run: testRunningStoreRefusesTamperedFile},
+		{Name: "ImportRepairsBrokenKey", Run: testImportRepairsBrokenKey},
+		{Name: "ImportCertificatesNeedsUnlock", Run: testImportCertificatesNeedsUnlock},
+		{Name: "KeyDoesNotOpen", Run: testKeyDoesNotOpen},
+	})
+}
+
+// readJSON and writeJSON edit a keystore document as someone without the
 // passphrase would: field by field.
-func readJSON(t *testing.T, path string) map[string]any {
+func readJSON(t *testing.T, docs storage.Docs, name string) map[string]any {
 	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var m map[string]any
-	if err := json.Unmarshal(data, &m); err != nil {
+	if err := json.Unmarshal(getDoc(t, docs, name), &m); err != nil {
 		t.Fatal(err)
 	}
 	return m
 }
 
-func writeJSON(t *testing.T, path string, m map[string]any) {
+func writeJSON(t *testing.T, docs storage.Docs, name string, m map[string]any) {
 	t.Helper()
 	data, err := json.Marshal(m)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(path, data, fileMode); err != nil {
+	putDoc(t, docs, name, data)
+}
+
+func getDoc(t *testing.T, docs storage.Docs, name string) []byte {
+	t.Helper()
+	var data []byte
+	err := docs.Update(context.Background(), func(tx storage.Tx) (err error) {
+		data, err = tx.Get(name)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+func putDoc(t *testing.T, docs storage.Docs, name string, data []byte) {
+	t.Helper()
+	if err := docs.Update(context.Background(), func(tx storage.Tx) error { return tx.Put(name, data) }); err != nil {
 		t.Fatal(err)
 	}
 }
 
-// readAll returns every file under dir with its contents and mtime.
-func readAll(t *testing.T, dir string) map[string]string {
+// readAll returns every document with its contents and stamp.
+func readAll(t *testing.T, docs storage.Docs) map[string]string {
 	t.Helper()
+	snap, err := docs.Load(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	out := map[string]string{}
-	for _, pattern := range []string{headerFile, filepath.Join(keysDir, "*.json")} {
-		files, err := filepath.Glob(filepath.Join(dir, pattern))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, f := range files {
-			data, err := os.ReadFile(f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			fi, err := os.Stat(f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			out[f] = fi.ModTime().String() + "\n" + string(data)
-		}
+	for name, d := range snap.Docs {
+		out[name] = d.Stamp + "\n" + string(d.Data)
 	}
 	return out
+}
+
+// fixtureStore copies the keystore in testdata/name into a new store of kind k.
+func fixtureStore(t *testing.T, k storetest.Kind, name string) *storetest.Store {
+	t.Helper()
+	st := k.New(t, "keystore", Layout)
+	if _, err := storage.Copy(context.Background(), st, storage.OpenDir(copyFixture(t, name), Layout)); err != nil {
+		t.Fatal(err)
+	}
+	return st
 }
 
 // TestUpgrade unlocks a keystore written before entries were bound to the
 // data key: the first unlock binds every entry and rewrites keystore.json as
 // version 2, the next ones change nothing, and from then on a file in the
 // old format is refused.
-func TestUpgrade(t *testing.T) {
-	dir := copyFixture(t, "store-v1")
-	entryFile := filepath.Join(dir, keysDir, "a1c0b43df5788f75fe2c2cb89d9cdfd9.json")
-	v1Header, err := os.ReadFile(filepath.Join(dir, headerFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	v1Entry, err := os.ReadFile(entryFile)
-	if err != nil {
-		t.Fatal(err)
-	}
+func testUpgrade(t *testing.T, k storetest.Kind) {
+	st := fixtureStore(t, k, "store-v1")
+	entryFile := entryName("a1c0b43df5788f75fe2c2cb89d9cdfd9")
+	v1Header := getDoc(t, st, headerFile)
+	v1Entry := getDoc(t, st, entryFile)
 
-	s, err := Open(dir, &Options{RecheckInterval: -1})
+	s, err := OpenDocs(st.Again(), &Options{RecheckInterval: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if ids := s.Identities(); len(ids) != 1 || ids[0].Email != fixtureEmail || ids[0].Status != StatusActive {
 		t.Fatalf("Identities() of the version 1 keystore, locked = %+v, want the fixture, active", ids)
 	}
-	before := readAll(t, dir)
+	before := readAll(t, st)
 	if err := s.Unlock([]byte("wrong")); !errors.Is(err, ErrWrongPassphrase) {
 		t.Fatalf("Unlock(wrong) = %v, want ErrWrongPassphrase", err)
 	}
-	if after := readAll(t, dir); !maps.Equal(before, after) {
+	if after := readAll(t, st); !maps.Equal(before, after) {
 		t.Fatal("a wrong passphrase changed files")
 	}
 
@@ -107,10 +134,10 @@ func TestUpgrade(t *testing.T) {
 	if !s.Upgraded() {
 		t.Error("Upgraded() = false after the first unlock of a version 1 keystore")
 	}
-	if h := readJSON(t, filepath.Join(dir, headerFile)); h["version"] != float64(formatVersion) {
+	if h := readJSON(t, st, headerFile); h["version"] != float64(formatVersion) {
 		t.Errorf("keystore.json version after the upgrade = %v, want %d", h["version"], formatVersion)
 	}
-	if e := readJSON(t, entryFile); e["version"] != float64(formatVersion) || e["mac"] == nil {
+	if e := readJSON(t, st, entryFile); e["version"] != float64(formatVersion) || e["mac"] == nil {
 		t.Errorf("entry after the upgrade: version %v, mac %v; want version %d with a MAC", e["version"], e["mac"], formatVersion)
 	}
 	if _, err := s.Signer(fixtureEmail, time.Now()); err != nil {
@@ -120,31 +147,26 @@ func TestUpgrade(t *testing.T) {
 		t.Errorf("Check after the upgrade = %v, %v; want no problem", kes, err)
 	}
 
-	upgraded := readAll(t, dir)
-	v2Entry, err := os.ReadFile(entryFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	again, err := Open(dir, &Options{RecheckInterval: -1})
+	upgraded := readAll(t, st)
+	v2Entry := getDoc(t, st, entryFile)
+	again, err := OpenDocs(st.Again(), &Options{RecheckInterval: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := again.Unlock([]byte(fixturePassphrase)); err != nil || again.Upgraded() {
 		t.Fatalf("second Unlock = %v, upgraded %v; want nil, false", err, again.Upgraded())
 	}
-	if after := readAll(t, dir); !maps.Equal(upgraded, after) {
+	if after := readAll(t, st); !maps.Equal(upgraded, after) {
 		t.Error("the second unlock rewrote files")
 	}
 
 	// The entry in its old form, without a MAC, is refused now.
-	if err := os.WriteFile(entryFile, v1Entry, fileMode); err != nil {
-		t.Fatal(err)
-	}
+	putDoc(t, st, entryFile, v1Entry)
 	if err := again.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := again.Signer(fixtureEmail, time.Now()); !errors.Is(err, ErrBrokenKey) || !strings.Contains(err.Error(), entryFile) {
-		t.Errorf("Signer with the entry put back in version 1 = %v, want ErrBrokenKey naming %s", err, entryFile)
+	if _, err := again.Signer(fixtureEmail, time.Now()); !errors.Is(err, ErrBrokenKey) || !strings.Contains(err.Error(), st.Where(entryFile)) {
+		t.Errorf("Signer with the entry put back in version 1 = %v, want ErrBrokenKey naming %s", err, st.Where(entryFile))
 	}
 	if ids := again.Identities(); len(ids) != 1 || ids[0].Status != StatusBroken || !strings.Contains(ids[0].Problem, "no MAC") {
 		t.Errorf("Identities() with the entry put back in version 1 = %+v, want it broken for lack of a MAC", ids)
@@ -152,12 +174,10 @@ func TestUpgrade(t *testing.T) {
 
 	// With keystore.json put back from before the upgrade too, a running
 	// store still refuses an entry without a MAC.
-	if err := os.WriteFile(filepath.Join(dir, headerFile), v1Header, fileMode); err != nil {
-		t.Fatal(err)
-	}
-	moved := readJSON(t, entryFile)
+	putDoc(t, st, headerFile, v1Header)
+	moved := readJSON(t, st, entryFile)
 	moved["emails"] = []any{"mallory@example.com"}
-	writeJSON(t, entryFile, moved)
+	writeJSON(t, st, entryFile, moved)
 	if err := again.Reload(); err != nil {
 		t.Fatal(err)
 	}
@@ -167,10 +187,8 @@ func TestUpgrade(t *testing.T) {
 
 	// Unlocking that upgrades again, and says so: the one thing an upgrade
 	// cannot tell from a first one.
-	if err := os.WriteFile(entryFile, v2Entry, fileMode); err != nil {
-		t.Fatal(err)
-	}
-	third, err := Open(dir, nil)
+	putDoc(t, st, entryFile, v2Entry)
+	third, err := OpenDocs(st.Again(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,10 +197,10 @@ func TestUpgrade(t *testing.T) {
 	}
 
 	// Only the version field turned back: the wrapped key says otherwise.
-	h := readJSON(t, filepath.Join(dir, headerFile))
+	h := readJSON(t, st, headerFile)
 	h["version"] = float64(legacyVersion)
-	writeJSON(t, filepath.Join(dir, headerFile), h)
-	fourth, err := Open(dir, nil)
+	writeJSON(t, st, headerFile, h)
+	fourth, err := OpenDocs(st.Again(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,17 +209,17 @@ func TestUpgrade(t *testing.T) {
 	}
 }
 
-// twoUsers makes a keystore with active keys for alice and bob, and
-// returns it with the path of each one's key file.
-func twoUsers(t *testing.T) (s *Store, dir, alice, bob string) {
+// twoUsers makes a keystore of kind k with active keys for alice and bob,
+// and returns it with the name of each one's key document.
+func twoUsers(t *testing.T, k storetest.Kind) (s *Store, st *storetest.Store, alice, bob string) {
 	t.Helper()
-	dir = filepath.Join(t.TempDir(), "keystore")
-	s, err := Create(dir, []byte(fixturePassphrase), &Options{KDF: testKDF, RecheckInterval: -1})
+	st = k.New(t, "keystore", Layout)
+	s, err := CreateDocs(st, []byte(fixturePassphrase), &Options{KDF: testKDF, RecheckInterval: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ca := testpki.NewCA(t, "CA")
-	files := map[string]string{}
+	names := map[string]string{}
 	for _, email := range []string{"alice@example.com", "bob@example.com"} {
 		der, info, err := s.NewCSR(CSRRequest{Email: email, KeyType: ECDSAP256})
 		if err != nil {
@@ -214,62 +232,55 @@ func twoUsers(t *testing.T) (s *Store, dir, alice, bob string) {
 		if _, err := s.ImportCertificates([]*x509.Certificate{ca.Issue(t, email, &testpki.Options{PublicKey: csr.PublicKey}).Cert}); err != nil {
 			t.Fatal(err)
 		}
-		files[email] = filepath.Join(dir, keysDir, info.KeyID+".json")
+		names[email] = entryName(info.KeyID)
 	}
-	return s, dir, files["alice@example.com"], files["bob@example.com"]
+	return s, st, names["alice@example.com"], names["bob@example.com"]
 }
 
-// TestSwapAttack is issue 9's attack: without the passphrase, swap the
-// addresses of two key files so that bob's login gets alice's key. Both
-// files are refused, each named, and neither key is used for anyone.
-func TestSwapAttack(t *testing.T) {
+// testSwapAttack is issue 9's attack: without the passphrase, swap the
+// addresses of two key documents so that bob's login gets alice's key. Both
+// are refused, each named, and neither key is used for anyone.
+func testSwapAttack(t *testing.T, k storetest.Kind) {
 	tests := []struct {
 		name   string
-		tamper func(t *testing.T, alice, bob string)
+		tamper func(t *testing.T, docs storage.Docs, alice, bob string)
 		broken []string // "alice", "bob"
 	}{
-		{"swap emails", func(t *testing.T, alice, bob string) {
-			a, b := readJSON(t, alice), readJSON(t, bob)
+		{"swap emails", func(t *testing.T, docs storage.Docs, alice, bob string) {
+			a, b := readJSON(t, docs, alice), readJSON(t, docs, bob)
 			a["emails"], b["emails"] = b["emails"], a["emails"]
-			writeJSON(t, alice, a)
-			writeJSON(t, bob, b)
+			writeJSON(t, docs, alice, a)
+			writeJSON(t, docs, bob, b)
 		}, []string{"alice", "bob"}},
-		{"add an address", func(t *testing.T, alice, bob string) {
-			a := readJSON(t, alice)
+		{"add an address", func(t *testing.T, docs storage.Docs, alice, bob string) {
+			a := readJSON(t, docs, alice)
 			a["emails"] = append(a["emails"].([]any), "bob@example.com")
-			writeJSON(t, alice, a)
+			writeJSON(t, docs, alice, a)
 		}, []string{"alice"}},
-		{"drop the MAC", func(t *testing.T, alice, bob string) {
-			a := readJSON(t, alice)
+		{"drop the MAC", func(t *testing.T, docs storage.Docs, alice, bob string) {
+			a := readJSON(t, docs, alice)
 			a["emails"] = []any{"bob@example.com"}
 			a["version"] = float64(legacyVersion)
 			delete(a, "mac")
-			writeJSON(t, alice, a)
+			writeJSON(t, docs, alice, a)
 		}, []string{"alice"}},
-		{"another keystore's file", func(t *testing.T, alice, bob string) {
-			other, _, otherAlice, _ := twoUsers(t)
+		{"another keystore's file", func(t *testing.T, docs storage.Docs, alice, bob string) {
+			other, otherDocs, otherAlice, _ := twoUsers(t, k)
 			other.Lock()
-			data, err := os.ReadFile(otherAlice)
-			if err != nil {
-				t.Fatal(err)
-			}
 			// The other keystore's sealed key and MAC, under alice's id.
-			o := map[string]any{}
-			if err := json.Unmarshal(data, &o); err != nil {
-				t.Fatal(err)
-			}
-			a := readJSON(t, alice)
+			o := readJSON(t, otherDocs, otherAlice)
+			a := readJSON(t, docs, alice)
 			a["private_key"], a["mac"] = o["private_key"], o["mac"]
-			writeJSON(t, alice, a)
+			writeJSON(t, docs, alice, a)
 		}, []string{"alice"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			running, dir, alice, bob := twoUsers(t)
+			running, st, alice, bob := twoUsers(t, k)
 			running.Lock()
-			tc.tamper(t, alice, bob)
+			tc.tamper(t, st, alice, bob)
 
-			s, err := Open(dir, nil)
+			s, err := OpenDocs(st.Again(), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -285,9 +296,9 @@ func TestSwapAttack(t *testing.T) {
 					}
 				}
 			}
-			// After a swap the file that lists bob is alice's.
-			if slices.Contains(tc.broken, "bob") && (!errors.Is(err, ErrBrokenKey) || !strings.Contains(err.Error(), alice)) {
-				t.Errorf("DecryptionKeys(bob) = %d keys, %v; want ErrBrokenKey naming %s", len(kps), err, alice)
+			// After a swap the document that lists bob is alice's.
+			if slices.Contains(tc.broken, "bob") && (!errors.Is(err, ErrBrokenKey) || !strings.Contains(err.Error(), st.Where(alice))) {
+				t.Errorf("DecryptionKeys(bob) = %d keys, %v; want ErrBrokenKey naming %s", len(kps), err, st.Where(alice))
 			}
 			got := map[string]string{}
 			for _, id := range s.Identities() {
@@ -300,9 +311,9 @@ func TestSwapAttack(t *testing.T) {
 				t.Errorf("broken identities = %v, want %v", got, tc.broken)
 			}
 			for _, who := range tc.broken {
-				id := strings.TrimSuffix(filepath.Base(paths[who]), ".json")
-				if !strings.Contains(got[id], paths[who]) {
-					t.Errorf("%s's key: problem %q, want it to name %s", who, got[id], paths[who])
+				id := strings.TrimSuffix(path.Base(paths[who]), ".json")
+				if !strings.Contains(got[id], st.Where(paths[who])) {
+					t.Errorf("%s's key: problem %q, want it to name %s", who, got[id], st.Where(paths[who]))
 				}
 			}
 			kes, err := s.Check()
@@ -310,27 +321,27 @@ func TestSwapAttack(t *testing.T) {
 				t.Errorf("Check() = %v, %v; want %d problems", kes, err, len(tc.broken))
 			}
 			for _, ke := range kes {
-				if !slices.ContainsFunc(tc.broken, func(who string) bool { return ke.Path == paths[who] }) {
+				if !slices.ContainsFunc(tc.broken, func(who string) bool { return ke.Path == st.Where(paths[who]) }) {
 					t.Errorf("Check() names %s, want only %v", ke.Path, tc.broken)
 				}
 			}
 			if !slices.Contains(tc.broken, "bob") {
 				if _, err := s.Signer("bob@example.com", time.Now()); err != nil {
-					t.Errorf("Signer(bob) with only alice's file tampered: %v", err)
+					t.Errorf("Signer(bob) with only alice's document tampered: %v", err)
 				}
 			}
 		})
 	}
 }
 
-// TestRunningStoreRefusesTamperedFile: a store unlocked before the files
-// were changed refuses them at its next reload too.
-func TestRunningStoreRefusesTamperedFile(t *testing.T) {
-	s, _, alice, bob := twoUsers(t)
-	a, b := readJSON(t, alice), readJSON(t, bob)
+// testRunningStoreRefusesTamperedFile: a store unlocked before the
+// documents were changed refuses them at its next reload too.
+func testRunningStoreRefusesTamperedFile(t *testing.T, k storetest.Kind) {
+	s, st, alice, bob := twoUsers(t, k)
+	a, b := readJSON(t, st, alice), readJSON(t, st, bob)
 	a["emails"], b["emails"] = b["emails"], a["emails"]
-	writeJSON(t, alice, a)
-	writeJSON(t, bob, b)
+	writeJSON(t, st, alice, a)
+	writeJSON(t, st, bob, b)
 	if err := s.Reload(); err != nil {
 		t.Fatal(err)
 	}
@@ -339,10 +350,10 @@ func TestRunningStoreRefusesTamperedFile(t *testing.T) {
 	}
 }
 
-// TestImportRepairsBrokenKey: importing the key again from a backup
+// testImportRepairsBrokenKey: importing the key again from a backup
 // rebuilds its refused entry; certificates for it are refused until then.
-func TestImportRepairsBrokenKey(t *testing.T) {
-	s, _, alice, _ := twoUsers(t)
+func testImportRepairsBrokenKey(t *testing.T, k storetest.Kind) {
+	s, st, alice, _ := twoUsers(t, k)
 	p12, err := s.Backup("alice@example.com", "pw", &BackupOptions{Iterations: MinBackupIterations})
 	if err != nil {
 		t.Fatal(err)
@@ -351,16 +362,16 @@ func TestImportRepairsBrokenKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := readJSON(t, alice)
+	a := readJSON(t, st, alice)
 	a["emails"] = []any{"mallory@example.com"}
-	writeJSON(t, alice, a)
+	writeJSON(t, st, alice, a)
 	if err := s.Reload(); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.ImportCertificates([]*x509.Certificate{cert}); !errors.Is(err, ErrBrokenKey) {
 		t.Fatalf("ImportCertificates for a refused key = %v, want ErrBrokenKey", err)
 	}
-	if _, err := s.BackupKey(strings.TrimSuffix(filepath.Base(alice), ".json"), "pw", nil); !errors.Is(err, ErrBrokenKey) {
+	if _, err := s.BackupKey(strings.TrimSuffix(path.Base(alice), ".json"), "pw", nil); !errors.Is(err, ErrBrokenKey) {
 		t.Errorf("BackupKey of a refused key = %v, want ErrBrokenKey", err)
 	}
 	if _, err := s.ImportPKCS12(p12, "pw"); err != nil {
@@ -374,10 +385,10 @@ func TestImportRepairsBrokenKey(t *testing.T) {
 	}
 }
 
-// TestImportCertificatesNeedsUnlock: joining a certificate rewrites an
+// testImportCertificatesNeedsUnlock: joining a certificate rewrites an
 // entry's MAC, which needs the data key; others' certificates do not.
-func TestImportCertificatesNeedsUnlock(t *testing.T) {
-	s, dir, _, _ := twoUsers(t)
+func testImportCertificatesNeedsUnlock(t *testing.T, k storetest.Kind) {
+	s, st, _, _ := twoUsers(t, k)
 	ca := testpki.NewCA(t, "CA")
 	der, _, err := s.NewCSR(CSRRequest{Email: "carol@example.com", KeyType: ECDSAP256})
 	if err != nil {
@@ -387,16 +398,16 @@ func TestImportCertificatesNeedsUnlock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	locked, err := Open(dir, nil)
+	locked, err := OpenDocs(st.Again(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	before := readAll(t, dir)
+	before := readAll(t, st)
 	if _, err := locked.ImportCertificates([]*x509.Certificate{ca.Issue(t, "carol@example.com", &testpki.Options{PublicKey: csr.PublicKey}).Cert}); !errors.Is(err, ErrLocked) {
 		t.Errorf("ImportCertificates of our certificate while locked = %v, want ErrLocked", err)
 	}
-	if !maps.Equal(before, readAll(t, dir)) {
-		t.Error("a refused import changed files")
+	if !maps.Equal(before, readAll(t, st)) {
+		t.Error("a refused import changed documents")
 	}
 	res, err := locked.ImportCertificates([]*x509.Certificate{ca.Issue(t, "dave@example.com", nil).Cert})
 	if err != nil || len(res.Others) != 1 {
@@ -404,32 +415,33 @@ func TestImportCertificatesNeedsUnlock(t *testing.T) {
 	}
 }
 
-// TestKeyDoesNotOpen: a file whose MAC holds but whose private key does
+// testKeyDoesNotOpen: a document whose MAC holds but whose private key does
 // not open under the data key is refused, named, and listed as broken.
-func TestKeyDoesNotOpen(t *testing.T) {
-	s, _, alice, _ := twoUsers(t)
-	err := s.write(func(st *state) error {
-		e := st.entries[strings.TrimSuffix(filepath.Base(alice), ".json")].clone()
+func testKeyDoesNotOpen(t *testing.T, k storetest.Kind) {
+	s, st, alice, _ := twoUsers(t, k)
+	err := s.write(func(state *state, tx storage.Tx) error {
+		e := state.entries[strings.TrimSuffix(path.Base(alice), ".json")].clone()
 		e.sealed = bytes.Clone(e.sealed)
 		e.sealed[len(e.sealed)-1] ^= 1
-		return s.saveEntry(st, e)
+		return s.saveEntry(state, tx, e)
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	kes, err := s.Check()
-	if err != nil || len(kes) != 1 || !errors.Is(kes[0], ErrBrokenKey) || kes[0].Path != alice || !strings.Contains(kes[0].Error(), "does not open") {
-		t.Errorf("Check = %v, %v; want alice's file named as not opening", kes, err)
+	if err != nil || len(kes) != 1 || !errors.Is(kes[0], ErrBrokenKey) || kes[0].Path != st.Where(alice) || !strings.Contains(kes[0].Error(), "does not open") {
+		t.Errorf("Check = %v, %v; want alice's key named as not opening", kes, err)
 	}
 	if _, err := s.DecryptionKeys("alice@example.com"); !errors.Is(err, ErrBrokenKey) {
 		t.Errorf("DecryptionKeys(alice) = %v, want ErrBrokenKey, not 'no key'", err)
 	}
 }
 
-// TestPrivateModes: a keystore that others may open is refused, with the
-// command that fixes it, until it is fixed.
+// TestPrivateModes: a keystore directory that others may open is refused,
+// with the command that fixes it, until it is fixed.
 func TestPrivateModes(t *testing.T) {
-	s, dir, alice, _ := twoUsers(t)
+	s, st, alice, _ := twoUsers(t, storetest.Kinds[0])
+	dir := st.Docs.(*storage.Dir).Path()
 	for _, tc := range []struct {
 		path string
 		mode os.FileMode
@@ -437,8 +449,8 @@ func TestPrivateModes(t *testing.T) {
 		{dir, 0o755},
 		{filepath.Join(dir, keysDir), 0o750},
 		{filepath.Join(dir, headerFile), 0o644},
-		{alice, 0o640},
-		{alice, 0o602},
+		{st.Where(alice), 0o640},
+		{st.Where(alice), 0o602},
 	} {
 		good := os.FileMode(fileMode)
 		if fi, err := os.Stat(tc.path); err == nil && fi.IsDir() {

@@ -16,6 +16,7 @@ import (
 	"software.sslmate.com/src/go-pkcs12"
 
 	"smimeproxy/internal/ber"
+	"smimeproxy/internal/storetest"
 	"smimeproxy/internal/testpki"
 )
 
@@ -27,17 +28,33 @@ const (
 	p12Password       = "pw"
 )
 
-// TestFixture opens a keystore written by an earlier build of this
-// package: the on-disk format must stay readable. With -update it writes a
-// new one, and the PKCS #12 seeds of the fuzz tests. (testdata/store-v1 is
-// in the format of before entries were bound to the data key, and is never
-// rewritten: TestUpgrade reads it.)
-func TestFixture(t *testing.T) {
+// TestFixtures reads the PKCS #12 seeds of the fuzz tests; with -update it
+// writes them anew, and the keystore that testFixture reads.
+// (testdata/store-v1 is in the format of before entries were bound to the
+// data key, and is never rewritten: testUpgrade reads it.)
+func TestFixtures(t *testing.T) {
 	if *update {
 		writeFixtures(t)
 	}
-	dir := copyFixture(t, "store")
-	s, err := Open(dir, nil)
+	files, err := filepath.Glob(filepath.Join("testdata", "pkcs12", "*"))
+	if err != nil || len(files) < 5 {
+		t.Fatalf("PKCS #12 seeds: %v, %v", files, err)
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, certs, err := decodePKCS12(data, p12Password); err != nil || len(certs) != 2 {
+			t.Errorf("decodePKCS12(%s) = %d certificates, %v; want 2", f, len(certs), err)
+		}
+	}
+}
+
+// testFixture opens a keystore written by an earlier build of this package,
+// copied into a store of kind k: the format must stay readable.
+func testFixture(t *testing.T, k storetest.Kind) {
+	s, err := OpenDocs(fixtureStore(t, k, "store"), nil)
 	if err != nil {
 		t.Fatalf("Open(fixture): %v", err)
 	}
@@ -52,19 +69,6 @@ func TestFixture(t *testing.T) {
 		t.Errorf("fixture Signer: %v", err)
 	}
 
-	files, err := filepath.Glob(filepath.Join("testdata", "pkcs12", "*"))
-	if err != nil || len(files) < 5 {
-		t.Fatalf("PKCS #12 seeds: %v, %v", files, err)
-	}
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, certs, err := decodePKCS12(data, p12Password); err != nil || len(certs) != 2 {
-			t.Errorf("decodePKCS12(%s) = %d certificates, %v; want 2", f, len(certs), err)
-		}
-	}
 }
 
 func writeFixtures(t *testing.T) {

@@ -10,12 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"smimeproxy/internal/storetest"
 	"smimeproxy/internal/testpki"
 	"smimeproxy/keystore"
 )
 
-func TestNewCSRKeyTypes(t *testing.T) {
-	s, _ := newStore(t)
+func testNewCSRKeyTypes(t *testing.T, k storetest.Kind) {
+	s, _ := newStore(t, k)
 	tests := []struct {
 		kt   keystore.KeyType
 		bits int    // RSA modulus size
@@ -81,9 +82,9 @@ func TestNewCSRKeyTypes(t *testing.T) {
 	}
 }
 
-func TestNewCSRRejects(t *testing.T) {
-	s, dir := newStore(t)
-	before := snapshot(t, dir)
+func testNewCSRRejects(t *testing.T, k storetest.Kind) {
+	s, st := newStore(t, k)
+	before := snapshot(t, st)
 	_, _, err := s.NewCSR(keystore.CSRRequest{Email: "alice@example.com", KeyType: "rsa1024"})
 	if _, ok := errors.AsType[*keystore.KeyTypeError](err); !ok {
 		t.Errorf("NewCSR(rsa1024) = %v, want *KeyTypeError", err)
@@ -93,11 +94,11 @@ func TestNewCSRRejects(t *testing.T) {
 			t.Errorf("NewCSR(email %q) succeeded", bad)
 		}
 	}
-	sameSnapshot(t, "rejected CSRs", before, snapshot(t, dir))
+	sameSnapshot(t, "rejected CSRs", before, snapshot(t, st))
 }
 
-func TestImportCertificatesSorts(t *testing.T) {
-	s, _ := newStore(t)
+func testImportCertificatesSorts(t *testing.T, k storetest.Kind) {
+	s, _ := newStore(t, k)
 	root := testpki.NewCA(t, "Root")
 	inter := root.Intermediate(t, "Intermediate")
 	csr, info := newCSR(t, s, "alice@example.com", keystore.ECDSAP256)
@@ -157,8 +158,8 @@ func checkCerts(t *testing.T, what string, got []*x509.Certificate, want ...*x50
 	}
 }
 
-func TestIntermediateArrivesLater(t *testing.T) {
-	s, _ := newStore(t)
+func testIntermediateArrivesLater(t *testing.T, k storetest.Kind) {
+	s, _ := newStore(t, k)
 	root := testpki.NewCA(t, "Root")
 	inter := root.Intermediate(t, "Intermediate")
 	csr, _ := newCSR(t, s, "alice@example.com", keystore.ECDSAP256)
@@ -173,8 +174,8 @@ func TestIntermediateArrivesLater(t *testing.T) {
 	checkCerts(t, "entry chain", s.Identities()[0].Chain, inter.Cert)
 }
 
-func TestRenewalJoinsEntry(t *testing.T) {
-	s, _ := newStore(t)
+func testRenewalJoinsEntry(t *testing.T, k storetest.Kind) {
+	s, _ := newStore(t, k)
 	ca := testpki.NewCA(t, "CA")
 	csr, info := newCSR(t, s, "alice@example.com", keystore.ECDSAP256)
 	now := time.Now()
@@ -203,8 +204,8 @@ func TestRenewalJoinsEntry(t *testing.T) {
 	}
 }
 
-func TestNewKeyKeepsOldOne(t *testing.T) {
-	s, _ := newStore(t)
+func testNewKeyKeepsOldOne(t *testing.T, k storetest.Kind) {
+	s, _ := newStore(t, k)
 	ca := testpki.NewCA(t, "CA")
 	now := time.Now()
 	oldCSR, oldInfo := newCSR(t, s, "alice@example.com", keystore.ECDSAP256)
@@ -243,8 +244,8 @@ func TestNewKeyKeepsOldOne(t *testing.T) {
 	}
 }
 
-func TestSeparateSigningAndEncryptionKeys(t *testing.T) {
-	s, _ := newStore(t)
+func testSeparateSigningAndEncryptionKeys(t *testing.T, k storetest.Kind) {
+	s, _ := newStore(t, k)
 	ca := testpki.NewCA(t, "CA")
 	signCSR, signInfo := newCSR(t, s, "alice@example.com", keystore.ECDSAP256)
 	encCSR, encInfo := newCSR(t, s, "alice@example.com", keystore.ECDSAP256)
@@ -273,8 +274,8 @@ func TestSeparateSigningAndEncryptionKeys(t *testing.T) {
 	}
 }
 
-func TestLookupErrors(t *testing.T) {
-	s, dir := newStore(t)
+func testLookupErrors(t *testing.T, k storetest.Kind) {
+	s, st := newStore(t, k)
 	ca := testpki.NewCA(t, "CA")
 	now := time.Now()
 	add := func(email string, opts testpki.Options) {
@@ -324,7 +325,7 @@ func TestLookupErrors(t *testing.T) {
 		t.Errorf("DecryptionKeys(expired) = %v, want the expired key", err)
 	}
 
-	locked, err := keystore.Open(dir, nil)
+	locked, err := keystore.OpenDocs(st.Again(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -342,9 +343,9 @@ func TestLookupErrors(t *testing.T) {
 	}
 }
 
-func TestStatusNotYetValid(t *testing.T) {
+func testStatusNotYetValid(t *testing.T, k storetest.Kind) {
 	now := time.Now()
-	s, _ := newStore(t)
+	s, st := newStore(t, k)
 	ca := testpki.NewCA(t, "CA")
 	csr, _ := newCSR(t, s, "alice@example.com", keystore.ECDSAP256)
 	if _, err := s.ImportCertificates([]*x509.Certificate{issue(t, ca, "alice@example.com", csr, testpki.Options{NotBefore: now.Add(24 * time.Hour)})}); err != nil {
@@ -354,7 +355,7 @@ func TestStatusNotYetValid(t *testing.T) {
 		t.Errorf("status = %s, want not-yet-valid", got)
 	}
 	// Options.Now moves the clock for Identities.
-	o, err := keystore.Open(s.Dir(), &keystore.Options{Now: func() time.Time { return now.Add(48 * time.Hour) }})
+	o, err := keystore.OpenDocs(st.Again(), &keystore.Options{Now: func() time.Time { return now.Add(48 * time.Hour) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -363,8 +364,8 @@ func TestStatusNotYetValid(t *testing.T) {
 	}
 }
 
-func TestEmailsIndexedFromCertificates(t *testing.T) {
-	s, _ := newStore(t)
+func testEmailsIndexedFromCertificates(t *testing.T, k storetest.Kind) {
+	s, _ := newStore(t, k)
 	ca := testpki.NewCA(t, "CA")
 	csr, _ := newCSR(t, s, "alice@example.com", keystore.ECDSAP256)
 	// Certificates may name more than the CSR asked for; the subject's
@@ -385,8 +386,8 @@ func TestEmailsIndexedFromCertificates(t *testing.T) {
 	}
 }
 
-func TestRSAKeyUsage(t *testing.T) {
-	s, _ := newStore(t)
+func testRSAKeyUsage(t *testing.T, k storetest.Kind) {
+	s, _ := newStore(t, k)
 	ca := testpki.NewCA(t, "CA")
 	csr, _ := newCSR(t, s, "rsa@example.com", keystore.RSA2048)
 	// keyAgreement means nothing for RSA: not an encryption certificate.

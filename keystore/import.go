@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"software.sslmate.com/src/go-pkcs12"
+
+	"smimeproxy/storage"
 )
 
 // ImportResult says where each imported certificate went.
@@ -54,7 +56,7 @@ const pkcs12Warning = "the private key came inside the PKCS #12 file, so whoever
 // passphrase.
 func (s *Store) ImportCertificates(certs []*x509.Certificate) (*ImportResult, error) {
 	res := &ImportResult{}
-	if err := s.write(func(st *state) error { return s.importCerts(st, certs, nil, res) }); err != nil {
+	if err := s.write(func(st *state, tx storage.Tx) error { return s.importCerts(st, tx, certs, nil, res) }); err != nil {
 		return nil, err
 	}
 	return res, nil
@@ -92,7 +94,7 @@ func (s *Store) ImportPKCS12(data []byte, password string) (*ImportResult, error
 		return nil, errors.New("keystore: the certificate in the PKCS #12 file names no email address")
 	}
 	res := &ImportResult{KeyFromPKCS12: true, Warnings: []string{pkcs12Warning}}
-	err = s.write(func(st *state) error {
+	err = s.write(func(st *state, tx storage.Tx) error {
 		e := st.entries[id]
 		if e != nil && st.broken[id] == nil {
 			e = e.clone()
@@ -106,7 +108,7 @@ func (s *Store) ImportPKCS12(data []byte, password string) (*ImportResult, error
 				return err
 			}
 		}
-		return s.importCerts(st, certs, e, res)
+		return s.importCerts(st, tx, certs, e, res)
 	})
 	if err != nil {
 		return nil, err
@@ -144,10 +146,10 @@ func decodePKCS12(data []byte, password string) (crypto.PrivateKey, []*x509.Cert
 }
 
 // importCerts sorts certs into st's entries, plus extra (a key being
-// imported), and saves the entries that changed; the directory lock is held.
+// imported), and saves the entries that changed, inside write.
 // A certificate for a key the keystore refuses is an error: its entry is
 // not touched, since saving it would bind what may be forged.
-func (s *Store) importCerts(st *state, certs []*x509.Certificate, extra *entry, res *ImportResult) error {
+func (s *Store) importCerts(st *state, tx storage.Tx, certs []*x509.Certificate, extra *entry, res *ImportResult) error {
 	work := map[string]*entry{} // entries being changed, cloned from st
 	dirty := map[string]bool{}
 	get := func(id string) *entry {
@@ -236,7 +238,7 @@ func (s *Store) importCerts(st *state, certs []*x509.Certificate, extra *entry, 
 
 	for _, id := range slices.Sorted(maps.Keys(dirty)) {
 		if dirty[id] {
-			if err := s.saveEntry(st, work[id]); err != nil {
+			if err := s.saveEntry(st, tx, work[id]); err != nil {
 				return err
 			}
 		}

@@ -13,6 +13,8 @@ import (
 	"net/mail"
 	"strings"
 	"time"
+
+	"smimeproxy/storage"
 )
 
 // KeyType names a kind of key.
@@ -141,11 +143,11 @@ func (s *Store) NewCSR(req CSRRequest) ([]byte, *IdentityInfo, error) {
 		id: id, emails: []string{email}, keyType: kt, source: SourceGenerated,
 		created: time.Now().UTC().Truncate(time.Second), pubDER: spki,
 	}
-	err = s.write(func(st *state) error {
+	err = s.write(func(st *state, tx storage.Tx) error {
 		if err := s.sealKey(st, e, key); err != nil {
 			return err
 		}
-		return s.saveEntry(st, e)
+		return s.saveEntry(st, tx, e)
 	})
 	if err != nil {
 		return nil, nil, err

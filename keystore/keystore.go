@@ -2,25 +2,30 @@
 // rest under the keystore passphrase, with the certificates issued for them
 // and the intermediates that complete their chains.
 //
-// On disk a keystore is one directory (0700) of 0600 files:
+// A keystore is a few documents (package storage), in a directory (0700) of
+// 0600 files by default, or in a PostgreSQL database shared by several
+// instances, with the same bytes either way:
 //
 //	keystore.json     the data key, wrapped under a key derived from the passphrase
 //	keys/<id>.json    one private key (sealed under the data key), its addresses,
 //	                  certificates and intermediates, and a MAC over all of it
 //	                  under a key derived from the data key
 //
-// Whoever can write the files but lacks the passphrase can neither read a
-// key nor move one to another address: an entry whose MAC does not check is
-// refused once the keystore is unlocked. The directory and its files must be
-// private to their owner (0700, 0600); Open refuses them otherwise, as
-// OpenSSH refuses a private key others can read.
+// Whoever can write the documents but lacks the passphrase can neither read
+// a key nor move one to another address: an entry whose MAC does not check
+// is refused once the keystore is unlocked. So a copy of the directory, or a
+// dump of the database, opens nothing without the passphrase. The directory
+// and its files must be private to their owner (0700, 0600); Open refuses
+// them otherwise, as OpenSSH refuses a private key others can read.
 //
-// Every write goes to a temporary file that is synced and renamed into place,
-// so a crash leaves the old file or the new one. Changing the passphrase
-// rewrites keystore.json alone.
+// In a directory every write goes to a temporary file that is synced and
+// renamed into place, so a crash leaves the old file or the new one; in a
+// database a change is one transaction. Changing the passphrase rewrites
+// keystore.json alone.
 package keystore
 
 import (
+	"context"
 	"crypto"
 	"crypto/rand"
 	"crypto/x509"
@@ -28,16 +33,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
-	"smimeproxy/internal/atomicfile"
 	"smimeproxy/internal/recheck"
+	"smimeproxy/storage"
 )
 
 const (
@@ -45,13 +47,27 @@ const (
 	keysDir    = "keys"
 	dirMode    = 0o700
 	fileMode   = 0o600
-	// staleTemp is how old a temporary file must be before Open removes it: a
-	// writer in another process holds its own for milliseconds.
-	staleTemp = 15 * time.Minute
 	// DefaultRecheckInterval is how often lookups look for changes made by
 	// another process, by default.
-	DefaultRecheckInterval = 2 * time.Second
+	DefaultRecheckInterval = time.Second
 )
+
+// Layout is a keystore directory's: keystore.json and keys/<id>.json,
+// private to their owner, written under a lock that other processes'
+// writers take too.
+var Layout = storage.Layout{
+	Files:   []string{headerFile},
+	Dirs:    map[string]func(string) bool{keysDir: isEntryFile},
+	Private: true,
+	Lock:    true,
+}
+
+func isEntryFile(name string) bool {
+	id, ok := strings.CutSuffix(name, ".json")
+	return ok && validID(id)
+}
+
+func entryName(id string) string { return keysDir + "/" + id + ".json" }
 
 // Options tune a Store; nil means the defaults.
 type Options struct {
@@ -59,17 +75,18 @@ type Options struct {
 	// (keystore.json records it, so opening is unaffected); nil: DefaultKDF.
 	// Lower it only for tests or very small machines.
 	KDF *KDFParams
-	// RecheckInterval is how often lookups stat the directory to pick up
-	// changes another process made; zero: DefaultRecheckInterval; negative:
+	// RecheckInterval is how often lookups look for changes another process
+	// made (storage.Docs.Changed); zero: DefaultRecheckInterval; negative:
 	// never (call Reload).
 	RecheckInterval time.Duration
 	// Now is the clock for Identities' status and for Backup; nil: time.Now.
 	Now func() time.Time
 }
 
-// Store is a keystore directory. It is safe for concurrent use.
+// Store is a keystore. It is safe for concurrent use.
 type Store struct {
-	dir     string
+	docs    storage.Docs
+	dir     string // when docs is a directory
 	kdf     KDFParams
 	now     func() time.Time
 	recheck *recheck.Throttle
@@ -78,18 +95,18 @@ type Store struct {
 	st       *state
 	sec      *secrets // nil while locked
 	upgraded bool     // by the last Unlock
+	gen      uint64   // see Generation
 
 	keyMu sync.Mutex
 	keys  map[string]crypto.PrivateKey // unsealed keys by entry id
 }
 
-// state is what was read from disk at one moment.
+// state is what was read from the store at one moment.
 type state struct {
 	hdr     header
-	hdrInfo fs.FileInfo
-	keysMod time.Time // mtime of keys/
+	snap    *storage.Snapshot // stamps only: the data is parsed into hdr and entries
 	loaded  time.Time
-	entries map[string]*entry // every entry file, by id
+	entries map[string]*entry // every entry, by id
 	// Set by index: byEmail holds the entries that may be used, each sorted
 	// by creation; broken and brokenFor the ones refused, by id and address.
 	byEmail   map[string][]*entry
@@ -119,8 +136,11 @@ func parseHeader(data []byte) (header, error) {
 	return h, h.KDF.check()
 }
 
-func newStore(dir string, opts *Options) *Store {
-	s := &Store{dir: dir, kdf: DefaultKDF, now: time.Now, keys: map[string]crypto.PrivateKey{}}
+func newStore(docs storage.Docs, opts *Options) *Store {
+	s := &Store{docs: docs, kdf: DefaultKDF, now: time.Now, keys: map[string]crypto.PrivateKey{}}
+	if d, ok := docs.(*storage.Dir); ok {
+		s.dir = d.Path()
+	}
 	every := DefaultRecheckInterval
 	if opts != nil {
 		if opts.KDF != nil {
@@ -143,27 +163,20 @@ func Create(dir string, passphrase []byte, opts *Options) (*Store, error) {
 	if len(passphrase) == 0 {
 		return nil, ErrEmptyPassphrase
 	}
-	s := newStore(dir, opts)
-	if err := os.MkdirAll(filepath.Join(dir, keysDir), dirMode); err != nil {
+	d := storage.OpenDir(dir, Layout)
+	if err := d.Init(); err != nil {
 		return nil, fmt.Errorf("keystore: create: %w", err)
 	}
-	for _, d := range []string{dir, filepath.Join(dir, keysDir)} {
-		if err := os.Chmod(d, dirMode); err != nil {
-			return nil, fmt.Errorf("keystore: create: %w", err)
-		}
+	return CreateDocs(d, passphrase, opts)
+}
+
+// CreateDocs is Create in any store, such as a database (see package
+// storage). The store must hold no keystore and no keys.
+func CreateDocs(docs storage.Docs, passphrase []byte, opts *Options) (*Store, error) {
+	if len(passphrase) == 0 {
+		return nil, ErrEmptyPassphrase
 	}
-	unlock, err := lockDir(dir)
-	if err != nil {
-		return nil, fmt.Errorf("keystore: create: %w", err)
-	}
-	defer unlock()
-	// A new data key would orphan keys sealed under the old one.
-	if ids, err := listEntries(filepath.Join(dir, keysDir)); err != nil || len(ids) > 0 {
-		if err != nil {
-			return nil, fmt.Errorf("keystore: create: %w", err)
-		}
-		return nil, fmt.Errorf("%w: %s holds keys but no %s; restore it rather than create a new one", ErrExists, dir, headerFile)
-	}
+	s := newStore(docs, opts)
 	dataKey := make([]byte, keySize)
 	id := make([]byte, 16)
 	if _, err := rand.Read(dataKey); err != nil {
@@ -180,21 +193,38 @@ func Create(dir string, passphrase []byte, opts *Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := atomicfile.Create(filepath.Join(dir, headerFile), data, fileMode); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return nil, fmt.Errorf("%w in %s", ErrExists, dir)
+	err = docs.Update(context.Background(), func(tx storage.Tx) error {
+		snap, err := tx.Load(func(string, string) bool { return true })
+		if err != nil {
+			return fmt.Errorf("keystore: create: %w", privateErr(err))
 		}
-		return nil, fmt.Errorf("keystore: create: %w", err)
+		if _, ok := snap.Docs[headerFile]; ok {
+			return fmt.Errorf("%w in %s", ErrExists, docs)
+		}
+		// A new data key would orphan keys sealed under the old one.
+		if len(snap.Docs) > 0 {
+			return fmt.Errorf("%w: %s holds keys but no %s; restore it rather than create a new one", ErrExists, docs, headerFile)
+		}
+		if err := tx.Create(headerFile, data); err != nil {
+			if errors.Is(err, fs.ErrExist) {
+				return fmt.Errorf("%w in %s", ErrExists, docs)
+			}
+			return fmt.Errorf("keystore: create: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	k, err := newSecrets(dataKey)
 	if err != nil {
 		return nil, err
 	}
-	st, err := read(dir)
+	st, err := read(docs, docs.Load)
 	if err != nil {
 		return nil, err
 	}
-	st.index(dir, k)
+	st.index(docs, k)
 	s.st, s.sec = st, k
 	return s, nil
 }
@@ -245,96 +275,72 @@ func (h *header) open(kek []byte) ([]byte, error) {
 // Open opens the keystore in dir, locked: addresses, certificates and status
 // are readable; private keys need Unlock.
 func Open(dir string, opts *Options) (*Store, error) {
-	s := newStore(dir, opts)
-	st, err := read(dir)
+	return OpenDocs(storage.OpenDir(dir, Layout), opts)
+}
+
+// OpenDocs is Open for any store, such as a database (see package storage).
+func OpenDocs(docs storage.Docs, opts *Options) (*Store, error) {
+	s := newStore(docs, opts)
+	st, err := read(docs, docs.Load)
 	if err != nil {
 		return nil, err
 	}
-	st.index(dir, nil)
+	st.index(docs, nil)
 	s.st = st
-	atomicfile.RemoveStale(dir, staleTemp)
-	atomicfile.RemoveStale(filepath.Join(dir, keysDir), staleTemp)
 	return s, nil
 }
 
-// read reads the whole keystore; index then sorts its entries. Any damaged
-// file is an error, and so is a file or directory that others may open:
-// skipping it would hide a key.
-func read(dir string) (*state, error) {
-	var private privacy
-	di, err := os.Stat(dir)
+// read reads the whole keystore through load (the store's, or a Tx's);
+// index then sorts its entries. Any damaged document is an error, and so is
+// a file or directory that others may open: skipping it would hide a key.
+func read(docs storage.Docs, load func(context.Context, func(string, string) bool) (*storage.Snapshot, error)) (*state, error) {
+	loaded := time.Now()
+	snap, err := load(context.Background(), nil)
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("%w in %s; create one first", ErrNoKeystore, dir)
+		return nil, fmt.Errorf("keystore: %w", privateErr(err))
+	}
+	hd, ok := snap.Docs[headerFile]
+	if !ok {
+		return nil, fmt.Errorf("%w in %s; create one first", ErrNoKeystore, docs)
+	}
+	st := &state{loaded: loaded, snap: snap, entries: map[string]*entry{}}
+	if st.hdr, err = parseHeader(hd.Data); err != nil {
+		return nil, fmt.Errorf("keystore: %s: %w", docs.Where(headerFile), err)
+	}
+	for name, d := range snap.Docs {
+		id, ok := strings.CutPrefix(name, keysDir+"/")
+		if !ok || !isEntryFile(id) {
+			continue // not ours: as in a directory, strangers are left alone
 		}
-		return nil, fmt.Errorf("keystore: %w", err)
-	}
-	private.check(dir, di)
-	hpath := filepath.Join(dir, headerFile)
-	data, hi, err := readFile(hpath)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%w in %s; create one first", ErrNoKeystore, dir)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("keystore: %w", err)
-	}
-	private.check(hpath, hi)
-	st := &state{loaded: time.Now(), hdrInfo: hi, entries: map[string]*entry{}}
-	if st.hdr, err = parseHeader(data); err != nil {
-		return nil, fmt.Errorf("keystore: %s: %w", hpath, err)
-	}
-	kdir := filepath.Join(dir, keysDir)
-	fi, err := os.Stat(kdir)
-	if err != nil {
-		return nil, fmt.Errorf("keystore: %w", err)
-	}
-	private.check(kdir, fi)
-	st.keysMod = fi.ModTime()
-	ids, err := listEntries(kdir)
-	if err != nil {
-		return nil, fmt.Errorf("keystore: %w", err)
-	}
-	for _, id := range ids {
-		p := filepath.Join(kdir, id+".json")
-		data, fi, err := readFile(p)
-		if err != nil {
-			return nil, fmt.Errorf("keystore: %w", err)
-		}
-		private.check(p, fi)
-		e, err := parseEntry(data)
+		id = strings.TrimSuffix(id, ".json")
+		e, err := parseEntry(d.Data)
 		if err == nil && e.id != id {
 			err = fmt.Errorf("file name does not match id %s", e.id)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("keystore: %s: %w", p, err)
+			return nil, fmt.Errorf("keystore: %s: %w", docs.Where(name), err)
 		}
 		st.entries[e.id] = e
 	}
-	if err := private.err(dir); err != nil {
-		return nil, err
+	for name, d := range snap.Docs {
+		snap.Docs[name] = storage.Doc{Stamp: d.Stamp}
 	}
 	return st, nil
 }
 
-// readFile reads a file and stats it through the same descriptor.
-func readFile(path string) ([]byte, fs.FileInfo, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, nil, err
+// privateErr says what to do about a keystore directory others may open.
+func privateErr(err error) error {
+	if npe, ok := errors.AsType[*storage.NotPrivateError](err); ok {
+		return fmt.Errorf("%w: %s; a keystore holds private keys and must be its owner's alone: run chmod -R go-rwx %s",
+			ErrNotPrivate, strings.Join(npe.Paths, ", "), npe.Dir)
 	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, nil, err
-	}
-	data, err := io.ReadAll(f)
-	return data, fi, err
+	return err
 }
 
-// load reads the directory and indexes it, checking the entries when the
+// load reads the store and indexes it, checking the entries when the
 // Store holds the secrets of the keystore found there.
-func (s *Store) load() (*state, error) {
-	st, err := read(s.dir)
+func (s *Store) load(load func(context.Context, func(string, string) bool) (*storage.Snapshot, error)) (*state, error) {
+	st, err := read(s.docs, load)
 	if err != nil {
 		return nil, err
 	}
@@ -345,34 +351,18 @@ func (s *Store) load() (*state, error) {
 	}
 	s.mu.RUnlock()
 	defer k.clear()
-	st.index(s.dir, k)
+	st.index(s.docs, k)
 	return st, nil
 }
 
-// listEntries returns the ids of the entry files in dir, skipping temporary
-// and foreign files.
-func listEntries(dir string) ([]string, error) {
-	des, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, err
-	}
-	var ids []string
-	for _, de := range des {
-		name := de.Name()
-		if id, ok := strings.CutSuffix(name, ".json"); ok && de.Type().IsRegular() && validID(id) {
-			ids = append(ids, id)
-		}
-	}
-	return ids, nil
-}
-
-// Reload reads the directory again, picking up what another process (the
-// CLI) wrote. On failure the Store keeps the state it had. Lookups reload by
-// themselves when the directory changed (see Options.RecheckInterval) and
-// then ignore failures, so a half-edited directory never stops mail; call
-// Reload to see the error.
+// Reload reads the store again, picking up what another process (the CLI,
+// another instance) wrote. On failure the Store keeps the state it had.
+// Lookups reload by themselves when the store changed (see
+// Options.RecheckInterval) and then ignore failures, so a half-edited
+// directory or an unreachable database never stops mail; call Reload to see
+// the error.
 func (s *Store) Reload() error {
-	st, err := s.load()
+	st, err := s.load(s.docs.Load)
 	if err != nil {
 		return err
 	}
@@ -389,8 +379,11 @@ func (s *Store) swap(st *state) {
 		return
 	}
 	if s.st != nil && st.hdr.StoreID != s.st.hdr.StoreID {
-		// A different keystore now sits in the directory: our data key is not its.
+		// A different keystore now sits in the store: our data key is not its.
 		s.lockLocked()
+	}
+	if s.st == nil || !s.st.snap.Same(st.snap) {
+		s.gen++
 	}
 	s.st = st
 	s.keyMu.Lock()
@@ -402,31 +395,42 @@ func (s *Store) swap(st *state) {
 	s.keyMu.Unlock()
 }
 
-// refresh reloads when the directory may have changed since the last load,
-// at most once per RecheckInterval. Cost when nothing changed: two stats.
+// refresh reloads when the store may have changed since the last load, at
+// most once per RecheckInterval. Cost when nothing changed: two stats, or
+// for a database a look at the last change counter it polled.
 func (s *Store) refresh() {
-	if s.recheck.Due() && s.changed() {
+	if !s.recheck.Due() {
+		return
+	}
+	s.mu.RLock()
+	snap := s.st.snap
+	s.mu.RUnlock()
+	if s.docs.Changed(snap) {
 		_ = s.Reload() // see Reload: keep serving the last good state
 	}
 }
 
-func (s *Store) changed() bool {
+// Generation counts the changes to what the Store serves: another process's
+// writes it picked up, its own, and unlocking or locking it. A cache of what
+// was computed from the keystore (decrypted messages) is stale once the
+// generation it was made under has passed. It looks for changes first, as
+// lookups do.
+func (s *Store) Generation() uint64 {
+	s.refresh()
 	s.mu.RLock()
-	st := s.st
-	s.mu.RUnlock()
-	hi, err := os.Stat(filepath.Join(s.dir, headerFile))
-	if err != nil || !os.SameFile(hi, st.hdrInfo) || !hi.ModTime().Equal(st.hdrInfo.ModTime()) {
-		return true
-	}
-	ki, err := os.Stat(filepath.Join(s.dir, keysDir))
-	if err != nil || !ki.ModTime().Equal(st.keysMod) {
-		return true
-	}
-	return recheck.Unsettled(st.keysMod, st.loaded)
+	defer s.mu.RUnlock()
+	return s.gen
 }
 
-// Dir returns the keystore's directory.
+// Available is nil while the store can be reached (a directory always can),
+// or says why not. Lookups still answer from what was last read; writes fail.
+func (s *Store) Available() error { return s.docs.Available() }
+
+// Dir returns the keystore's directory; "" for a keystore in a database.
 func (s *Store) Dir() string { return s.dir }
+
+// Location names the keystore for people: its directory or its database.
+func (s *Store) Location() string { return s.docs.String() }
 
 // Unlock derives the key from passphrase, unwraps the data key and checks
 // every entry under it: an entry that does not check is refused (see
@@ -435,7 +439,7 @@ func (s *Store) Dir() string { return s.dir }
 // rewrites its files, once). A wrong passphrase returns ErrWrongPassphrase
 // and changes nothing.
 func (s *Store) Unlock(passphrase []byte) error {
-	st, err := read(s.dir)
+	st, err := read(s.docs, s.docs.Load)
 	if err != nil {
 		return err
 	}
@@ -444,7 +448,7 @@ func (s *Store) Unlock(passphrase []byte) error {
 		if upgraded, err = s.upgrade(passphrase); err != nil {
 			return err
 		}
-		if st, err = read(s.dir); err != nil {
+		if st, err = read(s.docs, s.docs.Load); err != nil {
 			return err
 		}
 	}
@@ -452,12 +456,13 @@ func (s *Store) Unlock(passphrase []byte) error {
 	if err != nil {
 		return err
 	}
-	st.index(s.dir, k)
+	st.index(s.docs, k)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.swap(st)
 	s.sec.clear()
 	s.sec, s.upgraded = k, upgraded
+	s.gen++
 	return nil
 }
 
@@ -476,6 +481,9 @@ func (s *Store) Lock() {
 }
 
 func (s *Store) lockLocked() {
+	if s.sec != nil {
+		s.gen++
+	}
 	s.sec.clear()
 	s.sec = nil
 	s.keyMu.Lock()
@@ -485,8 +493,8 @@ func (s *Store) lockLocked() {
 
 // ChangePassphrase rewraps the data key under newPassphrase, with fresh salt
 // and the Store's KDF parameters. It rewrites keystore.json alone, atomically:
-// after a crash the old passphrase or the new one works, and the keys files
-// are untouched either way. Another process that has the keystore unlocked
+// after a crash the old passphrase or the new one works, and the keys are
+// untouched either way. Another process that has the keystore unlocked
 // keeps working, since the data key does not change.
 func (s *Store) ChangePassphrase(oldPassphrase, newPassphrase []byte) error {
 	if len(newPassphrase) == 0 {
@@ -495,7 +503,7 @@ func (s *Store) ChangePassphrase(oldPassphrase, newPassphrase []byte) error {
 	if _, err := s.upgrade(oldPassphrase); err != nil {
 		return err
 	}
-	return s.write(func(st *state) error {
+	return s.write(func(st *state, tx storage.Tx) error {
 		k, err := st.hdr.unwrap(oldPassphrase)
 		if err != nil {
 			return err
@@ -505,7 +513,7 @@ func (s *Store) ChangePassphrase(oldPassphrase, newPassphrase []byte) error {
 			k.clear()
 			return err
 		}
-		if err := writeHeader(s.dir, h); err != nil {
+		if err := writeHeader(tx, h); err != nil {
 			k.clear()
 			return fmt.Errorf("keystore: change passphrase: %w", err)
 		}
@@ -517,24 +525,24 @@ func (s *Store) ChangePassphrase(oldPassphrase, newPassphrase []byte) error {
 	})
 }
 
-// write runs fn with the directory lock held, on a state freshly read from
-// disk, then reloads so memory matches disk. Readers are not held up: fn
-// runs without s.mu.
-func (s *Store) write(fn func(st *state) error) error {
-	unlock, err := lockDir(s.dir)
+// write runs fn with the store's other writers excluded, on a state freshly
+// read from the store, then reloads so memory matches the store. Readers
+// are not held up: fn runs without s.mu.
+func (s *Store) write(fn func(st *state, tx storage.Tx) error) error {
+	ferr := s.docs.Update(context.Background(), func(tx storage.Tx) error {
+		st, err := s.load(func(_ context.Context, have func(string, string) bool) (*storage.Snapshot, error) {
+			return tx.Load(have)
+		})
+		if err != nil {
+			return err
+		}
+		s.mu.Lock()
+		s.swap(st) // locks the store if it now holds another keystore
+		s.mu.Unlock()
+		return fn(st, tx)
+	})
+	st, err := s.load(s.docs.Load)
 	if err != nil {
-		return fmt.Errorf("keystore: lock %s: %w", s.dir, err)
-	}
-	defer unlock()
-	st, err := s.load()
-	if err != nil {
-		return err
-	}
-	s.mu.Lock()
-	s.swap(st) // locks the store if the directory now holds another keystore
-	s.mu.Unlock()
-	ferr := fn(st)
-	if st, err = s.load(); err != nil {
 		return errors.Join(ferr, err)
 	}
 	s.mu.Lock()
@@ -543,9 +551,9 @@ func (s *Store) write(fn func(st *state) error) error {
 	return ferr
 }
 
-// saveEntry writes an entry's file with its MAC, for the keystore st was
-// read from; the directory lock is held.
-func (s *Store) saveEntry(st *state, e *entry) error {
+// saveEntry writes an entry with its MAC, for the keystore st was read
+// from, inside write.
+func (s *Store) saveEntry(st *state, tx storage.Tx, e *entry) error {
 	s.mu.RLock()
 	k := s.sec.clone() // Lock may clear the original meanwhile
 	s.mu.RUnlock()
@@ -553,11 +561,11 @@ func (s *Store) saveEntry(st *state, e *entry) error {
 		return ErrLocked
 	}
 	defer k.clear()
-	return s.writeEntry(st, e, k)
+	return writeEntry(st, tx, e, k)
 }
 
 // sealKey stores key in e, sealed under the data key of the keystore st
-// was read from; the directory lock is held.
+// was read from.
 func (s *Store) sealKey(st *state, e *entry, key crypto.PrivateKey) error {
 	s.mu.RLock()
 	k := s.sec.clone() // Lock may clear the original meanwhile

@@ -1,11 +1,13 @@
 package keystore_test
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,8 +16,10 @@ import (
 	"testing"
 	"time"
 
+	"smimeproxy/internal/storetest"
 	"smimeproxy/internal/testpki"
 	"smimeproxy/keystore"
+	"smimeproxy/storage"
 )
 
 // fastKDF keeps tests quick; production uses keystore.DefaultKDF.
@@ -27,14 +31,50 @@ var passphrase = []byte("correct horse battery staple")
 // checks the defaults.
 var fastBackup = &keystore.BackupOptions{Iterations: keystore.MinBackupIterations}
 
-func newStore(t *testing.T) (*keystore.Store, string) {
+// TestStores runs every test that depends on where the keystore is kept
+// against each kind of storage: a directory and a PostgreSQL database.
+func TestStores(t *testing.T) {
+	storetest.Run(t, []storetest.Test{
+		{Name: "CreateOpenUnlock", Run: testCreateOpenUnlock},
+		{Name: "CreateRefusesOrphanKeys", Run: testCreateRefusesOrphanKeys},
+		{Name: "ChangePassphrase", Run: testChangePassphrase},
+		{Name: "DamagedFilesAreErrors", Run: testDamagedFilesAreErrors},
+		{Name: "ConcurrentSignerAndReload", Run: testConcurrentSignerAndReload},
+		{Name: "RecheckIntervalNegativeNeedsReload", Run: testRecheckIntervalNegativeNeedsReload},
+		{Name: "Generation", Run: testGeneration},
+		{Name: "NewCSRKeyTypes", Run: testNewCSRKeyTypes},
+		{Name: "NewCSRRejects", Run: testNewCSRRejects},
+		{Name: "ImportCertificatesSorts", Run: testImportCertificatesSorts},
+		{Name: "IntermediateArrivesLater", Run: testIntermediateArrivesLater},
+		{Name: "RenewalJoinsEntry", Run: testRenewalJoinsEntry},
+		{Name: "NewKeyKeepsOldOne", Run: testNewKeyKeepsOldOne},
+		{Name: "SeparateSigningAndEncryptionKeys", Run: testSeparateSigningAndEncryptionKeys},
+		{Name: "LookupErrors", Run: testLookupErrors},
+		{Name: "StatusNotYetValid", Run: testStatusNotYetValid},
+		{Name: "EmailsIndexedFromCertificates", Run: testEmailsIndexedFromCertificates},
+		{Name: "RSAKeyUsage", Run: testRSAKeyUsage},
+		{Name: "ImportPKCS12", Run: testImportPKCS12},
+		{Name: "ImportPKCS12Rejects", Run: testImportPKCS12Rejects},
+		{Name: "PKCS12JoinsCSRKey", Run: testPKCS12JoinsCSRKey},
+		{Name: "BackupRoundTrip", Run: testBackupRoundTrip},
+		{Name: "BackupExpiredKey", Run: testBackupExpiredKey},
+	})
+}
+
+// dirKind is for the tests of the directory store alone, and for those
+// whose subject (an encoding checked by another program) does not depend
+// on the storage.
+var dirKind = storetest.Kinds[0]
+
+// newStore makes an unlocked keystore of kind k.
+func newStore(t *testing.T, k storetest.Kind) (*keystore.Store, *storetest.Store) {
 	t.Helper()
-	dir := filepath.Join(t.TempDir(), "keystore")
-	s, err := keystore.Create(dir, passphrase, &keystore.Options{KDF: fastKDF, RecheckInterval: -1})
+	st := k.New(t, "keystore", keystore.Layout)
+	s, err := keystore.CreateDocs(st, passphrase, &keystore.Options{KDF: fastKDF, RecheckInterval: -1})
 	if err != nil {
 		t.Fatalf("Create: %v", err)
 	}
-	return s, dir
+	return s, st
 }
 
 // newCSR makes a key for email and returns its CSR, parsed.
@@ -58,33 +98,24 @@ func issue(t *testing.T, ca *testpki.CA, email string, csr *x509.CertificateRequ
 	return ca.Issue(t, email, &opts).Cert
 }
 
-// snapshot records every file under dir: name, mode, size, mtime and content hash.
-func snapshot(t *testing.T, dir string) map[string]string {
+// snapshot records every document of a store: name, stamp and content hash.
+func snapshot(t *testing.T, docs storage.Docs) map[string]string {
 	t.Helper()
-	out := map[string]string{}
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		sum := ""
-		if !d.IsDir() {
-			data, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			sum = fmt.Sprintf("%x", sha256.Sum256(data))
-		}
-		out[p] = fmt.Sprintf("%v %d %v %s", fi.Mode(), fi.Size(), fi.ModTime().UnixNano(), sum)
-		return nil
-	})
+	snap, err := docs.Load(context.Background(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	out := map[string]string{}
+	for name, d := range snap.Docs {
+		out[name] = fmt.Sprintf("%s %x", d.Stamp, sha256.Sum256(d.Data))
+	}
 	return out
+}
+
+// keysOnly keeps the keys/ part of a snapshot.
+func keysOnly(snap map[string]string) map[string]string {
+	maps.DeleteFunc(snap, func(name, _ string) bool { return !strings.HasPrefix(name, "keys/") })
+	return snap
 }
 
 func sameSnapshot(t *testing.T, what string, before, after map[string]string) {
@@ -101,23 +132,45 @@ func sameSnapshot(t *testing.T, what string, before, after map[string]string) {
 	}
 }
 
-func TestCreateOpenUnlock(t *testing.T) {
-	s, dir := newStore(t)
+// put writes a document as someone without the passphrase would.
+func put(t *testing.T, docs storage.Docs, name string, data []byte) {
+	t.Helper()
+	if err := docs.Update(context.Background(), func(tx storage.Tx) error { return tx.Put(name, data) }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func get(t *testing.T, docs storage.Docs, name string) []byte {
+	t.Helper()
+	var data []byte
+	err := docs.Update(context.Background(), func(tx storage.Tx) (err error) {
+		data, err = tx.Get(name)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+func testCreateOpenUnlock(t *testing.T, k storetest.Kind) {
+	s, st := newStore(t, k)
 	if s.Locked() {
 		t.Fatal("a new keystore is locked, want unlocked")
 	}
-	if _, err := keystore.Create(dir, passphrase, &keystore.Options{KDF: fastKDF}); !errors.Is(err, keystore.ErrExists) {
+	if _, err := keystore.CreateDocs(st.Again(), passphrase, &keystore.Options{KDF: fastKDF}); !errors.Is(err, keystore.ErrExists) {
 		t.Fatalf("Create over an existing keystore: %v, want ErrExists", err)
 	}
-	if _, err := keystore.Create(filepath.Join(dir, "x"), nil, nil); !errors.Is(err, keystore.ErrEmptyPassphrase) {
+	empty := k.New(t, "keystore", keystore.Layout)
+	if _, err := keystore.CreateDocs(empty, nil, nil); !errors.Is(err, keystore.ErrEmptyPassphrase) {
 		t.Fatalf("Create with an empty passphrase: %v, want ErrEmptyPassphrase", err)
 	}
-	if _, err := keystore.Open(filepath.Join(dir, "missing"), nil); !errors.Is(err, keystore.ErrNoKeystore) {
-		t.Fatalf("Open(missing): %v, want ErrNoKeystore", err)
+	if _, err := keystore.OpenDocs(empty, nil); !errors.Is(err, keystore.ErrNoKeystore) {
+		t.Fatalf("Open(empty store): %v, want ErrNoKeystore", err)
 	}
 	newCSR(t, s, "alice@example.com", keystore.ECDSAP256)
 
-	o, err := keystore.Open(dir, nil)
+	o, err := keystore.OpenDocs(st.Again(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +184,7 @@ func TestCreateOpenUnlock(t *testing.T) {
 		t.Errorf("NewCSR while locked: %v, want ErrLocked", err)
 	}
 
-	before := snapshot(t, dir)
+	before := snapshot(t, st)
 	for _, wrong := range [][]byte{[]byte("wrong"), nil, append(passphrase, ' ')} {
 		if err := o.Unlock(wrong); !errors.Is(err, keystore.ErrWrongPassphrase) {
 			t.Errorf("Unlock(%q) = %v, want ErrWrongPassphrase", wrong, err)
@@ -140,7 +193,7 @@ func TestCreateOpenUnlock(t *testing.T) {
 	if err := o.ChangePassphrase([]byte("wrong"), []byte("new")); !errors.Is(err, keystore.ErrWrongPassphrase) {
 		t.Errorf("ChangePassphrase(wrong old) = %v, want ErrWrongPassphrase", err)
 	}
-	sameSnapshot(t, "a wrong passphrase", before, snapshot(t, dir))
+	sameSnapshot(t, "a wrong passphrase", before, snapshot(t, st))
 	if !o.Locked() {
 		t.Fatal("store unlocked by a wrong passphrase")
 	}
@@ -156,25 +209,29 @@ func TestCreateOpenUnlock(t *testing.T) {
 	}
 }
 
-func TestCreateRefusesOrphanKeys(t *testing.T) {
-	s, dir := newStore(t)
+func testCreateRefusesOrphanKeys(t *testing.T, k storetest.Kind) {
+	s, st := newStore(t, k)
 	newCSR(t, s, "alice@example.com", keystore.ECDSAP256)
-	if err := os.Remove(filepath.Join(dir, "keystore.json")); err != nil {
+	if err := st.Update(context.Background(), func(tx storage.Tx) error { return tx.Delete("keystore.json") }); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := keystore.Create(dir, passphrase, &keystore.Options{KDF: fastKDF}); !errors.Is(err, keystore.ErrExists) {
+	if _, err := keystore.CreateDocs(st, passphrase, &keystore.Options{KDF: fastKDF}); !errors.Is(err, keystore.ErrExists) {
 		t.Fatalf("Create over keys without keystore.json: %v, want ErrExists", err)
 	}
 }
 
 func TestFileModes(t *testing.T) {
-	s, dir := newStore(t)
+	dir := filepath.Join(t.TempDir(), "keystore")
+	s, err := keystore.Create(dir, passphrase, &keystore.Options{KDF: fastKDF, RecheckInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
 	newCSR(t, s, "alice@example.com", keystore.ECDSAP256)
 	if err := s.ChangePassphrase(passphrase, []byte("another")); err != nil {
 		t.Fatal(err)
 	}
 	n := 0
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -200,14 +257,14 @@ func TestFileModes(t *testing.T) {
 	}
 }
 
-func TestChangePassphrase(t *testing.T) {
-	s, dir := newStore(t)
+func testChangePassphrase(t *testing.T, k storetest.Kind) {
+	s, st := newStore(t, k)
 	ca := testpki.NewCA(t, "CA")
 	csr, _ := newCSR(t, s, "alice@example.com", keystore.ECDSAP256)
 	if _, err := s.ImportCertificates([]*x509.Certificate{issue(t, ca, "alice@example.com", csr, testpki.Options{})}); err != nil {
 		t.Fatal(err)
 	}
-	keysBefore := snapshot(t, filepath.Join(dir, "keys"))
+	keysBefore := keysOnly(snapshot(t, st))
 	newPass := []byte("a brand new passphrase")
 	if err := s.ChangePassphrase(passphrase, nil); !errors.Is(err, keystore.ErrEmptyPassphrase) {
 		t.Fatalf("ChangePassphrase to empty: %v, want ErrEmptyPassphrase", err)
@@ -215,9 +272,9 @@ func TestChangePassphrase(t *testing.T) {
 	if err := s.ChangePassphrase(passphrase, newPass); err != nil {
 		t.Fatalf("ChangePassphrase: %v", err)
 	}
-	sameSnapshot(t, "ChangePassphrase (keys/)", keysBefore, snapshot(t, filepath.Join(dir, "keys")))
+	sameSnapshot(t, "ChangePassphrase (keys/)", keysBefore, keysOnly(snapshot(t, st)))
 
-	o, err := keystore.Open(dir, nil)
+	o, err := keystore.OpenDocs(st.Again(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +295,11 @@ func TestChangePassphrase(t *testing.T) {
 
 // TestLeftoverTempFiles is what a crash in the middle of a write leaves.
 func TestLeftoverTempFiles(t *testing.T) {
-	s, dir := newStore(t)
+	dir := filepath.Join(t.TempDir(), "keystore")
+	s, err := keystore.Create(dir, passphrase, &keystore.Options{KDF: fastKDF, RecheckInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
 	newCSR(t, s, "alice@example.com", keystore.ECDSAP256)
 	junk := map[string]string{
 		".keystore.json.tmp-123456":          `{"version":1,"store_id":"torn`,
@@ -278,23 +339,18 @@ func TestLeftoverTempFiles(t *testing.T) {
 	}
 }
 
-func TestDamagedFilesAreErrors(t *testing.T) {
-	s, dir := newStore(t)
+func testDamagedFilesAreErrors(t *testing.T, k storetest.Kind) {
+	s, st := newStore(t, k)
 	_, info := newCSR(t, s, "alice@example.com", keystore.ECDSAP256)
-	p := filepath.Join(dir, "keys", info.KeyID+".json")
-	data, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p, data[:len(data)/2], 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := keystore.Open(dir, nil); err == nil || !strings.Contains(err.Error(), info.KeyID) {
-		t.Fatalf("Open with a torn key file: %v, want an error naming it", err)
+	name := "keys/" + info.KeyID + ".json"
+	data := get(t, st, name)
+	put(t, st, name, data[:len(data)/2])
+	if _, err := keystore.OpenDocs(st.Again(), nil); err == nil || !strings.Contains(err.Error(), st.Where(name)) {
+		t.Fatalf("Open with a torn key: %v, want an error naming %s", err, st.Where(name))
 	}
 	// A running store keeps its last good state and reports the damage on Reload.
 	if err := s.Reload(); err == nil {
-		t.Fatal("Reload with a torn key file succeeded")
+		t.Fatal("Reload with a torn key succeeded")
 	}
 	if got := s.Emails(); len(got) != 1 {
 		t.Errorf("Emails() after a failed Reload = %v, want the last good state", got)
@@ -318,15 +374,17 @@ func TestParseKeyType(t *testing.T) {
 	}
 }
 
-func TestConcurrentSignerAndReload(t *testing.T) {
-	s, dir := newStore(t)
+// testConcurrentSignerAndReload: the CLI (or another instance) writes while
+// a daemon's lookups run, and the daemon follows without a restart.
+func testConcurrentSignerAndReload(t *testing.T, k storetest.Kind) {
+	s, st := newStore(t, k)
 	ca := testpki.NewCA(t, "CA")
 	csr, _ := newCSR(t, s, "alice@example.com", keystore.ECDSAP256)
 	if _, err := s.ImportCertificates([]*x509.Certificate{issue(t, ca, "alice@example.com", csr, testpki.Options{})}); err != nil {
 		t.Fatal(err)
 	}
 	// The daemon's view checks for changes on every call.
-	daemon, err := keystore.Open(dir, &keystore.Options{RecheckInterval: time.Nanosecond})
+	daemon, err := keystore.OpenDocs(st.Again(), &keystore.Options{RecheckInterval: time.Nanosecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -395,9 +453,9 @@ func TestConcurrentSignerAndReload(t *testing.T) {
 	}
 }
 
-func TestRecheckIntervalNegativeNeedsReload(t *testing.T) {
-	s, dir := newStore(t)
-	daemon, err := keystore.Open(dir, &keystore.Options{RecheckInterval: -1})
+func testRecheckIntervalNegativeNeedsReload(t *testing.T, k storetest.Kind) {
+	s, st := newStore(t, k)
+	daemon, err := keystore.OpenDocs(st.Again(), &keystore.Options{RecheckInterval: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -410,5 +468,41 @@ func TestRecheckIntervalNegativeNeedsReload(t *testing.T) {
 	}
 	if got := daemon.Emails(); len(got) != 1 {
 		t.Fatalf("Emails() = %v after Reload, want one", got)
+	}
+}
+
+// testGeneration: the generation moves when another process's write is
+// picked up, and when the keystore is locked or unlocked, and stays put
+// otherwise, so that caches of what was opened with the keys can follow.
+func testGeneration(t *testing.T, k storetest.Kind) {
+	s, st := newStore(t, k)
+	daemon, err := keystore.OpenDocs(st.Again(), &keystore.Options{RecheckInterval: time.Nanosecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g0 := daemon.Generation()
+	if again := daemon.Generation(); again != g0 {
+		t.Fatalf("Generation() moved from %d to %d with nothing changed", g0, again)
+	}
+	newCSR(t, s, "alice@example.com", keystore.ECDSAP256)
+	deadline := time.Now().Add(10 * time.Second)
+	for daemon.Generation() == g0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	g1 := daemon.Generation()
+	if g1 == g0 || len(daemon.Emails()) != 1 {
+		t.Fatalf("after another process wrote a key: generation %d (was %d), %d addresses; want it moved and one address", g1, g0, len(daemon.Emails()))
+	}
+	if err := daemon.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if got := daemon.Generation(); got != g1 {
+		t.Errorf("Generation() after a Reload that found nothing new = %d, want %d", got, g1)
+	}
+	if err := daemon.Unlock(passphrase); err != nil {
+		t.Fatal(err)
+	}
+	if got := daemon.Generation(); got == g1 {
+		t.Error("Generation() did not move on Unlock")
 	}
 }

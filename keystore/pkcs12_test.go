@@ -15,12 +15,13 @@ import (
 	"software.sslmate.com/src/go-pkcs12"
 
 	"smimeproxy/certfile"
+	"smimeproxy/internal/storetest"
 	"smimeproxy/internal/testpki"
 	"smimeproxy/internal/testutil"
 	"smimeproxy/keystore"
 )
 
-func TestImportPKCS12(t *testing.T) {
+func testImportPKCS12(t *testing.T, k storetest.Kind) {
 	root := testpki.NewCA(t, "Root")
 	inter := root.Intermediate(t, "Intermediate")
 	id := inter.Issue(t, "carol@example.com", &testpki.Options{Key: "p256"})
@@ -32,14 +33,14 @@ func TestImportPKCS12(t *testing.T) {
 
 	for name, data := range map[string][]byte{"DER": p12, "PEM": armoured} {
 		t.Run(name, func(t *testing.T) {
-			s, dir := newStore(t)
-			before := snapshot(t, dir)
+			s, st := newStore(t, k)
+			before := snapshot(t, st)
 			for _, pw := range []string{"Secret", "", "secret "} {
 				if _, err := s.ImportPKCS12(data, pw); !errors.Is(err, keystore.ErrWrongPassword) {
 					t.Errorf("ImportPKCS12(password %q) = %v, want ErrWrongPassword", pw, err)
 				}
 			}
-			sameSnapshot(t, "a wrong PKCS #12 password", before, snapshot(t, dir))
+			sameSnapshot(t, "a wrong PKCS #12 password", before, snapshot(t, st))
 
 			res, err := s.ImportPKCS12(data, "secret")
 			if err != nil {
@@ -69,8 +70,8 @@ func TestImportPKCS12(t *testing.T) {
 	}
 }
 
-func TestImportPKCS12Rejects(t *testing.T) {
-	s, dir := newStore(t)
+func testImportPKCS12Rejects(t *testing.T, k storetest.Kind) {
+	s, st := newStore(t, k)
 	ca := testpki.NewCA(t, "CA")
 	id := ca.Issue(t, "dave@example.com", &testpki.Options{Key: "p256"})
 	other := ca.Issue(t, "erin@example.com", &testpki.Options{Key: "p256"})
@@ -83,7 +84,7 @@ func TestImportPKCS12Rejects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	before := snapshot(t, dir)
+	before := snapshot(t, st)
 	tests := []struct {
 		name string
 		data []byte
@@ -100,7 +101,7 @@ func TestImportPKCS12Rejects(t *testing.T) {
 			t.Errorf("ImportPKCS12(%s) = %v, want an error containing %q", tc.name, err, tc.want)
 		}
 	}
-	sameSnapshot(t, "rejected PKCS #12 files", before, snapshot(t, dir))
+	sameSnapshot(t, "rejected PKCS #12 files", before, snapshot(t, st))
 
 	s.Lock()
 	good, err := pkcs12.Modern.Encode(id.Key, id.Cert, nil, "pw")
@@ -114,8 +115,8 @@ func TestImportPKCS12Rejects(t *testing.T) {
 
 // TestPKCS12JoinsCSRKey: a key made here, certified, exported by a mail
 // client and imported back joins its own entry.
-func TestPKCS12JoinsCSRKey(t *testing.T) {
-	s, _ := newStore(t)
+func testPKCS12JoinsCSRKey(t *testing.T, k storetest.Kind) {
+	s, _ := newStore(t, k)
 	ca := testpki.NewCA(t, "CA")
 	csr, info := newCSR(t, s, "alice@example.com", keystore.ECDSAP256)
 	cert := issue(t, ca, "alice@example.com", csr, testpki.Options{})
@@ -136,8 +137,8 @@ func TestPKCS12JoinsCSRKey(t *testing.T) {
 	}
 }
 
-func TestBackupRoundTrip(t *testing.T) {
-	s, _ := newStore(t)
+func testBackupRoundTrip(t *testing.T, k storetest.Kind) {
+	s, _ := newStore(t, k)
 	ca := testpki.NewCA(t, "Root")
 	inter := ca.Intermediate(t, "Intermediate")
 	csr, info := newCSR(t, s, "alice@example.com", keystore.ECDSAP256)
@@ -161,7 +162,7 @@ func TestBackupRoundTrip(t *testing.T) {
 		}
 		checkCerts(t, "backup extra certificates", cas, inter.Cert, old)
 
-		restored, _ := newStore(t)
+		restored, _ := newStore(t, k)
 		res, err := restored.ImportPKCS12(p12, "backup pw")
 		if err != nil {
 			t.Fatal(err)
@@ -193,8 +194,8 @@ func TestBackupRoundTrip(t *testing.T) {
 	}
 }
 
-func TestBackupExpiredKey(t *testing.T) {
-	s, _ := newStore(t)
+func testBackupExpiredKey(t *testing.T, k storetest.Kind) {
+	s, _ := newStore(t, k)
 	ca := testpki.NewCA(t, "CA")
 	csr, _ := newCSR(t, s, "alice@example.com", keystore.ECDSAP256)
 	now := time.Now()
@@ -232,7 +233,7 @@ func TestInteropPKCS12(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			s, _ := newStore(t)
+			s, _ := newStore(t, dirKind)
 			if _, err := s.ImportPKCS12(data, tc.password+"x"); !errors.Is(err, keystore.ErrWrongPassword) {
 				t.Errorf("ImportPKCS12(wrong password) = %v, want ErrWrongPassword", err)
 			}
@@ -274,7 +275,7 @@ func TestCSRWalkOpenSSL(t *testing.T) {
 		return string(out)
 	}
 	work := t.TempDir()
-	s, _ := newStore(t)
+	s, _ := newStore(t, dirKind)
 	der, info, err := s.NewCSR(keystore.CSRRequest{Email: "walk@example.com", CommonName: "Walk Tester"})
 	if err != nil {
 		t.Fatal(err)

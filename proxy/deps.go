@@ -8,6 +8,7 @@ package proxy
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"log/slog"
 	"time"
 
@@ -38,6 +39,27 @@ type Certs interface {
 
 var _ Certs = (*certcache.Cache)(nil)
 
+// Available is what a store offers whose content lives elsewhere (a
+// keystore or certificate cache in a database): nil while it can be
+// reached, or why not.
+type Available interface {
+	Available() error
+}
+
+// Generational is what a store offers whose content may change under a
+// running proxy: a number that moves whenever it does (another instance's
+// harvest, a certificate removed with the CLI, the keystore unlocked).
+type Generational interface {
+	Generation() uint64
+}
+
+var (
+	_ Available    = (*keystore.Store)(nil)
+	_ Available    = (*certcache.Cache)(nil)
+	_ Generational = (*keystore.Store)(nil)
+	_ Generational = (*certcache.Cache)(nil)
+)
+
 // Options are what a proxy is built from. Reload takes the same, for new
 // sessions; open sessions keep what they started with.
 type Options struct {
@@ -61,4 +83,34 @@ func (o *Options) Time() time.Time {
 		return o.Now()
 	}
 	return time.Now()
+}
+
+// StoresAvailable says why the keystore or the certificate cache cannot be
+// reached now, if so. A proxy then takes no new work (SMTP: 4xx on MAIL;
+// IMAP: NO [UNAVAILABLE] on login): what it holds of them may be stale, and
+// harvesting would fail. Work under way goes on with what it holds.
+func (o *Options) StoresAvailable() error {
+	var errs []error
+	for _, s := range []any{o.Keys, o.Certs} {
+		if a, ok := s.(Available); ok {
+			errs = append(errs, a.Available())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// StoresGeneration moves whenever what the keystore or the certificate
+// cache serve changes, by this instance, another or the CLI. A cache of
+// messages opened with them (decrypted with the keys, verified against the
+// anchors) keys its entries by it, or drops them when it moves, so that a
+// key or anchor removed elsewhere stops counting within the stores' recheck
+// interval. It looks for changes first, as lookups do.
+func (o *Options) StoresGeneration() uint64 {
+	var g uint64
+	for _, s := range []any{o.Keys, o.Certs} {
+		if v, ok := s.(Generational); ok {
+			g += v.Generation()
+		}
+	}
+	return g
 }

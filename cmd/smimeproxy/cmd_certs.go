@@ -42,7 +42,7 @@ func cacheCommand(name, usage, short, help, examples string, nargs int,
 			if err != nil {
 				return err
 			}
-			cc, err := openCertCache(c)
+			cc, err := e.openCertCache(c)
 			if err != nil {
 				return err
 			}

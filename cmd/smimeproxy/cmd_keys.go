@@ -222,7 +222,7 @@ func (e *env) fileImport(c *config.Config, res *keystore.ImportResult) error {
 	}
 	needCache := len(res.Others)+len(res.Intermediates)+len(res.UnusedCAs) > 0
 	if needCache {
-		cc, err := openCertCache(c)
+		cc, err := e.openCertCache(c)
 		if err != nil {
 			return err
 		}
@@ -429,7 +429,7 @@ working. Update the service's credential afterwards.`,
 			if err := ks.ChangePassphrase(old, nw); err != nil {
 				return err
 			}
-			fmt.Fprintf(e.stdout, "Changed the passphrase of %s.\n", ks.Dir())
+			fmt.Fprintf(e.stdout, "Changed the passphrase of %s.\n", ks.Location())
 			return nil
 		},
 	}

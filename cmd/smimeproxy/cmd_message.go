@@ -215,7 +215,7 @@ it too. It is signed first, as the From address (or --identity), unless
 			if err != nil {
 				return err
 			}
-			cc, err := openCertCache(c)
+			cc, err := e.openCertCache(c)
 			if err != nil {
 				return err
 			}
@@ -370,7 +370,7 @@ printed on standard error. Exits 1 when the message could not be decrypted.`,
 					keys = append(keys, smime.KeyPair{Cert: kp.Cert, Key: kp.Key})
 				}
 			}
-			cc, err := openCertCache(c)
+			cc, err := e.openCertCache(c)
 			if err != nil {
 				return err
 			}
@@ -466,7 +466,7 @@ mail to them can be encrypted.`,
 			if err != nil {
 				return err
 			}
-			cc, err := openCertCache(c)
+			cc, err := e.openCertCache(c)
 			if err != nil {
 				return err
 			}

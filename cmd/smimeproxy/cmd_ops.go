@@ -24,8 +24,9 @@ func healthCommand() *command {
 		usage: "health [--addr HOST:PORT] [--ready]",
 		short: "ask a running proxy whether it is alive (or ready)",
 		help: `Asks the /healthz endpoint of a running smimeproxy (or /readyz with --ready:
-the keystore is unlocked and the upstream servers answer), for container
-health checks and scripts. Exits 0 when the answer is yes.`,
+the keystore is unlocked, its store can be reached and the upstream servers
+answer), for container health checks and scripts. Exits 0 when the answer is
+yes.`,
 		examples: `  smimeproxy health
   smimeproxy health --addr 127.0.0.1:9464 --ready`,
 		flags: func(fs *flag.FlagSet) {
@@ -111,37 +112,37 @@ func checkConfig(e *env, c *config.Config) error {
 		}
 		fmt.Fprintf(w, "%s: listens on %s; upstream %s (%s).\n", s.name, strings.Join(ls, ", "), s.upstream.Addr, s.upstream.TLS)
 	}
-	ks, err := keystore.Open(c.Keystore.Dir, nil)
+	ks, err := e.openKeystore(c, false)
 	if err != nil {
 		return err
 	}
 	var broken []*keystore.KeyError
 	if pass, err := e.keystorePassphrase(c.Keystore.PassphraseFile); err != nil {
-		fmt.Fprintf(w, "Keystore %s: %d key(s); not unlocked, so not checked (%v).\n", ks.Dir(), len(ks.Identities()), err)
+		fmt.Fprintf(w, "Keystore %s: %d key(s); not unlocked, so not checked (%v).\n", ks.Location(), len(ks.Identities()), err)
 	} else if err := ks.Unlock(pass); err != nil {
-		return fmt.Errorf("keystore %s: %w", ks.Dir(), err)
+		return fmt.Errorf("keystore %s: %w", ks.Location(), err)
 	} else {
 		noteUpgrade(e, ks)
 		if broken, err = ks.Check(); err != nil {
-			return fmt.Errorf("keystore %s: %w", ks.Dir(), err)
+			return fmt.Errorf("keystore %s: %w", ks.Location(), err)
 		}
 		n := len(ks.Identities())
-		fmt.Fprintf(w, "Keystore %s: %d key(s), unlocked with the passphrase; %d open.\n", ks.Dir(), n, n-len(broken))
+		fmt.Fprintf(w, "Keystore %s: %d key(s), unlocked with the passphrase; %d open.\n", ks.Location(), n, n-len(broken))
 		for _, ke := range broken {
 			fmt.Fprintf(w, "Key %s is refused: %v\n", ke.KeyID, ke)
 		}
 	}
-	cc, err := openCertCache(c)
+	cc, err := e.openCertCache(c)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "Certificate cache %s: %d certificate(s), %d trust anchor(s)", cc.Dir(), len(cc.List()), len(cc.Anchors()))
+	fmt.Fprintf(w, "Certificate cache %s: %d certificate(s), %d trust anchor(s)", cc.Location(), len(cc.List()), len(cc.Anchors()))
 	if c.Trust.SystemRoots {
 		fmt.Fprint(w, " and the system roots")
 	}
 	fmt.Fprintln(w, ".")
 	if len(broken) > 0 {
-		return fmt.Errorf("%d key(s) in %s do not open or were changed without the passphrase; see above", len(broken), ks.Dir())
+		return fmt.Errorf("%d key(s) in %s do not open or were changed without the passphrase; see above", len(broken), ks.Location())
 	}
 	return nil
 }

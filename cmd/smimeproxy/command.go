@@ -10,6 +10,8 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
+
+	"smimeproxy/storage/postgres"
 )
 
 // env is what a command may touch of the outside world, so that tests can run
@@ -23,6 +25,8 @@ type env struct {
 	tty func() (ttyFile, error)
 	// hup delivers SIGHUP to serve; nil means serve listens for the signal.
 	hup chan os.Signal
+	// db is the database the stores live in, once a command opened it.
+	db *postgres.DB
 }
 
 // command is one subcommand: its own flags, help text and behaviour.
@@ -69,6 +73,7 @@ func run(ctx context.Context, args []string, e *env) (code int) {
 			code = exitFailure
 		}
 	}()
+	defer e.close()
 	root := &command{name: "smimeproxy", subs: commands()}
 	return root.dispatch(ctx, e, nil, args)
 }

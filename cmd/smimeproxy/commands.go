@@ -18,6 +18,7 @@ func commands() []*command {
 		certsCommand(),
 		trustCommand(),
 		messageCommand(),
+		storeCommand(),
 		checkConfigCommand(),
 		healthCommand(),
 	}

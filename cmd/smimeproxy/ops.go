@@ -60,7 +60,7 @@ func (r *readiness) Collect(ch chan<- prometheus.Metric) {
 }
 
 var readyDesc = prometheus.NewDesc("smimeproxy_ready",
-	"1 when the keystore is unlocked and the upstream servers answer, else 0.", nil, nil)
+	"1 when the keystore is unlocked, the store can be reached and the upstream servers answer, else 0.", nil, nil)
 
 // opsServer serves /metrics, /healthz and /readyz.
 type opsServer struct {

@@ -47,7 +47,7 @@ close IMAP sessions with BYE, and exit 0.`,
 				return err
 			}
 			log := newLogger(c.Log, e.stderr)
-			cc, err := openCertCache(c)
+			cc, err := e.openCertCache(c)
 			if err != nil {
 				return err
 			}
@@ -175,10 +175,14 @@ func addrList(addrs []net.Addr) []string {
 	return out
 }
 
-// ready says whether mail can flow: keys unlocked, both upstreams answering.
+// ready says whether mail can flow: keys unlocked, the store reachable,
+// both upstreams answering.
 func (s *server) ready(ctx context.Context) error {
 	if s.ks.Locked() {
 		return keystore.ErrLocked
+	}
+	if err := errors.Join(s.ks.Available(), s.cc.Available()); err != nil {
+		return fmt.Errorf("store: %w", err)
 	}
 	if err := s.smtp.Check(ctx); err != nil {
 		return fmt.Errorf("smtp upstream: %w", err)
@@ -210,8 +214,8 @@ func (s *server) checkKeys() {
 func (s *server) reload(sf storeFlags, e *env) {
 	s.log.Info("reloading on SIGHUP")
 	c, err := sf.load(e)
-	if err == nil && (c.Keystore.Dir != s.cfg.Keystore.Dir || c.CertCacheDir() != s.cfg.CertCacheDir()) {
-		err = errors.New("keystore.dir and certcache.dir change only on restart")
+	if err == nil && (c.Keystore.Dir != s.cfg.Keystore.Dir || c.CertCacheDir() != s.cfg.CertCacheDir() || c.Storage != s.cfg.Storage) {
+		err = errors.New("keystore.dir, certcache.dir and storage change only on restart")
 	}
 	if err == nil {
 		err = s.checkPassphrase(c, e)
@@ -261,7 +265,7 @@ func (s *server) checkPassphrase(c *config.Config, e *env) error {
 		return err
 	}
 	if err := s.ks.Unlock(pass); err != nil {
-		return fmt.Errorf("the keystore passphrase of the new configuration does not unlock %s: %w", s.ks.Dir(), err)
+		return fmt.Errorf("the keystore passphrase of the new configuration does not unlock %s: %w", s.ks.Location(), err)
 	}
 	return nil
 }

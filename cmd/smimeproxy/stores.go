@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -11,6 +12,8 @@ import (
 	"smimeproxy/certcache"
 	"smimeproxy/config"
 	"smimeproxy/keystore"
+	"smimeproxy/storage"
+	"smimeproxy/storage/postgres"
 )
 
 // storeFlags are the flags of every command that touches the stores.
@@ -22,7 +25,7 @@ type storeFlags struct {
 
 func (sf *storeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&sf.config, "config", "", "read the configuration `FILE` (default $SMIMEPROXY_CONFIG, then "+config.DefaultPath+" if it exists)")
-	fs.StringVar(&sf.keystore, "keystore", "", "use the keystore in `DIR` (default: the configuration's keystore.dir, or ~/.local/share/smimeproxy/keystore without one); the certificate cache lives beside it")
+	fs.StringVar(&sf.keystore, "keystore", "", "use the keystore in `DIR` (default: the configuration's store, or ~/.local/share/smimeproxy/keystore without one); the certificate cache lives beside it")
 	fs.StringVar(&sf.passphraseFile, "passphrase-file", "", "read the keystore passphrase from `FILE` (default $"+passphraseEnv+", else a prompt)")
 }
 
@@ -54,6 +57,8 @@ func (sf *storeFlags) load(e *env) (*config.Config, error) {
 	}
 	if sf.keystore != "" {
 		c.Keystore.Dir = sf.keystore
+		c.CertCache.Dir = ""
+		c.Storage.Postgres.URL = ""
 	}
 	if sf.passphraseFile != "" {
 		c.Keystore.PassphraseFile = sf.passphraseFile
@@ -95,10 +100,14 @@ func (sf *storeFlags) open(e *env, create, unlock bool) (*config.Config, *keysto
 // openKeystore opens the configured keystore. With create, a missing keystore
 // is made, under a new passphrase.
 func (e *env) openKeystore(c *config.Config, create bool) (*keystore.Store, error) {
-	ks, err := keystore.Open(c.Keystore.Dir, nil)
+	docs, err := e.storeDocs(c, "keystore")
+	if err != nil {
+		return nil, err
+	}
+	ks, err := keystore.OpenDocs(docs, nil)
 	if err == nil || !create || !errors.Is(err, keystore.ErrNoKeystore) {
 		if errors.Is(err, keystore.ErrNoKeystore) {
-			return nil, fmt.Errorf("%w in %s; make a key first with 'smimeproxy csr' or 'smimeproxy import FILE.p12'", keystore.ErrNoKeystore, c.Keystore.Dir)
+			return nil, fmt.Errorf("%w in %s; make a key first with 'smimeproxy csr' or 'smimeproxy import FILE.p12'", keystore.ErrNoKeystore, docs)
 		}
 		return ks, err
 	}
@@ -106,18 +115,70 @@ func (e *env) openKeystore(c *config.Config, create bool) (*keystore.Store, erro
 	if c.Keystore.PassphraseFile != "" || e.getenv(passphraseEnv) != "" {
 		pass, err = e.keystorePassphrase(c.Keystore.PassphraseFile)
 	} else {
-		fmt.Fprintf(e.stderr, "Creating a new keystore in %s.\n", c.Keystore.Dir)
+		fmt.Fprintf(e.stderr, "Creating a new keystore in %s.\n", docs)
 		pass, err = e.newSecret("", "keystore passphrase", "passphrase-file")
 	}
 	if err != nil {
 		return nil, err
 	}
-	ks, err = keystore.Create(c.Keystore.Dir, pass, nil)
+	if d, ok := docs.(*storage.Dir); ok {
+		if err := d.Init(); err != nil {
+			return nil, fmt.Errorf("keystore: create: %w", err)
+		}
+	}
+	ks, err = keystore.CreateDocs(docs, pass, nil)
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(e.stdout, "Created keystore %s\n", c.Keystore.Dir)
+	fmt.Fprintf(e.stdout, "Created keystore %s\n", ks.Location())
 	return ks, nil
+}
+
+// storeDocs returns the documents of the configured keystore or
+// certificate cache: a directory, or the database, which is opened once per
+// command and closed when it ends (env.close).
+func (e *env) storeDocs(c *config.Config, store string) (storage.Docs, error) {
+	if !c.UsesPostgres() {
+		if store == "keystore" {
+			return storage.OpenDir(c.Keystore.Dir, keystore.Layout), nil
+		}
+		d := storage.OpenDir(c.CertCacheDir(), certcache.Layout)
+		return d, d.Init()
+	}
+	if e.db == nil {
+		cfg, err := postgresConfig(c.Storage.Postgres, "")
+		if err != nil {
+			return nil, err
+		}
+		if e.db, err = postgres.Open(context.Background(), cfg); err != nil {
+			return nil, err
+		}
+	}
+	return e.db.Docs(store), nil
+}
+
+// postgresConfig is the database of p; url, when set, names another.
+func postgresConfig(p config.Postgres, url string) (postgres.Config, error) {
+	cfg := postgres.Config{URL: p.URL, PollInterval: p.PollInterval.D(), Timeout: p.Timeout.D(), Migrate: p.Migrate}
+	if url != "" {
+		cfg.URL = url
+	}
+	if p.PasswordFile != "" {
+		pw, err := readSecretFile(p.PasswordFile)
+		if err != nil {
+			return cfg, fmt.Errorf("storage.postgres.password_file: %w", err)
+		}
+		cfg.Password = string(pw)
+	}
+	return cfg, nil
+}
+
+// close closes the database a command opened.
+func (e *env) close() {
+	if e.db != nil {
+		e.db.Close()
+		e.db = nil
+	}
 }
 
 // unlock unlocks ks with the passphrase from the configured sources.
@@ -140,13 +201,17 @@ func (e *env) unlock(c *config.Config, ks *keystore.Store) error {
 func noteUpgrade(e *env, ks *keystore.Store) {
 	if ks.Upgraded() {
 		fmt.Fprintf(e.stderr, "Upgraded the keystore %s: each key file is now bound to the keystore's data key. "+
-			"This happens once; if it happens again, someone put back a keystore.json from before the upgrade.\n", ks.Dir())
+			"This happens once; if it happens again, someone put back a keystore.json from before the upgrade.\n", ks.Location())
 	}
 }
 
 // openCertCache opens the certificate cache the configuration names.
-func openCertCache(c *config.Config) (*certcache.Cache, error) {
-	return certcache.Open(c.CertCacheDir(), &certcache.Options{NoSystemRoots: !c.Trust.SystemRoots})
+func (e *env) openCertCache(c *config.Config) (*certcache.Cache, error) {
+	docs, err := e.storeDocs(c, "certcache")
+	if err != nil {
+		return nil, err
+	}
+	return certcache.OpenDocs(docs, &certcache.Options{NoSystemRoots: !c.Trust.SystemRoots})
 }
 
 // readInput reads the file named by args[0], or standard input when there is

@@ -34,6 +34,9 @@ type Options struct {
 	Size           int           // body size in bytes, about
 	Marker         string        // unique to the run: in every Message-ID
 	Timeout        time.Duration // for each command and each message
+	// Done, when set, hears the outcome of each message: nil when the
+	// server accepted it. It is called from the sending goroutines.
+	Done func(i int, err error)
 }
 
 // Result is what a run did.
@@ -77,7 +80,13 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		errs   []error
 		wg     sync.WaitGroup
 	)
-	fail := func(err error) {
+	done := func(i int, err error) {
+		if o.Done != nil {
+			o.Done(i, err)
+		}
+	}
+	fail := func(i int, err error) {
+		done(i, err)
 		failed.Add(1)
 		mu.Lock()
 		if len(errs) < keepErrs {
@@ -102,12 +111,12 @@ func Run(ctx context.Context, o Options) (Result, error) {
 				if c == nil {
 					var err error
 					if c, err = dial(ctx, o); err != nil {
-						fail(fmt.Errorf("message %d: %w", i, err))
+						fail(i, fmt.Errorf("message %d: %w", i, err))
 						continue
 					}
 				}
 				if err := send(c, o, i); err != nil {
-					fail(fmt.Errorf("message %d: %w", i, err))
+					fail(i, fmt.Errorf("message %d: %w", i, err))
 					var se *smtp.SMTPError
 					if !errors.As(err, &se) || se.Code == 421 {
 						c.Close()
@@ -115,6 +124,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 					}
 					continue
 				}
+				done(i, nil)
 				sent.Add(1)
 			}
 		})

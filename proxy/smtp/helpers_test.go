@@ -32,6 +32,7 @@ import (
 
 	"smimeproxy/certcache"
 	"smimeproxy/config"
+	"smimeproxy/internal/storetest"
 	"smimeproxy/internal/testpki"
 	"smimeproxy/internal/testutil"
 	"smimeproxy/keystore"
@@ -459,6 +460,11 @@ type envOptions struct {
 	listen   []config.Listener      // default: one plain loopback listener
 	upAddr   string                 // overrides the upstream address
 	quiet    bool                   // log warnings only, for benchmarks
+	// keys wraps the keystore the proxy uses, as a store in a database would.
+	keys func(*keystore.Store) proxy.Keys
+	// store keeps the keystore and the certificate cache in a store of
+	// this kind; zero: in directories, with no recheck.
+	store storetest.Kind
 }
 
 func newEnv(t testing.TB, o envOptions) *env {
@@ -469,8 +475,12 @@ func newEnv(t testing.TB, o envOptions) *env {
 	if o.recorder != nil {
 		o.recorder(e.up)
 	}
-	e.keys = newKeystore(t, p.alice)
-	e.certs = certCache(t, p, o.certs...)
+	if o.store.New != nil {
+		e.keys, e.certs = storesIn(t, o.store, p, o.certs...)
+	} else {
+		e.keys = newKeystore(t, p.alice)
+		e.certs = certCache(t, p, o.certs...)
+	}
 	c := config.Default()
 	c.ServerName = "proxy.test"
 	c.SMTP.Listen = []config.Listener{{Addr: "127.0.0.1:0", TLS: config.TLSNone}}
@@ -504,7 +514,11 @@ func newEnv(t testing.TB, o envOptions) *env {
 		level = slog.LevelWarn
 	}
 	e.budget = proxy.NewBudget(int64(c.MemoryBudgetMB)<<20, e.metrics)
-	e.opts = proxy.Options{Config: c, Policy: pol, Keys: e.keys, Certs: e.certs, Cert: cert, Metrics: e.metrics, Budget: e.budget,
+	var keys proxy.Keys = e.keys
+	if o.keys != nil {
+		keys = o.keys(e.keys)
+	}
+	e.opts = proxy.Options{Config: c, Policy: pol, Keys: keys, Certs: e.certs, Cert: cert, Metrics: e.metrics, Budget: e.budget,
 		Logger: slog.New(slog.NewTextHandler(io.MultiWriter(t.Output(), e.logs), &slog.HandlerOptions{Level: level}))}
 	var err error
 	if e.proxy, err = New(e.opts); err != nil {

@@ -70,6 +70,13 @@ func (e *keyError) Error() string {
 }
 func (e *keyError) Unwrap() error { return e.err }
 
+// storeError is a keystore or certificate cache that cannot be reached (a
+// database that is down): no new transaction starts until it is back.
+type storeError struct{ err error }
+
+func (e *storeError) Error() string { return "store unavailable: " + e.err.Error() }
+func (e *storeError) Unwrap() error { return e.err }
+
 var (
 	// errSMTPUpstreamLost: the upstream connection broke earlier in this
 	// session, and without the password the proxy cannot log in again.
@@ -101,6 +108,7 @@ func reply(err error) (reply *gosmtp.SMTPError, unexpected bool) {
 		ke  *keyError
 		ue  *upstreamError
 		ce  *clientError
+		ste *storeError
 	)
 	switch {
 	// A refusal at connect is no verdict on this message: the client tries again.
@@ -118,6 +126,8 @@ func reply(err error) (reply *gosmtp.SMTPError, unexpected bool) {
 		return &gosmtp.SMTPError{Code: 554, EnhancedCode: gosmtp.EnhancedCode{5, 7, 1}, Message: "Refused by policy: " + ref.Text}, false
 	case errors.As(err, &me):
 		return &gosmtp.SMTPError{Code: 554, EnhancedCode: gosmtp.EnhancedCode{5, 6, 0}, Message: "The message cannot be signed or encrypted: " + me.reason}, false
+	case errors.As(err, &ste):
+		return &gosmtp.SMTPError{Code: 451, EnhancedCode: gosmtp.EnhancedCode{4, 3, 0}, Message: "The key and certificate store cannot be reached; try again later"}, false
 	case errors.As(err, &ke):
 		return &gosmtp.SMTPError{Code: 451, EnhancedCode: gosmtp.EnhancedCode{4, 7, 5}, Message: keyText(ke)}, false
 	case errors.Is(err, errTooBig):

@@ -123,6 +123,10 @@ func (s *session) Mail(from string, opts *gosmtp.MailOptions) error {
 	if s.login == "" && s.gen.cfg.RequireAuth {
 		return replyAuthRequired
 	}
+	if err := s.gen.opts.StoresAvailable(); err != nil {
+		s.log.Warn("the store cannot be reached; refusing the transaction for now", "err", err)
+		return s.reply(&storeError{err: err})
+	}
 	if err := s.connect(); err != nil {
 		return s.reply(err)
 	}

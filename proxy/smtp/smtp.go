@@ -204,6 +204,9 @@ func (s *Proxy) Start(ctx context.Context) error {
 			s.lns = nil
 			return fmt.Errorf("proxy: SMTP listen on %s: %w", l.Addr, err)
 		}
+		if l.ProxyProtocol {
+			ln = proxy.ProxyProtocolListener(ln, 0, g.log)
+		}
 		s.lns = append(s.lns, ln)
 	}
 	s.started = true
@@ -440,9 +443,9 @@ func (s *Proxy) Reload(opts proxy.Options) error {
 	}
 	old := s.opts.Config.SMTP.Listen
 	s.mu.Unlock()
-	addr := func(l config.Listener) string { return l.Addr }
+	addr := func(l config.Listener) string { return fmt.Sprint(l.Addr, " ", l.ProxyProtocol) }
 	if !slices.Equal(mapSlice(old, addr), mapSlice(opts.Config.SMTP.Listen, addr)) {
-		return errors.New("proxy: smtp.listen addresses changed; restart to move listeners")
+		return errors.New("proxy: smtp.listen addresses or proxy_protocol changed; restart to change listeners")
 	}
 	g, err := s.newGen(opts)
 	if err != nil {
