@@ -50,6 +50,7 @@ func TestStores(t *testing.T) {
 		{Name: "NewKeyKeepsOldOne", Run: testNewKeyKeepsOldOne},
 		{Name: "SeparateSigningAndEncryptionKeys", Run: testSeparateSigningAndEncryptionKeys},
 		{Name: "LookupErrors", Run: testLookupErrors},
+		{Name: "LookupNormalizesNames", Run: testLookupNormalizesNames},
 		{Name: "StatusNotYetValid", Run: testStatusNotYetValid},
 		{Name: "EmailsIndexedFromCertificates", Run: testEmailsIndexedFromCertificates},
 		{Name: "RSAKeyUsage", Run: testRSAKeyUsage},

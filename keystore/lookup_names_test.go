@@ -5,14 +5,15 @@ import (
 	"testing"
 	"time"
 
+	"smimeproxy/internal/storetest"
 	"smimeproxy/internal/testpki"
 	"smimeproxy/keystore"
 )
 
-// TestLookupNormalizesNames: a key is found however its address is
+// testLookupNormalizesNames: a key is found however its address is
 // spelled: case, a trailing dot, an internationalized domain in either form.
-func TestLookupNormalizesNames(t *testing.T) {
-	s, _ := newStore(t)
+func testLookupNormalizesNames(t *testing.T, k storetest.Kind) {
+	s, _ := newStore(t, k)
 	ca := testpki.NewCA(t, "CA")
 	csr, _ := newCSR(t, s, "anna@xn--bcher-kva.example", keystore.ECDSAP256)
 	if _, err := s.ImportCertificates([]*x509.Certificate{issue(t, ca, "anna@xn--bcher-kva.example", csr, testpki.Options{})}); err != nil {
