@@ -1,6 +1,7 @@
 package smtp
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/x509"
 	"encoding/asn1"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-message/textproto"
 	gosmtp "github.com/emersion/go-smtp"
 
 	"smimeproxy/certcache"
@@ -371,6 +373,30 @@ func TestBadRecipientCerts(t *testing.T) {
 					t.Fatalf("upstream got %+v, want one signed, not encrypted, message", txns)
 				}
 			})
+		}
+	}
+}
+
+// TestEditHeaderEncodedWords: taking a tag out of the Subject never joins
+// text into an encoded word, so the Subject reads as the sender wrote it.
+func TestEditHeaderEncodedWords(t *testing.T) {
+	tests := []struct{ name, subject, want string }{
+		{"ascii joined into a word", "0000000=[sign]??B??=", "Subject: =?utf-8?q?0000000=3D=3F=3FB=3F=3F=3D?=\r\n"},
+		{"undecodable kept", "=?x-unknown?q?a?= =[sign]?utf-8?q?b?=", "Subject: =?x-unknown?q?a?= =[sign]?utf-8?q?b?=\r\n"},
+		{"undecodable tag removed", "[sign] =?x-unknown?q?a?=", "Subject: =?x-unknown?q?a?=\r\n"},
+	}
+	for _, tc := range tests {
+		msg := []byte("From: a@example.com\r\nSubject: " + tc.subject + "\r\n\r\nbody\r\n")
+		h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(msg)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, out, err := editHeader(msg, h, true)
+		if err != nil {
+			t.Fatalf("editHeader(%s): %v", tc.name, err)
+		}
+		if got := headerField(out, "Subject"); got != tc.want {
+			t.Errorf("editHeader(%s): Subject %q, want %q", tc.name, got, tc.want)
 		}
 	}
 }
