@@ -462,9 +462,10 @@ func certReason(err error) string {
 }
 
 // transformError classifies a failure of smime.Sign or smime.Encrypt: a
-// message it cannot read is the client's to fix; anything else is ours.
+// message it cannot read, or that exceeds its limits, is the client's to
+// fix; anything else is ours.
 func transformError(err error) error {
-	if errors.Is(err, smime.ErrMalformed) {
+	if errors.Is(err, smime.ErrMalformed) || errors.Is(err, smime.ErrLimit) {
 		return &messageError{reason: malformedReason(err), err: err}
 	}
 	return fmt.Errorf("transform: %w", err)
@@ -472,6 +473,9 @@ func transformError(err error) error {
 
 // malformedReason is what smime says is wrong, without its package prefix.
 func malformedReason(err error) string {
+	if le, ok := errors.AsType[*smime.LimitError](err); ok {
+		return le.Reason()
+	}
 	reason := strings.TrimPrefix(err.Error(), smime.ErrMalformed.Error())
 	reason = strings.TrimPrefix(reason, ": ")
 	if reason == "" {

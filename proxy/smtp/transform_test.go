@@ -16,6 +16,7 @@ import (
 	"smimeproxy/certcache"
 	"smimeproxy/cms"
 	"smimeproxy/config"
+	"smimeproxy/internal/hostile"
 	"smimeproxy/internal/testpki"
 	"smimeproxy/policy"
 	"smimeproxy/smime"
@@ -398,5 +399,23 @@ func TestEditHeaderEncodedWords(t *testing.T) {
 		if got := headerField(out, "Subject"); got != tc.want {
 			t.Errorf("editHeader(%s): Subject %q, want %q", tc.name, got, tc.want)
 		}
+	}
+}
+
+// TestDeepNestingRefused: a message nested past the MIME walker's limit
+// cannot be signed: the client gets a permanent 5.6.0 that says why, and
+// the upstream gets nothing.
+func TestDeepNestingRefused(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	msg := strings.Replace(string(hostile.Nested(101)), "From: Mallory <mallory@example.net>\r\nTo: victim@example.org",
+		"From: Alice <alice@example.com>\r\nTo: bob@example.org", 1)
+	c := e.login()
+	if got := c.send("alice@example.com", []string{"bob@example.org"}, msg); !match("554 5.6.0 *it nests more than 100 levels deep", got) {
+		t.Errorf("DATA reply %q, want 554 5.6.0 naming the nesting limit", got)
+	}
+	c.cmd("QUIT", "221 *")
+	e.up.waitLogouts(1)
+	if started, _, _ := e.up.counts(); started != 0 {
+		t.Errorf("the upstream got %d messages, want none", started)
 	}
 }
