@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"smimeproxy/internal/rfc822"
@@ -178,6 +179,9 @@ type boundary struct {
 type header struct {
 	field, colon, fieldEnd int // the field being read: first byte, its colon (-1: none), end of its last line
 	mime, seenType, over   bool
+	blank                  bool // the blank line has been read: it ends at blankEnd
+	blankEnd               int
+	blankMark              mark
 	multipart, message     bool
 	digest, hasBoundary    bool
 	boundary               []byte
@@ -228,12 +232,22 @@ func (w *walker) run() {
 		}
 		w.work += end - pos
 		line := msg[pos:end]
-		if len(w.stack) > 0 && len(line) >= 2 && line[0] == '-' && line[1] == '-' {
-			if b, closing := w.find(line); b >= 0 {
+		if w.inHead && w.h.blank {
+			// The line after the blank line decides where the header
+			// ends: a delimiter of an enclosing multipart takes the
+			// blank line's break, as in Dovecot; anything else (its own
+			// delimiter included) begins what follows the header.
+			if b, closing := w.find(line); b >= 0 && w.stack[b].part != w.cur() {
 				w.delimiter(pos, end, b, closing)
 				pos = end
 				continue
 			}
+			w.endHeaderAt(w.h.blankEnd, w.h.blankMark)
+		}
+		if b, closing := w.find(line); b >= 0 {
+			w.delimiter(pos, end, b, closing)
+			pos = end
+			continue
 		}
 		if w.inHead {
 			w.headerLine(pos, end, line)
@@ -244,7 +258,11 @@ func (w *walker) run() {
 	}
 	for w.inHead {
 		w.flushField()
-		w.endHeader(len(msg), false)
+		if w.h.blank {
+			w.endHeaderAt(w.h.blankEnd, w.h.blankMark)
+		} else {
+			w.endHeaderAt(len(msg), w.mark())
+		}
 	}
 	for _, p := range w.open {
 		p.End, p.rfcEnd, p.end = len(msg), len(msg), w.mark()
@@ -274,9 +292,12 @@ func (w *walker) limitHit(b Bound, n int) {
 	}
 }
 
-// find returns the index in the stack of the boundary that line (which
-// begins with "--") delimits, or -1, and whether it is a close delimiter.
+// find returns the index in the stack of the boundary that line delimits,
+// or -1, and whether it is a close delimiter.
 func (w *walker) find(line []byte) (int, bool) {
+	if len(w.stack) == 0 || len(line) < 2 || line[0] != '-' || line[1] != '-' {
+		return -1, false
+	}
 	data := line[2:]
 	size := len(data)
 	if size > 0 && data[size-1] == '\n' {
@@ -325,10 +346,19 @@ func (w *walker) delimiter(pos, end, bi int, closing bool) {
 		}
 	}
 	owner := w.stack[bi].part
+	// The line break before the delimiter goes to the delimiter's
+	// multipart, and the parts it ends end before it; when it ends a
+	// header line cut short by the delimiter, Dovecot gives it to the
+	// body of that header's parent instead (more than the multipart when
+	// it is a message/rfc822), which then ends after it.
+	receiver := slices.Index(w.open, owner)
+	if w.inHead && w.prevBreak > 0 {
+		receiver = len(w.open) - 2
+	}
 	for w.inHead {
 		// A header cut short by a delimiter has no blank line.
 		w.flushField()
-		w.endHeaderAt(brk, at, false)
+		w.endHeaderAt(brk, at)
 	}
 	rfcBrk := pos
 	if pos > 0 && w.msg[pos-1] == '\n' {
@@ -337,10 +367,15 @@ func (w *walker) delimiter(pos, end, bi int, closing bool) {
 			rfcBrk--
 		}
 	}
-	for w.cur() != owner {
-		p := w.cur()
-		p.End, p.rfcEnd, p.end = brk, max(rfcBrk, p.Start), at
-		w.open = w.open[:len(w.open)-1]
+	for i := len(w.open) - 1; w.open[i] != owner; i-- {
+		p := w.open[i]
+		if i > receiver {
+			p.End, p.end = brk, at
+		} else {
+			p.End, p.end = pos, w.mark()
+		}
+		p.rfcEnd = max(rfcBrk, p.Start)
+		w.open = w.open[:i]
 	}
 	if closing {
 		w.stack = w.stack[:bi]
@@ -375,7 +410,7 @@ func (w *walker) headerLine(pos, end int, line []byte) {
 	if isBlank(line) {
 		w.flushField()
 		w.count(end)
-		w.endHeader(end, true)
+		w.blankLine(end)
 		return
 	}
 	w.count(end)
@@ -455,27 +490,32 @@ func (w *walker) contentType(value []byte) {
 	}
 }
 
-// endHeader ends the header of the current entity at bodyStart, after a
-// blank line when atBlank, and decides how to read what follows.
-func (w *walker) endHeader(bodyStart int, atBlank bool) {
-	w.endHeaderAt(bodyStart, w.mark(), atBlank)
+// blankLine notes the blank line that ends the header of the current
+// entity at end. A multipart's boundary counts from here on; where the
+// header ends is known at the next line.
+func (w *walker) blankLine(end int) {
+	h := &w.h
+	h.blank, h.blankEnd, h.blankMark = true, end, w.mark()
+	if !h.hasBoundary || !h.mime {
+		return
+	}
+	if p := w.cur(); p.Depth+1 >= w.lim.MaxDepth {
+		h.multipart = false
+		w.limitHit(BoundDepth, w.lim.MaxDepth)
+	} else {
+		w.stack = append(w.stack, boundary{part: p, b: h.boundary})
+	}
 }
 
-func (w *walker) endHeaderAt(bodyStart int, at mark, atBlank bool) {
+// endHeaderAt ends the header of the current entity at bodyStart and
+// decides how to read what follows.
+func (w *walker) endHeaderAt(bodyStart int, at mark) {
 	p, h := w.cur(), &w.h
 	w.inHead, w.prevBreak = false, 0 // a delimiter on the first line of a body takes no line break
 	p.BodyStart, p.body = bodyStart, at
-	if atBlank && h.hasBoundary && h.mime {
-		if p.Depth+1 >= w.lim.MaxDepth {
-			h.multipart = false
-			w.limitHit(BoundDepth, w.lim.MaxDepth)
-		} else {
-			w.stack = append(w.stack, boundary{part: p, b: h.boundary})
-		}
-	}
-	if h.multipart && !h.hasBoundary || !h.mime {
-		// Not MIME after all: its Content-* fields do not count.
-		h.multipart, h.message, h.digest, h.mime = false, false, false, false
+	if !h.mime {
+		// Not MIME: its Content-* fields do not count.
+		h.multipart, h.message, h.digest = false, false, false
 	}
 	if !h.seenType || !h.mime {
 		// RFC 2046 5.1.5: in a digest, a part without a type is a message.

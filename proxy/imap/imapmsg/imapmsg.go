@@ -1,0 +1,238 @@
+// Package imapmsg describes a message the way an IMAP server does: every
+// FETCH item that comes from a message's content (ENVELOPE, BODYSTRUCTURE,
+// BODY, RFC822.SIZE, BODY[section], BINARY[section], BINARY.SIZE, PREVIEW)
+// in IMAP wire syntax, as Dovecot 2.3 writes it for the same bytes, so
+// that the IMAP proxy can serve an opened S/MIME message in the answer
+// Dovecot produced for the rest.
+//
+// It reads the message's structure with smime.Walk, the proxy's one MIME
+// walker, which reads MIME as Dovecot's message parser does, within
+// smime.Limits; everything here is linear in the message. Header values
+// are read as Dovecot's lib-mail reads them (see internal/rfc822).
+//
+// The output is byte for byte Dovecot's for the corpus of the differential
+// test (testdata and internal/hostile, compared with the lab's Dovecot),
+// with these known differences:
+//   - fields past smime.Limits.MaxHeaderBytes of a header block are not
+//     read, where Dovecot reads them all;
+//   - PREVIEW converts only UTF-8, US-ASCII and ISO-8859-1 (and its
+//     Windows-1252 superset) text to UTF-8, where Dovecot's iconv knows
+//     every charset: text in another charset gives an empty preview; and
+//     HTML is reduced to text by a simpler converter than Dovecot's.
+package imapmsg
+
+import (
+	"bytes"
+	"strings"
+
+	"smimeproxy/internal/rfc822"
+	"smimeproxy/smime"
+)
+
+// Message is a message as an IMAP server describes it.
+type Message struct {
+	msg  []byte
+	lim  smime.Limits
+	root *part
+}
+
+// part is an entity with what Dovecot reads of its header.
+type part struct {
+	*smime.Part
+	data     partData
+	envelope *envelope // of a message/rfc822's child, and of the message itself
+	children []*part
+}
+
+// partData are the Content-* fields of an entity, as Dovecot's
+// message-part-data.c keeps them: nil where the field is absent.
+type partData struct {
+	typ, subtype     *string
+	params           []rfc822.Param
+	cte              *string
+	id, description  *string
+	md5, location    *string
+	disposition      *string
+	dispositionParam []rfc822.Param
+	language         []string
+}
+
+// Parse reads msg within lim (nil: smime.DefaultLimits). It never fails: an
+// entity that cannot be read, or lies past a limit, is described as Dovecot
+// describes it (text/plain, or a leaf).
+func Parse(msg []byte, lim *smime.Limits) *Message {
+	l := smime.DefaultLimits
+	if lim != nil {
+		l = *lim
+	}
+	t := smime.Walk(msg, &l)
+	m := &Message{msg: msg, lim: l}
+	m.root = m.build(t.Root, false)
+	m.root.envelope = m.readEnvelope(t.Root)
+	return m
+}
+
+func (m *Message) build(p *smime.Part, inMessage bool) *part {
+	n := &part{Part: p}
+	m.readData(n)
+	if inMessage {
+		n.envelope = m.readEnvelope(p)
+	}
+	for _, c := range p.Children {
+		n.children = append(n.children, m.build(c, p.Kind == smime.Message))
+	}
+	return n
+}
+
+// Size is the RFC822.SIZE of the message: its size with CRLF line breaks.
+func (m *Message) Size() int64 { return m.root.HeaderSize() + m.root.BodySize() }
+
+// header is a header field as Dovecot's header parser gives it with the
+// flags its mail storage uses (SKIP_INITIAL_LWSP, DROP_CR).
+type header struct {
+	name string
+	// value is what follows the colon and the white space after it (all
+	// of it when the value is nothing else, but one character), the
+	// continuation lines joined by LF; nil for a line without colon.
+	value []byte
+}
+
+// headers calls fn for each field of the header of p, in order, within
+// the header limit, until fn returns false.
+func (m *Message) headers(p *smime.Part, fn func(h header) bool) {
+	block := m.msg[p.Start:p.BodyStart]
+	if len(block) > m.lim.MaxHeaderBytes {
+		block = block[:m.lim.MaxHeaderBytes]
+	}
+	var cur *header
+	var value []byte
+	flush := func() bool {
+		if cur == nil {
+			return true
+		}
+		h := *cur
+		if h.value != nil {
+			h.value = value
+		}
+		cur = nil
+		return fn(h)
+	}
+	for len(block) > 0 {
+		line := block
+		if i := bytes.IndexByte(block, '\n'); i >= 0 {
+			line, block = bytes.TrimSuffix(block[:i], []byte("\r")), block[i+1:]
+		} else {
+			block = nil
+		}
+		if len(line) == 0 {
+			break // the blank line
+		}
+		if cur != nil && (line[0] == ' ' || line[0] == '\t') {
+			if cur.value != nil {
+				value = append(value, '\n')
+				value = append(value, line...)
+			}
+			continue
+		}
+		if !flush() {
+			return
+		}
+		colon := bytes.IndexByte(line, ':')
+		if colon < 0 {
+			cur = &header{name: string(line)}
+			continue
+		}
+		cur = &header{name: strings.TrimRight(string(line[:colon]), " \t"), value: []byte{}}
+		v := line[colon+1:]
+		i := 0
+		for i < len(v) && (v[i] == ' ' || v[i] == '\t') {
+			i++
+		}
+		if i == len(v) && i > 0 {
+			i = 1
+		}
+		value = append([]byte{}, v[i:]...)
+	}
+	flush()
+}
+
+// headerString is a header value as Dovecot keeps it: NULs become U+FFFD.
+func headerString(v []byte) *string {
+	s := strings.ReplaceAll(string(v), "\x00", rfc822.NULReplacement)
+	return &s
+}
+
+// readData reads the Content-* fields of p (message-part-data.c).
+func (m *Message) readData(n *part) {
+	d := &n.data
+	m.headers(n.Part, func(h header) bool {
+		if len(h.name) < 8 || !strings.EqualFold(h.name[:8], "Content-") || h.value == nil {
+			return true
+		}
+		switch name := strings.ToLower(h.name[8:]); {
+		case name == "id" && d.id == nil:
+			d.id = headerString(h.value)
+		case name == "md5" && d.md5 == nil:
+			d.md5 = headerString(h.value)
+		case name == "type" && d.typ == nil:
+			d.readType(h.value)
+		case name == "transfer-encoding" && d.cte == nil:
+			p := rfc822.New(h.value)
+			p.SkipLWSP()
+			var tok []byte
+			if p.MimeToken(&tok) >= 0 && p.SkipLWSP() == 0 && len(tok) > 0 {
+				s := string(tok)
+				d.cte = &s
+			}
+		case name == "language" && d.language == nil:
+			p := rfc822.New(h.value)
+			p.SkipLWSP()
+			for {
+				var atom []byte
+				if p.Atom(&atom) < 0 {
+					break
+				}
+				d.language = append(d.language, string(atom))
+				if p.AtEnd() || p.Peek() != ',' {
+					break
+				}
+				p.Skip()
+				p.SkipLWSP()
+			}
+		case name == "location" && d.location == nil:
+			d.location = headerString(h.value)
+		case name == "description" && d.description == nil:
+			d.description = headerString(h.value)
+		case name == "disposition" && d.dispositionParam == nil:
+			p := rfc822.New(h.value)
+			p.SkipLWSP()
+			var tok []byte
+			if p.MimeToken(&tok) < 0 {
+				return true
+			}
+			s := string(tok)
+			d.disposition = &s
+			d.dispositionParam, _ = p.Params()
+		}
+		return true
+	})
+	if !n.MIME {
+		// Without MIME-Version the Content-* fields do not count.
+		*d = partData{}
+	}
+}
+
+// readType reads a Content-Type value, as much of it as can be read.
+func (d *partData) readType(v []byte) {
+	p := rfc822.New(v)
+	p.SkipLWSP()
+	var str []byte
+	ret := p.ContentType(&str)
+	t, sub, _ := bytes.Cut(str, []byte("/"))
+	typ, subtype := string(t), string(sub)
+	d.typ, d.subtype = &typ, &subtype
+	if ret < 0 {
+		return
+	}
+	d.params, _ = p.Params()
+}
