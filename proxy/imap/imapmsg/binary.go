@@ -43,10 +43,11 @@ func (m *Message) Binary(section []int) ([]byte, error) {
 }
 
 // Literal8 reports whether Dovecot sends BINARY[part] as a literal8
-// ("~{n}"): when something in it was decoded or it holds a NUL.
+// ("~{n}"): when something in it was decoded or it holds a NUL (or a
+// header it read does).
 func (m *Message) Literal8(section []int) bool {
 	b, err := m.binary(section)
-	return err == nil && (b.decoded || bytes.IndexByte(b.out, 0) >= 0)
+	return err == nil && (b.decoded || b.nuls || bytes.IndexByte(b.out, 0) >= 0)
 }
 
 // BinarySize is BINARY.SIZE[part]: the size of Binary(part). Dovecot
@@ -82,6 +83,7 @@ type binary struct {
 	out     []byte
 	from    int  // the offset of the message not written yet
 	decoded bool // a part was decoded
+	nuls    bool // a header read holds a NUL
 }
 
 // copyTo writes what remains of the message up to end, as it is but for
@@ -100,8 +102,10 @@ func (b *binary) part(p *part, withHeader bool) error {
 	default:
 		return &UnknownCTEError{Encoding: raw}
 	}
-	decoded := cte == "base64" || cte == "quoted-printable"
-	b.decoded = b.decoded || decoded && len(p.children) == 0 && p.End > p.BodyStart
+	// Only a body decoded changes the header: a leaf's, not empty.
+	decoded := (cte == "base64" || cte == "quoted-printable") && len(p.children) == 0 && p.End > p.BodyStart
+	b.decoded = b.decoded || decoded
+	b.nuls = b.nuls || bytes.IndexByte(b.m.msg[p.Start:p.BodyStart], 0) >= 0
 	switch {
 	case !withHeader:
 		b.from = p.BodyStart
@@ -174,7 +178,7 @@ func (m *Message) transferEncoding(p *smime.Part) (string, string) {
 func (m *Message) binaryHeader(out []byte, p *part) []byte {
 	block := m.msg[p.Start:p.BodyStart]
 	skip := false
-	for len(block) > 0 {
+	for first := true; len(block) > 0; first = false {
 		line := block
 		if i := bytes.IndexByte(block, '\n'); i >= 0 {
 			line, block = block[:i+1], block[i+1:]
@@ -186,7 +190,7 @@ func (m *Message) binaryHeader(out []byte, p *part) []byte {
 			out = append(out, "Content-Transfer-Encoding: binary\r\n\r\n"...)
 			break
 		}
-		if content[0] != ' ' && content[0] != '\t' {
+		if first || content[0] != ' ' && content[0] != '\t' {
 			name := content
 			if i := bytes.IndexByte(content, ':'); i >= 0 {
 				name = bytes.TrimRight(content[:i], " \t")

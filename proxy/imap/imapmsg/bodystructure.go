@@ -81,9 +81,9 @@ func appendSinglepart(b []byte, p *part, extended bool) []byte {
 	b = append(b, ' ')
 	b = appendParams(b, d.params, text)
 	b = append(b, ' ')
-	b = appendNString(b, d.id)
+	b = appendNStringNoLF(b, d.id)
 	b = append(b, ' ')
-	b = appendNString(b, d.description)
+	b = appendNStringNoLF(b, d.description)
 	b = append(b, ' ')
 	if d.cte != nil {
 		b = appendString(b, *d.cte)
@@ -109,7 +109,7 @@ func appendSinglepart(b []byte, p *part, extended bool) []byte {
 		return b
 	}
 	b = append(b, ' ')
-	b = appendNString(b, d.md5)
+	b = appendNStringNoLF(b, d.md5)
 	return appendCommon(b, d)
 }
 
@@ -139,7 +139,7 @@ func appendCommon(b []byte, d *partData) []byte {
 		b = append(b, ')')
 	}
 	b = append(b, ' ')
-	return appendNString(b, d.location)
+	return appendNStringNoLF(b, d.location)
 }
 
 // appendParams writes a parameter list; a text part without a charset

@@ -4,10 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"flag"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -306,9 +309,63 @@ func dotted(path []int) string {
 	return strings.Join(s, ".")
 }
 
+var update = flag.Bool("update", false, "rewrite testdata/dovecot/*.answers from the lab's Dovecot")
+
+// answers are what Dovecot answered for one message: the raw value of
+// each FETCH item by the name Dovecot gave it, and, for the BINARY items
+// fetched one by one, "NO ..." or "BYE ..." when it refused.
+type answers map[string][]byte
+
+// items are the FETCH items asked for a message whose parts are paths.
+func items(paths [][]int) []string {
+	items := []string{"ENVELOPE", "BODYSTRUCTURE", "BODY", "RFC822.SIZE", "PREVIEW",
+		"BODY.PEEK[]", "BODY.PEEK[HEADER]", "BODY.PEEK[TEXT]",
+		"BODY.PEEK[HEADER.FIELDS (FROM Subject x-missing \"Content-Type\")]",
+		"BODY.PEEK[HEADER.FIELDS.NOT (from SUBJECT)]", "BODY.PEEK[99]", "BODY.PEEK[1.99.1]"}
+	for _, p := range paths {
+		d := dotted(p)
+		items = append(items, "BODY.PEEK["+d+"]", "BODY.PEEK["+d+".MIME]", "BODY.PEEK["+d+".HEADER]",
+			"BODY.PEEK["+d+".TEXT]", "BODY.PEEK["+d+".HEADER.FIELDS (SUBJECT)]", "BODY.PEEK["+d+".HEADER.FIELDS.NOT (SUBJECT)]")
+	}
+	return items
+}
+
+// binaryItems are fetched one at a time: Dovecot fails a whole FETCH, or
+// the connection, over one of them.
+func binaryItems(paths [][]int) []string {
+	var items []string
+	for _, p := range append([][]int{nil}, paths...) {
+		d := dotted(p)
+		items = append(items, "BINARY.PEEK["+d+"]", "BINARY.SIZE["+d+"]")
+	}
+	return items
+}
+
+// ask fetches every item of the message at uid from Dovecot.
+func ask(t *testing.T, ic *imapConn, uid string, paths [][]int) answers {
+	untagged := ic.ok("UID FETCH %s (%s)", uid, strings.Join(items(paths), " "))
+	got := answers(fetchItems(t, untagged[0]))
+	delete(got, "UID")
+	for _, item := range binaryItems(paths) {
+		untagged, status := ic.cmd("UID FETCH %s (%s)", uid, item)
+		if !strings.HasPrefix(status, "OK") {
+			got[strings.Replace(item, ".PEEK", "", 1)] = []byte(status)
+			continue
+		}
+		for name, v := range fetchItems(t, untagged[0]) {
+			if name != "UID" {
+				got[name] = v
+			}
+		}
+	}
+	return got
+}
+
 // TestDovecot: every message of testdata and of the hostile corpus, stored
 // byte for byte in a fresh mailbox of the lab's Dovecot, reads the same
-// through imapmsg as Dovecot answers for it, item by item.
+// through imapmsg as Dovecot answers for it, item by item. With -update it
+// records Dovecot's answers for testdata in testdata/dovecot, which
+// TestAnswers compares without the lab.
 func TestDovecot(t *testing.T) {
 	l := lab.Start(t)
 	u := l.User(t, "alice")
@@ -328,24 +385,70 @@ func TestDovecot(t *testing.T) {
 	ic.setup = append(ic.setup, "SELECT "+box)
 	for i, c := range cases {
 		t.Run(c.Name, func(t *testing.T) {
-			compare(t, ic, uids[i], Parse(c.Msg, nil))
+			m := Parse(c.Msg, nil)
+			got := ask(t, ic, uids[i], m.paths())
+			if *update && strings.HasSuffix(c.Name, ".eml") {
+				writeAnswers(t, c.Name, got)
+			}
+			verify(t, m, got)
 		})
 	}
 }
 
-func compare(t *testing.T, ic *imapConn, uid string, m *Message) {
-	items := []string{"ENVELOPE", "BODYSTRUCTURE", "BODY", "RFC822.SIZE", "PREVIEW",
-		"BODY.PEEK[]", "BODY.PEEK[HEADER]", "BODY.PEEK[TEXT]",
-		"BODY.PEEK[HEADER.FIELDS (FROM Subject x-missing \"Content-Type\")]",
-		"BODY.PEEK[HEADER.FIELDS.NOT (from SUBJECT)]", "BODY.PEEK[99]", "BODY.PEEK[1.99.1]"}
-	paths := m.paths()
-	for _, p := range paths {
-		d := dotted(p)
-		items = append(items, "BODY.PEEK["+d+"]", "BODY.PEEK["+d+".MIME]", "BODY.PEEK["+d+".HEADER]",
-			"BODY.PEEK["+d+".TEXT]", "BODY.PEEK["+d+".HEADER.FIELDS (SUBJECT)]")
+// TestAnswers compares imapmsg with the answers of Dovecot recorded in
+// testdata/dovecot, without the lab.
+func TestAnswers(t *testing.T) {
+	for _, c := range corpus(t) {
+		if !strings.HasSuffix(c.Name, ".eml") {
+			continue
+		}
+		t.Run(c.Name, func(t *testing.T) {
+			verify(t, Parse(c.Msg, nil), readAnswers(t, c.Name))
+		})
 	}
-	untagged := ic.ok("UID FETCH %s (%s)", uid, strings.Join(items, " "))
-	got := fetchItems(t, untagged[0])
+}
+
+func answersFile(name string) string {
+	return filepath.Join("testdata", "dovecot", strings.TrimSuffix(name, ".eml")+".answers")
+}
+
+// writeAnswers stores answers as records "name length" LF value LF.
+func writeAnswers(t *testing.T, name string, a answers) {
+	var b bytes.Buffer
+	for _, k := range slices.Sorted(maps.Keys(a)) {
+		fmt.Fprintf(&b, "%s\x00%d\n", k, len(a[k]))
+		b.Write(a[k])
+		b.WriteByte('\n')
+	}
+	if err := os.MkdirAll(filepath.Dir(answersFile(name)), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(answersFile(name), b.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func readAnswers(t *testing.T, name string) answers {
+	b, err := os.ReadFile(answersFile(name))
+	if err != nil {
+		t.Fatalf("%v (record it: SMIMEPROXY_INTEGRATION=1 go test -run TestDovecot -update)", err)
+	}
+	a := answers{}
+	for len(b) > 0 {
+		head, rest, _ := bytes.Cut(b, []byte("\n"))
+		k, n, _ := bytes.Cut(head, []byte{0})
+		size, err := strconv.Atoi(string(n))
+		if err != nil || size+1 > len(rest) {
+			t.Fatalf("%s: broken record %q", answersFile(name), head)
+		}
+		a[string(k)] = rest[:size]
+		b = rest[size+1:]
+	}
+	return a
+}
+
+// verify compares imapmsg's description of m with Dovecot's answers.
+func verify(t *testing.T, m *Message, got answers) {
 	check := func(item string, want, have []byte) {
 		t.Helper()
 		if !bytes.Equal(want, have) {
@@ -361,9 +464,7 @@ func compare(t *testing.T, ic *imapConn, uid string, m *Message) {
 	check("BODYSTRUCTURE", got["BODYSTRUCTURE"], m.BodyStructure(true))
 	check("BODY", got["BODY"], m.BodyStructure(false))
 	check("RFC822.SIZE", got["RFC822.SIZE"], []byte(strconv.FormatInt(m.Size(), 10)))
-	if v, ok := got["PREVIEW"]; ok {
-		check("PREVIEW", stringValue(v), []byte(m.Preview()))
-	}
+	check("PREVIEW", stringValue(got["PREVIEW"]), []byte(m.Preview()))
 	for name, v := range got {
 		spec, ok := strings.CutPrefix(name, "BODY[")
 		if !ok {
@@ -377,47 +478,42 @@ func compare(t *testing.T, ic *imapConn, uid string, m *Message) {
 		}
 		check(name, stringValue(v), m.Section(s))
 	}
-	for _, p := range append([][]int{nil}, paths...) {
+	for _, p := range append([][]int{nil}, m.paths()...) {
 		d := dotted(p)
-		dovecotBinary := -1 // the length of Dovecot's BINARY[d]
-		for _, item := range []string{"BINARY.PEEK[" + d + "]", "BINARY.SIZE[" + d + "]"} {
-			untagged, status := ic.cmd("UID FETCH %s (%s)", uid, item)
-			var b []byte
-			var err error
-			if strings.HasPrefix(item, "BINARY.SIZE") {
-				var n int64
-				n, err = m.BinarySize(p)
-				b = []byte(strconv.FormatInt(n, 10))
-			} else {
-				b, err = m.Binary(p)
+		v, refused := got["BINARY["+d+"]"], false
+		if bytes.HasPrefix(v, []byte("NO ")) || bytes.HasPrefix(v, []byte("BYE ")) {
+			refused = true
+		}
+		b, err := m.Binary(p)
+		var unknown *UnknownCTEError
+		switch {
+		case !refused && err != nil:
+			t.Errorf("BINARY[%s]: imapmsg %v, dovecot %.100q", d, err, v)
+		case !refused:
+			check("BINARY["+d+"]", stringValue(v), b)
+			if lit8 := bytes.HasPrefix(v, []byte("~{")); lit8 != m.Literal8(p) {
+				t.Errorf("BINARY[%s]: dovecot literal8 %v, imapmsg %v", d, lit8, !lit8)
 			}
-			var unknown *UnknownCTEError
-			switch {
-			case strings.HasPrefix(status, "OK") && err != nil:
-				t.Errorf("%s: imapmsg %v, dovecot %.100q", item, err, untagged)
-			case strings.HasPrefix(status, "OK"):
-				for name, v := range fetchItems(t, untagged[0]) {
-					if strings.HasPrefix(name, "BINARY.SIZE") {
-						if n, _ := strconv.Atoi(string(v)); dovecotBinary >= 0 && n != dovecotBinary {
-							// Dovecot's own BINARY.SIZE disagrees with the
-							// BINARY it sends (see the package doc).
-							t.Logf("%s: dovecot %d, its BINARY %d bytes, imapmsg %s", name, n, dovecotBinary, b)
-							continue
-						}
-						check(name, v, b)
-					} else if strings.HasPrefix(name, "BINARY") {
-						dovecotBinary = len(stringValue(v))
-						check(name, stringValue(v), b)
-						if lit8 := bytes.HasPrefix(v, []byte("~{")); lit8 != m.Literal8(p) {
-							t.Errorf("%s: dovecot literal8 %v, imapmsg %v", name, lit8, !lit8)
-						}
-					}
-				}
-			case err == nil:
-				t.Errorf("%s: dovecot %s, imapmsg %d bytes", item, status, len(b))
-			case strings.Contains(status, "[UNKNOWN-CTE]") != errors.As(err, &unknown):
-				t.Errorf("%s: dovecot %s, imapmsg %v", item, status, err)
+		case err == nil:
+			t.Errorf("BINARY[%s]: dovecot %s, imapmsg %d bytes", d, v, len(b))
+		case bytes.Contains(v, []byte("[UNKNOWN-CTE]")) != errors.As(err, &unknown):
+			t.Errorf("BINARY[%s]: dovecot %s, imapmsg %v", d, v, err)
+		}
+		size := got["BINARY.SIZE["+d+"]"]
+		n, err := m.BinarySize(p)
+		switch {
+		case bytes.HasPrefix(size, []byte("NO ")) || bytes.HasPrefix(size, []byte("BYE ")):
+			if err == nil {
+				t.Errorf("BINARY.SIZE[%s]: dovecot %s, imapmsg %d", d, size, n)
 			}
+		case err != nil:
+			t.Errorf("BINARY.SIZE[%s]: imapmsg %v, dovecot %s", d, err, size)
+		case !refused && string(size) != strconv.Itoa(len(stringValue(v))):
+			// Dovecot's own BINARY.SIZE disagrees with the BINARY it
+			// sends (see the package doc): imapmsg follows BINARY.
+			t.Logf("BINARY.SIZE[%s]: dovecot %s, its BINARY %d bytes, imapmsg %d", d, size, len(stringValue(v)), n)
+		default:
+			check("BINARY.SIZE["+d+"]", size, []byte(strconv.FormatInt(n, 10)))
 		}
 	}
 }

@@ -213,8 +213,9 @@ func (s *snippetText) add(r rune) bool {
 	return s.left != 0
 }
 
-// htmlText reduces HTML to text as Dovecot's mail-html2text.c does: tags
-// become a space, comments, scripts and styles go, entities are decoded.
+// htmlText reduces HTML to text as Dovecot's mail-html2text.c does with
+// SKIP_QUOTED: tags become a space, comments, scripts, styles and the
+// text of blockquotes go, entities are decoded.
 func htmlText(src string) string {
 	var out strings.Builder
 	space := func() {
@@ -223,6 +224,7 @@ func htmlText(src string) string {
 		}
 	}
 	lower := strings.ToLower(src)
+	quoted := 0
 	for i := 0; i < len(src); i++ {
 		c := src[i]
 		switch c {
@@ -235,6 +237,7 @@ func htmlText(src string) string {
 					return out.String()
 				}
 				i += 4 + end + 2
+				continue
 			case tagIs(rest, "script"), tagIs(rest, "style"):
 				name := "</script>"
 				if tagIs(rest, "style") {
@@ -246,22 +249,28 @@ func htmlText(src string) string {
 				}
 				space()
 				i += end + len(name) - 1
+				continue
 			case strings.HasPrefix(rest, "![cdata["):
 				end := strings.Index(src[i:], "]]>")
 				if end < 0 {
-					out.WriteString(src[i+9:])
-					return out.String()
+					end = len(src) - i
 				}
-				out.WriteString(src[i+9 : i+end])
+				if quoted == 0 {
+					out.WriteString(src[i+9 : i+end])
+				}
 				i += end + 2
-			default:
-				end := tagEnd(src, i+1)
-				if end < 0 {
-					return out.String()
-				}
-				i = end
-				space()
+				continue
+			case tagIs(rest, "blockquote"):
+				quoted++
+			case quoted > 0 && strings.HasPrefix(rest, "/blockquote>"):
+				quoted--
 			}
+			end := tagEnd(src, i+1)
+			if end < 0 {
+				return out.String()
+			}
+			i = end
+			space()
 		case '&':
 			semi := strings.IndexByte(src[i+1:min(len(src), i+11)], ';')
 			ws := strings.IndexAny(src[i+1:min(len(src), i+11)], " \t\r\n")
@@ -271,7 +280,9 @@ func htmlText(src string) string {
 			out.WriteString(entity(src[i+1 : i+1+semi]))
 			i += semi + 1
 		default:
-			out.WriteByte(c)
+			if quoted == 0 {
+				out.WriteByte(c)
+			}
 		}
 	}
 	return out.String()
@@ -315,8 +326,10 @@ func entity(name string) string {
 		}
 		return ""
 	}
-	if s := html.UnescapeString("&" + strings.ToLower(name) + ";"); s != "&"+strings.ToLower(name)+";" {
-		return s
+	for _, n := range []string{name, strings.ToLower(name)} {
+		if s := html.UnescapeString("&" + n + ";"); s != "&"+n+";" {
+			return s
+		}
 	}
 	return ""
 }

@@ -174,7 +174,7 @@ func (m *Message) Section(s Section) []byte {
 	case "HEADER":
 		return m.text(p.Start, p.BodyStart)
 	}
-	return m.fields(p, s.Fields, s.Specifier == "HEADER.FIELDS")
+	return m.fields(p, s.Fields, s.Specifier == "HEADER.FIELDS", len(s.Part) == 0)
 }
 
 // text is msg[start:end] with CRLF line breaks and NULs as 0x80.
@@ -195,18 +195,27 @@ func (m *Message) text(start, end int) []byte {
 }
 
 // fields returns the header fields of p named (include) or not named
-// (exclude) in names, with CRLF line breaks (a last line without one stays
-// without), then the blank line when the header has one, as Dovecot's
-// header filter does; including, it also ends a header that has none.
-func (m *Message) fields(p *part, names []string, include bool) []byte {
+// (exclude) in names, as Dovecot does. For the message itself with
+// HEADER.FIELDS it builds them from its cache: the named fields, each
+// line ending in CRLF, then a blank line. Otherwise its header filter
+// reads from p's first byte to the first blank line (for a header cut
+// short by a delimiter, past the delimiter into what follows) and writes
+// the lines it keeps with CRLF line breaks, a last line without one
+// staying without, then the blank line if it met one.
+func (m *Message) fields(p *part, names []string, include, top bool) []byte {
 	want := make(map[string]bool, len(names))
 	for _, n := range names {
 		want[strings.ToUpper(n)] = true
 	}
+	cache := top && include
 	var out []byte
-	block := m.msg[p.Start:p.BodyStart]
+	end := len(m.msg)
+	if cache {
+		end = p.BodyStart
+	}
+	block := m.msg[p.Start:end]
 	keep := false
-	for len(block) > 0 {
+	for first := true; len(block) > 0; first = false {
 		line, rest, broken := bytes.Cut(block, []byte("\n"))
 		block = rest
 		content := line
@@ -214,25 +223,26 @@ func (m *Message) fields(p *part, names []string, include bool) []byte {
 			content = bytes.TrimSuffix(line, []byte("\r"))
 		}
 		if len(content) == 0 && broken {
-			block = nil // the blank line
+			if !cache {
+				out = append(out, '\r', '\n')
+			}
 			break
 		}
-		if content[0] != ' ' && content[0] != '\t' {
-			name := content
-			if i := bytes.IndexByte(content, ':'); i >= 0 {
-				name = bytes.TrimRight(content[:i], " \t")
+		if first || content[0] != ' ' && content[0] != '\t' {
+			name, colon := content, bytes.IndexByte(content, ':')
+			if colon >= 0 {
+				name = bytes.TrimRight(content[:colon], " \t")
 			}
-			keep = want[strings.ToUpper(string(name))] == include
+			keep = want[strings.ToUpper(string(name))] == include && (colon >= 0 || !cache)
 		}
 		if keep {
 			out = append(out, content...)
-			if broken {
+			if broken || cache {
 				out = append(out, '\r', '\n')
 			}
 		}
 	}
-	if end := m.msg[p.Start:p.BodyStart]; bytes.HasSuffix(end, []byte("\n\n")) || bytes.HasSuffix(end, []byte("\n\r\n")) ||
-		len(end) <= 2 && isBlank(end) || include && len(end) > 0 {
+	if cache {
 		out = append(out, '\r', '\n')
 	}
 	for i, c := range out {
@@ -245,5 +255,3 @@ func (m *Message) fields(p *part, names []string, include bool) []byte {
 	}
 	return out
 }
-
-func isBlank(line []byte) bool { return string(line) == "\n" || string(line) == "\r\n" }
