@@ -198,3 +198,51 @@ func TestWalkLinear(t *testing.T) {
 		}
 	}
 }
+
+// FuzzWalk: the walker never panics, stays within its limits and returns
+// a tree whose parts nest inside each other, in order, within the message.
+func FuzzWalk(f *testing.F) {
+	for _, c := range hostile.Messages() {
+		if len(c.Msg) < 4096 {
+			f.Add(c.Msg)
+		}
+	}
+	f.Add([]byte(mixed + "--b\r\nContent-Type: message/rfc822\r\n\r\nSubject: x\r\n--b--\r\n"))
+	f.Add([]byte("Content-Type: multipart/digest; boundary=b\r\n\r\n--b\r\n\r\nSubject: in\r\n\r\nx\r\n--b--\r\n"))
+	lim := &Limits{MaxDepth: 4, MaxParts: 16, MaxHeaderBytes: 256}
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		tree := Walk(msg, lim)
+		parts := 0
+		var check func(p *Part, start, end, depth int)
+		check = func(p *Part, start, end, depth int) {
+			parts++
+			if p.Depth != depth || depth >= lim.MaxDepth {
+				t.Fatalf("part at depth %d says %d (limit %d)", depth, p.Depth, lim.MaxDepth)
+			}
+			if !(start <= p.Start && p.Start <= p.BodyStart && p.BodyStart <= p.End && p.End <= end) {
+				t.Fatalf("part [%d %d %d] outside [%d %d]", p.Start, p.BodyStart, p.End, start, end)
+			}
+			if p.rfcEnd < p.Start || p.rfcEnd > p.End {
+				t.Fatalf("part [%d %d] ends at %d as RFC 2046 reads it", p.Start, p.End, p.rfcEnd)
+			}
+			if p.HeaderSize() < int64(p.BodyStart-p.Start) || p.BodySize() < int64(p.End-p.BodyStart) || p.BodyLines() < 0 {
+				t.Fatalf("part sizes %d %d %d", p.HeaderSize(), p.BodySize(), p.BodyLines())
+			}
+			if p.Kind == Message && len(p.Children) != 1 || p.Kind == Leaf && len(p.Children) != 0 {
+				t.Fatalf("%v part with %d children", p.Kind, len(p.Children))
+			}
+			next := p.BodyStart
+			for _, c := range p.Children {
+				check(c, next, p.End, depth+1)
+				next = c.End
+			}
+		}
+		check(tree.Root, 0, len(msg), 0)
+		if tree.Root.Start != 0 || tree.Root.End != len(msg) {
+			t.Fatalf("root [%d %d] of %d bytes", tree.Root.Start, tree.Root.End, len(msg))
+		}
+		if parts != tree.Parts || parts > lim.MaxParts {
+			t.Fatalf("%d parts, tree says %d (limit %d)", parts, tree.Parts, lim.MaxParts)
+		}
+	})
+}
