@@ -118,6 +118,8 @@ type Tree struct {
 	Limit *LimitError
 	// Parts is how many entities the tree holds, Root included.
 	Parts int
+	// Limits are the limits the walker applied, defaults filled in.
+	Limits Limits
 }
 
 // Part is one entity of a message, as offsets into the message: its header
@@ -211,7 +213,7 @@ type walker struct {
 func Walk(msg []byte, lim *Limits) *Tree {
 	w := newWalker(msg, lim)
 	w.run()
-	return &Tree{Root: w.open[0], Limit: w.limit, Parts: w.parts}
+	return &Tree{Root: w.open[0], Limit: w.limit, Parts: w.parts, Limits: w.lim}
 }
 
 func newWalker(msg []byte, lim *Limits) *walker {

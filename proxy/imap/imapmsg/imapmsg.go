@@ -77,12 +77,8 @@ type partData struct {
 // entity that cannot be read, or lies past a limit, is described as Dovecot
 // describes it (text/plain, or a leaf).
 func Parse(msg []byte, lim *smime.Limits) *Message {
-	l := smime.DefaultLimits
-	if lim != nil {
-		l = *lim
-	}
-	t := smime.Walk(msg, &l)
-	m := &Message{msg: msg, lim: l}
+	t := smime.Walk(msg, lim)
+	m := &Message{msg: msg, lim: t.Limits}
 	m.root = m.build(t.Root, false)
 	m.root.envelope = m.readEnvelope(t.Root)
 	return m

@@ -273,3 +273,16 @@ func BenchmarkDescribe(b *testing.B) {
 		})
 	}
 }
+
+// TestLimits: limits left zero take their defaults; past MaxDepth a
+// container is described as Dovecot describes it past its own limit.
+func TestLimits(t *testing.T) {
+	msg := hostile.Nested(4)
+	if a, b := Parse(msg, &smime.Limits{MaxParts: 50}).Envelope(), Parse(msg, nil).Envelope(); !bytes.Equal(a, b) {
+		t.Errorf("with MaxParts alone the envelope is %q, want %q", a, b)
+	}
+	got := Parse(msg, &smime.Limits{MaxDepth: 2}).BodyStructure(false)
+	if want := `(("application" "octet-stream" ("boundary" "b000001") NIL NIL "7bit" 136) "mixed")`; string(got) != want {
+		t.Errorf("BODY past MaxDepth = %s, want %s", got, want)
+	}
+}
