@@ -56,6 +56,21 @@ func TestParseSection(t *testing.T) {
 	}
 }
 
+func TestAppendString(t *testing.T) {
+	for in, want := range map[string]string{
+		"":              `""`,
+		"plain":         `"plain"`,
+		`a "b" \ c`:     `"a \"b\" \\ c"`,
+		`"""""`:         "{5}\r\n\"\"\"\"\"",
+		"caf\u00e9":     "{5}\r\ncaf\u00e9",
+		"line\r\nbreak": "{11}\r\nline\r\nbreak",
+	} {
+		if got := string(AppendString(nil, in)); got != want {
+			t.Errorf("AppendString(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
 // imapValue returns what follows one IMAP value (NIL, a number, a quoted
 // string, a literal or a parenthesised list of values) at the start of b,
 // or false when b does not begin with one.

@@ -7,6 +7,11 @@ import (
 
 // The string writers of Dovecot's lib-imap/imap-quote.c.
 
+// AppendString appends s as Dovecot writes an IMAP string (a PREVIEW, for
+// one): quoted, or a literal when it holds a CR, LF, 8-bit byte or more
+// than four quoted-specials.
+func AppendString(dst []byte, s string) []byte { return appendString(dst, s) }
+
 // maxEscapes is how many quoted-specials a quoted string may hold before
 // Dovecot writes a literal instead, which is then shorter.
 const maxEscapes = 4
