@@ -27,12 +27,18 @@ type prepared struct {
 
 // prepare splits msg into the message header, which stays outside, and the
 // content entity (its Content-* fields and body), canonicalised. A message
-// past lim is refused with a *LimitError.
-func prepare(msg []byte, lim *Limits) (*prepared, error) {
+// that would exceed lim once wrapped in wrap more levels is refused with a
+// *LimitError.
+func prepare(msg []byte, lim *Limits, wrap int) (*prepared, error) {
 	l := lim.orDefault()
-	t := Walk(msg, &l)
-	if t.Limit != nil {
-		return nil, t.Limit
+	walk := l
+	walk.MaxDepth = max(l.MaxDepth-wrap, 1)
+	t := Walk(msg, &walk)
+	if le := t.Limit; le != nil {
+		if le.Bound == BoundDepth {
+			le.Limit = l.MaxDepth
+		}
+		return nil, le
 	}
 	e, err := parseEntity(msg, l.MaxHeaderBytes)
 	if err != nil {

@@ -29,7 +29,7 @@ func Encrypt(msg []byte, recipients []*x509.Certificate, opts *EncryptOptions) (
 	if opts == nil {
 		opts = &EncryptOptions{}
 	}
-	p, err := prepare(msg, opts.Limits)
+	p, err := prepare(msg, opts.Limits, 0)
 	if err != nil {
 		return nil, err // ErrMalformed or a *LimitError, which name the package already
 	}

@@ -1,6 +1,7 @@
 package smime_test
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -94,6 +95,36 @@ func TestSignHostile(t *testing.T) {
 		if isLimit && !errors.Is(err, smime.ErrLimit) {
 			t.Errorf("Sign(%s): %v does not wrap ErrLimit", c.Name, err)
 		}
+	}
+}
+
+// TestSignAtTheLimit: a message that nests as deep as the limit allows can
+// be encrypted, and signed opaque, but not signed detached, which would
+// nest it one level deeper; one level less can be signed then encrypted.
+func TestSignAtTheLimit(t *testing.T) {
+	p := newPKI(t)
+	id := identity(p.alice)
+	full, less := hostile.Nested(smime.DefaultLimits.MaxDepth), hostile.Nested(smime.DefaultLimits.MaxDepth-1)
+	if _, err := smime.Encrypt(full, []*x509.Certificate{p.bob.Cert}, nil); err != nil {
+		t.Errorf("Encrypt(%d levels): %v", smime.DefaultLimits.MaxDepth, err)
+	}
+	if _, err := smime.Sign(full, id, &smime.SignOptions{Opaque: true}); err != nil {
+		t.Errorf("Sign(%d levels, opaque): %v", smime.DefaultLimits.MaxDepth, err)
+	}
+	_, err := smime.Sign(full, id, nil)
+	if le, ok := errors.AsType[*smime.LimitError](err); !ok || le.Bound != smime.BoundDepth || le.Limit != smime.DefaultLimits.MaxDepth {
+		t.Errorf("Sign(%d levels) = %v, want the depth limit", smime.DefaultLimits.MaxDepth, err)
+	}
+	signed, err := smime.Sign(less, id, nil)
+	if err != nil {
+		t.Fatalf("Sign(%d levels): %v", smime.DefaultLimits.MaxDepth-1, err)
+	}
+	if _, err := smime.Encrypt(signed, []*x509.Certificate{p.bob.Cert}, nil); err != nil {
+		t.Errorf("Encrypt(Sign(%d levels)): %v", smime.DefaultLimits.MaxDepth-1, err)
+	}
+	// The From address is mallory's, so the signature is a mismatch, checked.
+	if o, err := smime.Open(signed, &smime.OpenOptions{Verify: p.verifyOpts()}); err != nil || o.Limit != nil || o.Signatures[0].Status != smime.StatusAddressMismatch {
+		t.Errorf("Open(Sign(%d levels)) = %v, limit %v, %v", smime.DefaultLimits.MaxDepth-1, err, o.Limit, o.Signatures[0].Status)
 	}
 }
 
