@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"smimeproxy/cms"
+	"smimeproxy/internal/hostile"
 	"smimeproxy/internal/testpki"
 )
 
@@ -510,4 +511,28 @@ func TestMalformedBER(t *testing.T) {
 func isSyntaxError(err error) bool {
 	_, ok := errors.AsType[*cms.SyntaxError](err)
 	return ok
+}
+
+// TestHostile: CMS nested 100,000 levels deep or claiming lengths of 2 GB
+// and more is refused as malformed by every parser, after bounded work.
+func TestHostile(t *testing.T) {
+	inputs := map[string][]byte{
+		"ber nested 100,000 levels": hostile.DeepBER(100000),
+		"length of 4 GB":            {0x30, 0x84, 0xff, 0xff, 0xff, 0xff, 0x06, 0x09},
+		"length in 8 octets":        {0x30, 0x88, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x05, 0x00},
+		"inner length of 2 GB": {0x30, 0x80, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x03,
+			0xa0, 0x80, 0x30, 0x84, 0x7f, 0xff, 0xff, 0xff, 0x02, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00},
+	}
+	var syntax *cms.SyntaxError
+	for name, in := range inputs {
+		if _, err := cms.ParseSignedData(in); !errors.As(err, &syntax) {
+			t.Errorf("ParseSignedData(%s) = %v, want a syntax error", name, err)
+		}
+		if _, err := cms.ParseEnvelope(in); !errors.As(err, &syntax) {
+			t.Errorf("ParseEnvelope(%s) = %v, want a syntax error", name, err)
+		}
+	}
+	if typ, err := cms.Identify(hostile.DeepBER(100000)); err != nil || typ != cms.TypeEnvelopedData {
+		t.Errorf("Identify reads only the content type: %v, %v", typ, err)
+	}
 }

@@ -10,15 +10,19 @@ import (
 
 // AuthenticationResults returns the value of an Authentication-Results field
 // (RFC 8601) that reports o with the smime method (RFC 7281): one result per
-// signature, outermost first, or smime=none when there is none. The value is
-// one line; the caller folds it when writing the field.
+// signature, outermost first, or smime=none when there is none (with why,
+// when a limit kept Open from looking). The value is one line; the caller
+// folds it when writing the field.
 func (o *Opened) AuthenticationResults(authservID string) string {
 	var b strings.Builder
 	b.WriteString(arValue(authservID))
 	if len(o.Signatures) == 0 {
 		b.WriteString("; smime=none")
-		if o.Encrypted && !o.Decrypted {
+		switch {
+		case o.Encrypted && !o.Decrypted:
 			b.WriteString(" reason=" + quote(decryptReason(o.DecryptErr)))
+		case o.Limit != nil:
+			b.WriteString(" reason=" + quote("not opened: "+o.Limit.Reason()))
 		}
 		return b.String()
 	}

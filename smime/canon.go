@@ -14,9 +14,6 @@ import (
 // 7-bit safe re-encoded, so that the bytes signed are exactly the bytes sent
 // and no relay has reason to touch them.
 
-// maxNesting bounds how deep multiparts and enclosed messages are followed.
-const maxNesting = 32
-
 // maxLine is the longest line SMTP carries, without its CRLF (RFC 5322 2.1.1).
 const maxLine = 998
 
@@ -29,9 +26,21 @@ type prepared struct {
 }
 
 // prepare splits msg into the message header, which stays outside, and the
-// content entity (its Content-* fields and body), canonicalised.
-func prepare(msg []byte) (*prepared, error) {
-	e, err := parseEntity(msg)
+// content entity (its Content-* fields and body), canonicalised. A message
+// that would exceed lim once wrapped in wrap more levels is refused with a
+// *LimitError.
+func prepare(msg []byte, lim *Limits, wrap int) (*prepared, error) {
+	l := lim.orDefault()
+	walk := l
+	walk.MaxDepth = max(l.MaxDepth-wrap, 1)
+	t := Walk(msg, &walk)
+	if le := t.Limit; le != nil {
+		if le.Bound == BoundDepth {
+			le.Limit = l.MaxDepth
+		}
+		return nil, le
+	}
+	e, err := parseEntity(msg, l.MaxHeaderBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -52,11 +61,11 @@ func prepare(msg []byte) (*prepared, error) {
 			content = append(content, field{name: "Content-Type", raw: []byte("Content-Type: text/plain; charset=us-ascii\r\n")})
 		}
 	}
-	inner, err := canonEntity(&entity{fields: content, header: headerOf(content), body: e.body}, 0)
-	if err != nil {
+	c := &canon{buf: msg, lim: l}
+	if err := c.entity(&entity{fields: content, header: headerOf(content), body: e.body}, t.Root); err != nil {
 		return nil, err
 	}
-	p.innerContent = inner
+	p.innerContent = bytes.Join(c.out, nil)
 	return p, nil
 }
 
@@ -85,76 +94,112 @@ func crlfField(raw []byte) []byte {
 	return raw
 }
 
-// canonEntity returns e in canonical, 7-bit safe form.
-func canonEntity(e *entity, depth int) ([]byte, error) {
-	if depth > maxNesting {
-		return nil, fmt.Errorf("%w: nested too deep", ErrMalformed)
+var crlf = []byte("\r\n")
+
+// canon writes entities in canonical, 7-bit safe form as a list of pieces,
+// most of them slices of the input, joined once at the end: an entity
+// nested deep is written once, never copied again by each level.
+type canon struct {
+	buf    []byte // the message the walker read
+	lim    Limits
+	out    [][]byte
+	unsafe int // how many pieces of out are not 7-bit safe
+}
+
+func (c *canon) put(b []byte, safe bool) int {
+	c.out = append(c.out, b)
+	if !safe {
+		c.unsafe++
 	}
-	t, params := mediaType(e.header)
+	return len(c.out) - 1
+}
+
+// entity writes e, which the walker found as p in c.buf.
+func (c *canon) entity(e *entity, p *Part) error {
+	t, _ := mediaType(e.header)
 	switch {
 	case t == "multipart/signed":
 		// Signed bytes must not change; RFC 1847 verifiers canonicalise line breaks themselves.
-		return joinEntity(e.fields, "", toCRLF(e.body)), nil
-	case strings.HasPrefix(t, "multipart/"):
-		if m, err := splitMultipart(e.body, params["boundary"]); err == nil {
-			return canonMultipart(e, m, params["boundary"], depth)
-		}
+		body := toCRLF(e.body)
+		c.join(e.fields, "", body, sevenBitSafe(body))
+		return nil
+	case p.Kind == Multipart && len(p.Children) > 0:
+		return c.multipart(e, p)
+	case p.Kind == Multipart || strings.HasPrefix(t, "multipart/"):
 		// Unreadable multipart structure: it may pass only as it is.
 		if !sevenBitSafe(e.body) {
-			return nil, fmt.Errorf("%w: %s without a readable boundary holds 8-bit data", ErrMalformed, t)
+			return fmt.Errorf("%w: %s without a readable boundary holds 8-bit data", ErrMalformed, t)
 		}
-		return joinEntity(e.fields, "", toCRLF(e.body)), nil
-	case (t == "message/rfc822" || t == "message/global") && !isEncodedCTE(transferEncoding(e.header)):
-		inner, err := parseEntity(e.body)
+		c.join(e.fields, "", toCRLF(e.body), true)
+		return nil
+	case p.Kind == Message && !isEncodedCTE(transferEncoding(e.header)):
+		child := p.Children[0]
+		inner, err := parseEntity(c.buf[child.Start:child.rfcEnd], c.lim.MaxHeaderBytes)
 		if err != nil {
-			return canonLeaf(e, t, params)
+			return c.leaf(e, t)
 		}
-		body, err := canonEntity(inner, depth+1)
-		if err != nil {
-			return nil, err
+		var ctes []int
+		for _, f := range e.fields {
+			raw := crlfField(f.raw)
+			i := c.put(raw, sevenBitSafe(raw))
+			if f.name == "Content-Transfer-Encoding" {
+				ctes = append(ctes, i)
+			}
 		}
-		cte := ""
-		if sevenBitSafe(body) && transferEncoding(e.header) != "" {
-			cte = "7bit"
+		c.put(crlf, true)
+		unsafe := c.unsafe
+		if err := c.entity(inner, child); err != nil {
+			return err
 		}
-		return joinEntity(e.fields, cte, body), nil
+		if c.unsafe == unsafe && transferEncoding(e.header) != "" {
+			// The message inside is 7-bit now: say so.
+			for k, i := range ctes {
+				if !sevenBitSafe(c.out[i]) {
+					c.unsafe--
+				}
+				c.out[i] = nil
+				if k == 0 {
+					c.out[i] = []byte("Content-Transfer-Encoding: 7bit\r\n")
+				}
+			}
+		}
+		return nil
 	default:
-		return canonLeaf(e, t, params)
+		return c.leaf(e, t)
 	}
 }
 
 func isEncodedCTE(cte string) bool { return cte == "base64" || cte == "quoted-printable" }
 
-func canonMultipart(e *entity, m *multipart, boundary string, depth int) ([]byte, error) {
-	var b bytes.Buffer
-	writeFields(&b, e.fields, "")
-	b.WriteString("\r\n")
-	if len(m.preamble) > 0 && sevenBitSafe(m.preamble) {
-		b.Write(toCRLF(m.preamble))
-		b.WriteString("\r\n")
+func (c *canon) multipart(e *entity, p *Part) error {
+	c.fields(e.fields, "")
+	c.put(crlf, true)
+	if pre := c.buf[p.BodyStart:p.Children[0].delim]; len(pre) > 0 && sevenBitSafe(pre) {
+		c.put(toCRLF(pre), true)
+		c.put(crlf, true)
 	}
-	for _, raw := range m.parts {
-		part, err := parseEntity(raw)
+	delim := []byte("--" + p.Boundary + "\r\n")
+	safe := sevenBitSafe(delim)
+	for _, child := range p.Children {
+		part, err := parseEntity(c.buf[child.Start:child.rfcEnd], c.lim.MaxHeaderBytes)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		c, err := canonEntity(part, depth+1)
-		if err != nil {
-			return nil, err
+		c.put(delim, safe)
+		if err := c.entity(part, child); err != nil {
+			return err
 		}
-		b.WriteString("--" + boundary + "\r\n")
-		b.Write(c)
-		b.WriteString("\r\n")
+		c.put(crlf, true)
 	}
 	// The epilogue is dropped: text after the close delimiter is invisible,
 	// and Outlook rejects signatures over it.
-	b.WriteString("--" + boundary + "--")
-	return b.Bytes(), nil
+	c.put([]byte("--"+p.Boundary+"--"), safe)
+	return nil
 }
 
-// canonLeaf returns a single-part entity, re-encoded when its body is not
-// 7-bit safe: quoted-printable for text, base64 for anything else.
-func canonLeaf(e *entity, t string, params map[string]string) ([]byte, error) {
+// leaf writes a single-part entity, re-encoded when its body is not 7-bit
+// safe: quoted-printable for text, base64 for anything else.
+func (c *canon) leaf(e *entity, t string) error {
 	cte := transferEncoding(e.header)
 	body := e.body
 	if sevenBitSafe(body) {
@@ -162,18 +207,19 @@ func canonLeaf(e *entity, t string, params map[string]string) ([]byte, error) {
 		if cte == "8bit" || cte == "binary" {
 			newCTE = "7bit"
 		}
-		return joinEntity(e.fields, newCTE, toCRLF(body)), nil
+		c.join(e.fields, newCTE, toCRLF(body), true)
+		return nil
 	}
 	switch cte {
 	case "", "7bit", "8bit", "binary":
 	case "base64", "quoted-printable":
 		decoded, err := decodeBody(e)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		body = decoded
 	default:
-		return nil, fmt.Errorf("%w: unknown Content-Transfer-Encoding %q on 8-bit data", ErrMalformed, cte)
+		return fmt.Errorf("%w: unknown Content-Transfer-Encoding %q on 8-bit data", ErrMalformed, cte)
 	}
 	fields := e.fields
 	if e.header.Get("Content-Type") == "" && !utf8.Valid(body) {
@@ -183,38 +229,38 @@ func canonLeaf(e *entity, t string, params map[string]string) ([]byte, error) {
 		fields = append(fields[:len(fields):len(fields)], field{name: "Content-Type", raw: []byte("Content-Type: text/plain; charset=utf-8\r\n")})
 	}
 	if strings.HasPrefix(t, "text/") {
-		return joinEntity(fields, "quoted-printable", encodeQP(body)), nil
+		c.join(fields, "quoted-printable", encodeQP(body), true)
+		return nil
 	}
-	return joinEntity(fields, "base64", appendBase64(nil, body)), nil
+	c.join(fields, "base64", appendBase64(nil, body), true)
+	return nil
 }
 
-// joinEntity writes fields (with Content-Transfer-Encoding set to cte when
-// cte is not empty), the blank line and body.
-func joinEntity(fields []field, cte string, body []byte) []byte {
-	var b bytes.Buffer
-	b.Grow(len(body) + 1024)
-	writeFields(&b, fields, cte)
-	b.WriteString("\r\n")
-	b.Write(body)
-	return b.Bytes()
+// join writes fields (with Content-Transfer-Encoding set to cte when cte is
+// not empty), the blank line and body.
+func (c *canon) join(fields []field, cte string, body []byte, bodySafe bool) {
+	c.fields(fields, cte)
+	c.put(crlf, true)
+	c.put(body, bodySafe)
 }
 
-// writeFields writes fields in CRLF form. A non-empty cte replaces the
+// fields writes fields in CRLF form. A non-empty cte replaces the
 // Content-Transfer-Encoding field in place, or is added at the end.
-func writeFields(b *bytes.Buffer, fields []field, cte string) {
+func (c *canon) fields(fields []field, cte string) {
 	done := cte == ""
 	for _, f := range fields {
 		if f.name == "Content-Transfer-Encoding" && cte != "" {
 			if !done {
-				b.WriteString("Content-Transfer-Encoding: " + cte + "\r\n")
+				c.put([]byte("Content-Transfer-Encoding: "+cte+"\r\n"), true)
 				done = true
 			}
 			continue
 		}
-		b.Write(crlfField(f.raw))
+		raw := crlfField(f.raw)
+		c.put(raw, sevenBitSafe(raw))
 	}
 	if !done {
-		b.WriteString("Content-Transfer-Encoding: " + cte + "\r\n")
+		c.put([]byte("Content-Transfer-Encoding: "+cte+"\r\n"), true)
 	}
 }
 

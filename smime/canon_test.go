@@ -126,29 +126,25 @@ func TestCanonLeaf(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			e, err := parseEntity([]byte(tc.in))
+			out, err := canonical([]byte(tc.in))
 			if err != nil {
-				t.Fatal(err)
-			}
-			out, err := canonEntity(e, 0)
-			if err != nil {
-				t.Fatalf("canonEntity(%s): %v", tc.name, err)
+				t.Fatalf("canonical(%s): %v", tc.name, err)
 			}
 			if !sevenBitSafe(out) || bytes.Count(out, []byte("\n")) != bytes.Count(out, []byte("\r\n")) {
-				t.Errorf("canonEntity(%s) is not 7-bit CRLF:\n%q", tc.name, out)
+				t.Errorf("canonical(%s) is not 7-bit CRLF:\n%q", tc.name, out)
 			}
-			got, err := parseEntity(out)
+			got, err := parseEntity(out, DefaultLimits.MaxHeaderBytes)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if cte := transferEncoding(got.header); cte != tc.wantCTE {
-				t.Errorf("canonEntity(%s): Content-Transfer-Encoding %q, want %q", tc.name, cte, tc.wantCTE)
+				t.Errorf("canonical(%s): Content-Transfer-Encoding %q, want %q", tc.name, cte, tc.wantCTE)
 			}
 			if tc.wantBody != "" && string(got.body) != tc.wantBody {
-				t.Errorf("canonEntity(%s): body %q, want %q", tc.name, got.body, tc.wantBody)
+				t.Errorf("canonical(%s): body %q, want %q", tc.name, got.body, tc.wantBody)
 			}
 			// Decoding gives back the original content (text in CRLF form).
-			orig, _ := parseEntity([]byte(tc.in))
+			orig, _ := parseEntity([]byte(tc.in), DefaultLimits.MaxHeaderBytes)
 			want, _ := decodeBody(orig)
 			if ct, _ := mediaType(orig.header); strings.HasPrefix(ct, "text/") {
 				want = toCRLF(want)
@@ -158,7 +154,7 @@ func TestCanonLeaf(t *testing.T) {
 				t.Fatal(err)
 			}
 			if !bytes.Equal(dec, want) {
-				t.Errorf("canonEntity(%s): content changed:\n%q\nwant\n%q", tc.name, dec, want)
+				t.Errorf("canonical(%s): content changed:\n%q\nwant\n%q", tc.name, dec, want)
 			}
 		})
 	}
@@ -178,12 +174,12 @@ func TestPrepare(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			p, err := prepare(msg)
+			p, err := prepare(msg, nil, 0)
 			if err != nil {
 				t.Fatalf("prepare: %v", err)
 			}
 			// Outside: every non-content field, in order, bytes unchanged but for CRLF.
-			src, _ := parseEntity(msg)
+			src, _ := parseEntity(msg, DefaultLimits.MaxHeaderBytes)
 			var want [][]byte
 			for _, f := range src.fields {
 				if !isContentField(f.name) {
@@ -194,7 +190,7 @@ func TestPrepare(t *testing.T) {
 				t.Errorf("outer fields changed:\n%s", bytes.Join(p.outer, nil))
 			}
 			// Inside: only content fields, CRLF everywhere, no epilogue.
-			in, err := parseEntity(p.innerContent)
+			in, err := parseEntity(p.innerContent, DefaultLimits.MaxHeaderBytes)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -221,43 +217,17 @@ func TestPrepare(t *testing.T) {
 	}
 }
 
-func TestSplitMultipart(t *testing.T) {
-	tests := []struct {
-		name     string
-		body     string
-		parts    []string
-		preamble string
-		epilogue string
-		err      bool
-	}{
-		{"crlf", "pre\r\n--b\r\nA\r\n--b\r\nB\r\n--b--\r\nepi", []string{"A", "B"}, "pre", "epi", false},
-		{"lf", "--b\nA\n\n--b\nB\n--b--\n", []string{"A\n", "B"}, "", "", false},
-		{"transport padding", "--b  \r\nA\r\n--b--  \r\n", []string{"A"}, "", "", false},
-		{"look-alike line", "--b\r\n--bc\r\n--b--", []string{"--bc"}, "", "", false},
-		{"empty part", "--b\r\n--b\r\nB\r\n--b--", []string{"", "B"}, "", "", false},
-		{"truncated", "--b\r\nA\r\nmore", []string{"A\r\nmore"}, "", "", false},
-		{"no boundary line", "nothing here", nil, "", "", true},
+// canonical is an entity in canonical form, as prepare writes the content.
+func canonical(in []byte) ([]byte, error) {
+	e, err := parseEntity(in, DefaultLimits.MaxHeaderBytes)
+	if err != nil {
+		return nil, err
 	}
-	for _, tc := range tests {
-		m, err := splitMultipart([]byte(tc.body), "b")
-		if tc.err {
-			if err == nil {
-				t.Errorf("splitMultipart(%s): no error", tc.name)
-			}
-			continue
-		}
-		if err != nil {
-			t.Errorf("splitMultipart(%s): %v", tc.name, err)
-			continue
-		}
-		var got []string
-		for _, p := range m.parts {
-			got = append(got, string(p))
-		}
-		if strings.Join(got, "|") != strings.Join(tc.parts, "|") || string(m.preamble) != tc.preamble || string(m.epilogue) != tc.epilogue {
-			t.Errorf("splitMultipart(%s) = %q pre %q epi %q, want %q pre %q epi %q", tc.name, got, m.preamble, m.epilogue, tc.parts, tc.preamble, tc.epilogue)
-		}
+	c := &canon{buf: in, lim: DefaultLimits}
+	if err := c.entity(e, Walk(in, nil).Root); err != nil {
+		return nil, err
 	}
+	return bytes.Join(c.out, nil), nil
 }
 
 func TestParseEntity(t *testing.T) {
@@ -277,7 +247,7 @@ func TestParseEntity(t *testing.T) {
 		{"no colon", "From alice Mon Jan 1\nA: 1\n\n", nil, "", true},
 	}
 	for _, tc := range tests {
-		e, err := parseEntity([]byte(tc.in))
+		e, err := parseEntity([]byte(tc.in), DefaultLimits.MaxHeaderBytes)
 		if tc.err != (err != nil) {
 			t.Errorf("parseEntity(%s) error = %v, want error %v", tc.name, err, tc.err)
 			continue

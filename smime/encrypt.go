@@ -13,6 +13,9 @@ import (
 type EncryptOptions struct {
 	Cipher cms.Cipher // cms.AES256CBC by default; GCM makes authEnveloped-data
 	OAEP   bool       // RSAES-OAEP for RSA recipients
+	// Limits bound the message; nil: DefaultLimits. A message past them is
+	// refused with a *LimitError.
+	Limits *Limits
 }
 
 // Encrypt encrypts the RFC 5322 message msg to every recipient certificate.
@@ -26,9 +29,9 @@ func Encrypt(msg []byte, recipients []*x509.Certificate, opts *EncryptOptions) (
 	if opts == nil {
 		opts = &EncryptOptions{}
 	}
-	p, err := prepare(msg)
+	p, err := prepare(msg, opts.Limits, 0)
 	if err != nil {
-		return nil, err // ErrMalformed, which names the package already
+		return nil, err // ErrMalformed or a *LimitError, which name the package already
 	}
 	der, err := cms.Encrypt(p.innerContent, recipients, &cms.EncryptOptions{Cipher: opts.Cipher, OAEP: opts.OAEP})
 	if err != nil {

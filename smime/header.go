@@ -5,9 +5,10 @@ package smime
 // way. edit gets each field's canonical name and its raw bytes (continuation
 // lines and line ending included) and returns what to put in its place: raw
 // itself to keep it, nil to drop it. Everything edit keeps, and the body, stay
-// byte for byte.
+// byte for byte. A header block larger than DefaultLimits.MaxHeaderBytes is
+// a *LimitError.
 func EditHeader(msg []byte, edit func(name string, raw []byte) []byte) ([]byte, error) {
-	e, err := parseEntity(msg)
+	e, err := parseEntity(msg, DefaultLimits.MaxHeaderBytes)
 	if err != nil {
 		return nil, err
 	}

@@ -14,9 +14,10 @@ import (
 	mtextproto "github.com/emersion/go-message/textproto"
 )
 
-// This file is the package's one MIME walker: it splits messages, entities and
-// multipart bodies into slices of the input, so that signed bytes stay exactly
-// as they were received.
+// This file reads one entity at a time: its header fields and its body, as
+// slices of the input, so that signed bytes stay exactly as they were
+// received. What is inside a body (multiparts, enclosed messages) is the
+// walker's to find (walk.go).
 
 // ErrMalformed reports a message that cannot be read as RFC 5322 and MIME.
 var ErrMalformed = errors.New("smime: malformed message")
@@ -35,11 +36,15 @@ type entity struct {
 	body   []byte
 }
 
-// parseEntity splits b into header fields and body without copying.
-func parseEntity(b []byte) (*entity, error) {
+// parseEntity splits b into header fields and body without copying. A
+// header block longer than maxHeader bytes is a *LimitError.
+func parseEntity(b []byte, maxHeader int) (*entity, error) {
 	e := &entity{}
 	i := 0
 	for i < len(b) {
+		if i > maxHeader {
+			return nil, &LimitError{Bound: BoundHeader, Limit: maxHeader}
+		}
 		end := len(b)
 		if j := bytes.IndexByte(b[i:], '\n'); j >= 0 {
 			end = i + j + 1
@@ -77,8 +82,8 @@ func parseEntity(b []byte) (*entity, error) {
 // parseContent reads decrypted or unwrapped content as an entity; content
 // whose header cannot be read becomes the body of an entity without header
 // fields, so that it is still shown.
-func parseContent(b []byte) *entity {
-	e, err := parseEntity(b)
+func parseContent(b []byte, maxHeader int) *entity {
+	e, err := parseEntity(b, maxHeader)
 	if err != nil {
 		return &entity{body: b}
 	}
@@ -245,68 +250,6 @@ func base64RawDecode(b []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w: base64: %v", ErrMalformed, err)
 	}
 	return out[:n], nil
-}
-
-// multipart is a multipart body split into slices of it (RFC 2046 5.1.1).
-type multipart struct {
-	preamble []byte
-	parts    [][]byte
-	epilogue []byte
-}
-
-// splitMultipart finds the body parts of a multipart body. A part's bytes run
-// from after its delimiter line to before the line break that precedes the
-// next delimiter, which belongs to that delimiter. A missing close delimiter
-// (a truncated message) ends the last part at the end of the body.
-func splitMultipart(body []byte, boundary string) (*multipart, error) {
-	if boundary == "" || len(boundary) > 200 {
-		return nil, fmt.Errorf("%w: multipart without a usable boundary", ErrMalformed)
-	}
-	dash := []byte("--" + boundary)
-	m := &multipart{}
-	partStart := -1 // -1: still in the preamble
-	i := 0
-	for i < len(body) {
-		end := len(body)
-		if j := bytes.IndexByte(body[i:], '\n'); j >= 0 {
-			end = i + j + 1
-		}
-		line := trimEOL(body[i:end])
-		if rest, ok := bytes.CutPrefix(line, dash); ok {
-			closing := bytes.HasPrefix(rest, []byte("--"))
-			if closing || len(bytes.TrimRight(rest, " \t")) == 0 {
-				before := precedingBreak(body, i)
-				if partStart < 0 {
-					m.preamble = body[:before]
-				} else {
-					m.parts = append(m.parts, body[partStart:max(before, partStart)])
-				}
-				if closing {
-					m.epilogue = body[end:]
-					return m, nil
-				}
-				partStart = end
-			}
-		}
-		i = end
-	}
-	if partStart < 0 {
-		return nil, fmt.Errorf("%w: multipart boundary not found", ErrMalformed)
-	}
-	m.parts = append(m.parts, body[partStart:])
-	return m, nil
-}
-
-// precedingBreak returns where the line break before the line at i begins.
-func precedingBreak(b []byte, i int) int {
-	if i == 0 {
-		return 0
-	}
-	i-- // the LF
-	if i > 0 && b[i-1] == '\r' {
-		i--
-	}
-	return i
 }
 
 // toCRLF turns every bare LF into CRLF (the canonical form, RFC 5751 3.1.1).

@@ -25,10 +25,12 @@ type KeyPair struct {
 	Key  crypto.PrivateKey
 }
 
-// OpenOptions tune Open; nil means no keys and the default verification.
+// OpenOptions tune Open; nil means no keys, the default verification and
+// DefaultLimits.
 type OpenOptions struct {
 	Keys   []KeyPair
 	Verify VerifyOptions
+	Limits *Limits
 }
 
 // Opened is what Open found and what the reader should see.
@@ -55,6 +57,13 @@ type Opened struct {
 	// ProtectedHeaders are the header fields, other than Content-*, that the
 	// innermost entity carries when HeaderProtection is set.
 	ProtectedHeaders textproto.Header
+
+	// Limit is the first of the Limits the message (or a layer inside it)
+	// exceeded; nil when none. Open stops looking where the limit is met and
+	// serves what it has, as it is: a header block over the limit leaves
+	// the message unopened, a multipart/signed with too many parts is
+	// reported as not verified.
+	Limit *LimitError
 }
 
 // Open peels the S/MIME layers of msg from the outside: it decrypts enveloped
@@ -62,26 +71,34 @@ type Opened struct {
 // signed-data so that any client can show it, and keeps multipart/signed as
 // it is (clients without S/MIME show its first part). It returns an error
 // only when msg cannot be read as an RFC 5322 message at all; every S/MIME
-// failure is reported in Opened, and the message is then served as it is.
+// failure, and a message past opts.Limits, is reported in Opened, and the
+// message is then served as it is.
 func Open(msg []byte, opts *OpenOptions) (*Opened, error) {
 	if opts == nil {
 		opts = &OpenOptions{}
 	}
-	top, err := parseEntity(msg)
-	if err != nil {
+	lim := opts.Limits.orDefault()
+	o := &Opened{Message: msg}
+	top, err := parseEntity(msg, lim.MaxHeaderBytes)
+	if le, ok := errors.AsType[*LimitError](err); ok {
+		o.Limit = le
+		return o, nil
+	} else if err != nil {
 		return nil, err
 	}
-	w := &walker{
+	w := &opener{
 		opts: opts,
+		lim:  lim,
 		v:    verifier{opts: &opts.Verify, from: fromAddresses(top.header), now: time.Now()},
-		o:    &Opened{Message: msg},
+		o:    o,
 	}
-	served := w.peel(top)
-	if served != top {
-		w.o.Message = serve(top, served)
+	outer := w.layer(msg, top)
+	served := w.peel(outer)
+	if served.e != top {
+		o.Message = serve(top, served.e)
 	}
 	w.headerProtection(top, served)
-	return w.o, nil
+	return o, nil
 }
 
 // Verify checks every signature layer of msg, without decrypting.
@@ -97,8 +114,9 @@ func Verify(msg []byte, opts *VerifyOptions) ([]*Signature, error) {
 	return opened.Signatures, nil
 }
 
-type walker struct {
+type opener struct {
 	opts *OpenOptions
+	lim  Limits
 	v    verifier
 	o    *Opened
 	// vouched: an enclosing signature verified and chained, so the From
@@ -106,22 +124,39 @@ type walker struct {
 	vouched bool
 }
 
-// peel walks the layers from top and returns the entity to serve.
-func (w *walker) peel(top *entity) *entity {
+// layer is an entity being opened: e, read from buf, where the walker found
+// it as part.
+type layer struct {
+	buf  []byte
+	part *Part
+	e    *entity
+}
+
+// layer walks buf, whose entity is e, and notes the first limit it meets.
+func (w *opener) layer(buf []byte, e *entity) layer {
+	t := Walk(buf, &w.lim)
+	if w.o.Limit == nil {
+		w.o.Limit = t.Limit
+	}
+	return layer{buf: buf, part: t.Root, e: e}
+}
+
+// peel walks the layers from top and returns the one to serve.
+func (w *opener) peel(top layer) layer {
 	served, cur := top, top
 	for range maxLayers {
-		switch Classify(cur.header) {
+		switch Classify(cur.e.header) {
 		case Signed, PGPSigned:
-			inner := w.detached(cur)
-			if inner == nil || !Classify(inner.header).SMIME() {
+			inner, ok := w.detached(cur)
+			if !ok || !Classify(inner.e.header).SMIME() {
 				return served
 			}
 			// The signed content is itself S/MIME: what it holds is shown
 			// instead, so this layer can no longer be kept.
 			cur = inner
 		case SignedOpaque, Encrypted, CertsOnly:
-			inner := w.pkcs7(cur)
-			if inner == nil {
+			inner, ok := w.pkcs7(cur)
+			if !ok {
 				return served
 			}
 			served, cur = inner, inner
@@ -132,33 +167,46 @@ func (w *walker) peel(top *entity) *entity {
 	return served
 }
 
-// detached verifies a multipart/signed layer (RFC 1847, RFC 8551 3.5.3) and
-// returns its first part; PGP signatures are not checked, only stepped over.
-func (w *walker) detached(e *entity) *entity {
-	kind := Classify(e.header)
-	_, params := mediaType(e.header)
-	m, err := splitMultipart(e.body, params["boundary"])
-	if err != nil || len(m.parts) < 2 {
-		if kind == Signed {
-			w.o.Signatures = append(w.o.Signatures, &Signature{Status: StatusError, Reason: "malformed multipart/signed"})
-		}
-		return nil
+// signedParts returns the two body parts of the multipart/signed l, or
+// false when the walker found fewer.
+func signedParts(l layer) (*Part, *Part, bool) {
+	if l.part.Kind != Multipart || len(l.part.Children) < 2 {
+		return nil, nil, false
 	}
-	if kind == Signed {
-		w.verifyDetached(m.parts[0], m.parts[1])
-	}
-	inner, err := parseEntity(m.parts[0])
-	if err != nil {
-		return nil
-	}
-	return inner
+	return l.part.Children[0], l.part.Children[1], true
 }
 
-func (w *walker) verifyDetached(signed, sigPart []byte) {
+// detached verifies a multipart/signed layer (RFC 1847, RFC 8551 3.5.3) and
+// returns its first part; PGP signatures are not checked, only stepped over.
+func (w *opener) detached(l layer) (layer, bool) {
+	kind := Classify(l.e.header)
+	first, sig, ok := signedParts(l)
+	if !ok {
+		if kind == Signed {
+			reason := "malformed multipart/signed"
+			if w.o.Limit != nil {
+				reason = "not verified: " + w.o.Limit.Reason()
+			}
+			w.o.Signatures = append(w.o.Signatures, &Signature{Status: StatusError, Reason: reason})
+		}
+		return layer{}, false
+	}
+	signed := l.buf[first.Start:first.rfcEnd]
+	if kind == Signed {
+		w.verifyDetached(signed, l.buf[sig.Start:sig.rfcEnd])
+	}
+	inner, err := parseEntity(signed, w.lim.MaxHeaderBytes)
+	if err != nil {
+		return layer{}, false
+	}
+	return layer{buf: l.buf, part: first, e: inner}, true
+}
+
+func (w *opener) verifyDetached(signed, sigPart []byte) {
 	fail := func(st Status, reason string) {
 		w.o.Signatures = append(w.o.Signatures, &Signature{Status: st, Reason: reason})
 	}
-	pe, err := parseEntity(sigPart)
+	pe, err := parseEntity(sigPart, w.lim.MaxHeaderBytes)
 	if err != nil {
 		fail(StatusError, "malformed signature part")
 		return
@@ -185,7 +233,7 @@ func (w *walker) verifyDetached(signed, sigPart []byte) {
 }
 
 // signers checks every signer of one layer and records the results.
-func (w *walker) signers(sd *cms.SignedData, content []byte, mismatch bool) {
+func (w *opener) signers(sd *cms.SignedData, content []byte, mismatch bool) {
 	if len(sd.Signers) == 0 {
 		w.o.Signatures = append(w.o.Signatures, &Signature{Status: StatusError, Reason: "no signer", Certificates: sd.Certificates})
 		return
@@ -209,18 +257,18 @@ func (w *walker) signers(sd *cms.SignedData, content []byte, mismatch bool) {
 }
 
 // pkcs7 opens an application/pkcs7-mime layer by what its content is, not by
-// what its label says, and returns the entity inside, or nil.
-func (w *walker) pkcs7(e *entity) *entity {
-	kind := Classify(e.header)
-	_, params := mediaType(e.header)
+// what its label says, and returns the entity inside.
+func (w *opener) pkcs7(l layer) (layer, bool) {
+	kind := Classify(l.e.header)
+	_, params := mediaType(l.e.header)
 	declared := params["smime-type"] != "" // sniffed ones may be anything
-	der, err := decodeBody(e)
+	der, err := decodeBody(l.e)
 	if err != nil {
 		if kind == Encrypted && declared {
 			w.o.Encrypted = true
 			w.o.DecryptErr = fmt.Errorf("smime: decrypt: %w", err)
 		}
-		return nil
+		return layer{}, false
 	}
 	t, err := cms.Identify(der)
 	if err != nil {
@@ -234,13 +282,13 @@ func (w *walker) pkcs7(e *entity) *entity {
 				st, reason := cryptoStatus(err)
 				w.o.Signatures = append(w.o.Signatures, &Signature{Status: st, Reason: reason})
 			}
-			return nil
+			return layer{}, false
 		}
 		if len(sd.Signers) == 0 || sd.Content == nil {
-			return nil // certs-only, or a detached signature on its own
+			return layer{}, false // certs-only, or a detached signature on its own
 		}
 		w.signers(sd, nil, false)
-		return parseContent(sd.Content)
+		return w.layer(sd.Content, parseContent(sd.Content, w.lim.MaxHeaderBytes)), true
 	case cms.TypeEnvelopedData, cms.TypeAuthEnvelopedData:
 		return w.decrypt(der)
 	default:
@@ -248,18 +296,18 @@ func (w *walker) pkcs7(e *entity) *entity {
 			w.o.Encrypted = true
 			w.o.DecryptErr = errors.New("smime: decrypt: content is not an enveloped CMS message")
 		}
-		return nil
+		return layer{}, false
 	}
 }
 
-func (w *walker) decrypt(der []byte) *entity {
+func (w *opener) decrypt(der []byte) (layer, bool) {
 	first := !w.o.Encrypted
 	w.o.Encrypted = true
 	env, err := cms.ParseEnvelope(der)
 	if err != nil {
 		w.o.Decrypted = false
 		w.o.DecryptErr = fmt.Errorf("smime: decrypt: %w", err)
-		return nil
+		return layer{}, false
 	}
 	if first {
 		w.o.Recipients, w.o.Cipher = env.Recipients, env.Cipher
@@ -270,7 +318,7 @@ func (w *walker) decrypt(der []byte) *entity {
 		if err == nil {
 			w.o.Decrypted = true
 			w.o.DecryptErr = nil
-			return parseContent(content)
+			return w.layer(content, parseContent(content, w.lim.MaxHeaderBytes)), true
 		}
 		if firstErr == nil && !errors.Is(err, cms.ErrNoRecipient) {
 			firstErr = err
@@ -281,7 +329,7 @@ func (w *walker) decrypt(der []byte) *entity {
 	}
 	w.o.Decrypted = false
 	w.o.DecryptErr = fmt.Errorf("smime: decrypt: %w", firstErr)
-	return nil
+	return layer{}, false
 }
 
 // serve builds the served message: top's header block, byte for byte, with
@@ -345,23 +393,25 @@ func serve(top, inner *entity) []byte {
 }
 
 // headerProtection reports the protected header fields of the innermost
-// entity e (RFC 9788, and draft-autocrypt protected-headers="v1"). The top
+// entity l (RFC 9788, and draft-autocrypt protected-headers="v1"). The top
 // level's own fields are never protected ones.
-func (w *walker) headerProtection(top, e *entity) {
+func (w *opener) headerProtection(top *entity, l layer) {
 	// Within a kept multipart/signed, the protected fields sit on its first part.
 	for range maxLayers {
-		if k := Classify(e.header); k != Signed && k != PGPSigned {
+		if k := Classify(l.e.header); k != Signed && k != PGPSigned {
 			break
 		}
-		_, params := mediaType(e.header)
-		m, err := splitMultipart(e.body, params["boundary"])
+		first, _, ok := signedParts(l)
+		if !ok {
+			return
+		}
+		e, err := parseEntity(l.buf[first.Start:first.rfcEnd], w.lim.MaxHeaderBytes)
 		if err != nil {
 			return
 		}
-		if e, err = parseEntity(m.parts[0]); err != nil {
-			return
-		}
+		l = layer{buf: l.buf, part: first, e: e}
 	}
+	e := l.e
 	if e == top {
 		return
 	}

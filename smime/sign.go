@@ -33,6 +33,10 @@ type SignOptions struct {
 	// Capabilities is the SMIMECapabilities attribute; nil: cms.DefaultCapabilities.
 	Capabilities []cms.Capability
 	PSS          bool // RSASSA-PSS for RSA keys
+	// Limits bound the message; nil: DefaultLimits. A message that would
+	// be past them once signed (multipart/signed adds a level) is refused
+	// with a *LimitError.
+	Limits *Limits
 }
 
 // micalgs names the hashes for multipart/signed (RFC 8551 3.5.3.2).
@@ -70,9 +74,13 @@ func Sign(msg []byte, id *Identity, opts *SignOptions) ([]byte, error) {
 	if !ok {
 		return nil, fmt.Errorf("smime: sign: unsupported hash %v", hash)
 	}
-	p, err := prepare(msg)
+	wrap := 1 // multipart/signed holds the message one level down
+	if opts.Opaque {
+		wrap = 0
+	}
+	p, err := prepare(msg, opts.Limits, wrap)
 	if err != nil {
-		return nil, err // ErrMalformed, which names the package already
+		return nil, err // ErrMalformed or a *LimitError, which name the package already
 	}
 	copts := &cms.SignOptions{
 		Hash:         hash,

@@ -68,19 +68,19 @@ func readTestdata(t *testing.T, name string) []byte {
 // holds (and, for signed-data with content, that content).
 func describeCMS(t *testing.T, msg []byte) []byte {
 	t.Helper()
-	e, err := parseEntity(msg)
+	e, err := parseEntity(msg, DefaultLimits.MaxHeaderBytes)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var bodies []*entity
 	switch Classify(e.header) {
 	case Signed:
-		_, params := mediaType(e.header)
-		m, err := splitMultipart(e.body, params["boundary"])
-		if err != nil || len(m.parts) != 2 {
-			t.Fatalf("multipart/signed: %v", err)
+		root := Walk(msg, nil).Root
+		if root.Kind != Multipart || len(root.Children) != 2 {
+			t.Fatalf("multipart/signed with %d parts", len(root.Children))
 		}
-		sig, err := parseEntity(m.parts[1])
+		p := root.Children[1]
+		sig, err := parseEntity(msg[p.Start:p.rfcEnd], DefaultLimits.MaxHeaderBytes)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -406,6 +406,9 @@ func hostname() string {
 
 // report prints what Open found on standard error.
 func report(e *env, o *smime.Opened) {
+	if o.Limit != nil {
+		fmt.Fprintf(e.stderr, "not opened past a limit: %s\n", o.Limit.Reason())
+	}
 	if o.Encrypted {
 		state := "decrypted"
 		if !o.Decrypted {

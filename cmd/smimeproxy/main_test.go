@@ -349,3 +349,23 @@ func TestPanicText(t *testing.T) {
 		t.Errorf("panicText(runtime error) = %q, want the runtime's text", got)
 	}
 }
+
+// TestHostileMessages: a multipart/signed with no part at all (only its close
+// delimiter) is reported as a malformed signature by message verify and as
+// not encrypted by message decrypt, where both used to crash (issue 9).
+func TestHostileMessages(t *testing.T) {
+	c := newCLI(t)
+	c.ok("csr", c.keystore(), "--email", "bob@example.org", "--out", c.path("bob.csr"))
+	for _, lf := range []string{"\r\n", "\n"} {
+		msg := strings.ReplaceAll("From: mallory@example.net\r\nSubject: empty\r\nMIME-Version: 1.0\r\n"+
+			"Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; micalg=sha-256; boundary=\"abc\"\r\n\r\n--abc--\r\n", "\r\n", lf)
+		c.stdin = []byte(msg)
+		if code, _, errOut := c.run("message", "verify", c.keystore()); code != exitFailure || !strings.Contains(errOut, "signature: error") || !strings.Contains(errOut, "malformed multipart/signed") {
+			t.Errorf("message verify: exit %d, %q; want 1 and a malformed signature", code, errOut)
+		}
+		c.stdin = []byte(msg)
+		if code, _, errOut := c.run("message", "decrypt", c.keystore()); code != exitFailure || !strings.Contains(errOut, "not encrypted") {
+			t.Errorf("message decrypt: exit %d, %q; want 1 and not encrypted", code, errOut)
+		}
+	}
+}

@@ -3,9 +3,10 @@
 // and writes it back as DER, which cryptobyte, crypto/x509 and go-pkcs12
 // require.
 //
-// The parser never panics: nesting is capped at MaxDepth, every length is
-// checked against the bytes that are there, and tag numbers are limited to
-// 31 bits, as cryptobyte and encoding/asn1 limit them.
+// The parser never panics: nesting is capped at MaxDepth (so the recursion,
+// and the stack, stay small whatever the input), every length is checked
+// against the bytes that are there, and tag numbers are limited to 31 bits,
+// as cryptobyte and encoding/asn1 limit them.
 package ber
 
 import (
@@ -186,12 +187,183 @@ func Parse(data []byte) (*Node, error) {
 
 // Normalize converts the first element of data from BER to DER, as Parse
 // does. Bytes after the element are ignored.
+//
+// It builds no tree: one pass checks the input and measures every
+// constructed element, a second writes the DER. So it needs the output and
+// one record per constructed element, however many small elements a
+// hostile sender packs in (a tree costs some hundred bytes per element).
 func Normalize(data []byte) ([]byte, error) {
-	n, _, err := parse(data, 0, 0)
+	n := &normalizer{}
+	end, h, length, _, err := n.measure(data, 0, 0)
 	if err != nil {
 		return nil, err
 	}
-	return n.DER(), nil
+	out := make([]byte, 0, 1+tagOctets(h.Tag)+lengthSize(length)+length)
+	out, _ = n.write(out, data[:end], 0, false, false)
+	return out, nil
+}
+
+// record is what the measuring pass learns of a constructed element.
+type record struct {
+	length int  // the length of its DER content
+	unused byte // of a BIT STRING, the unused bits of its last segment
+}
+
+type normalizer struct {
+	records []record // one per constructed element, in the order the passes visit them
+	next    int      // the record the writing pass takes next
+}
+
+// measure checks the element at off and returns the offset after it, its
+// header, the length of its DER content and, for a BIT STRING, its unused
+// bits. It records every constructed element it meets.
+func (n *normalizer) measure(data []byte, off, depth int) (int, Header, int, byte, error) {
+	if depth > MaxDepth {
+		return 0, Header{}, 0, 0, errorAt(off, "nested too deeply")
+	}
+	h, pos, err := readHeader(data, off)
+	if err != nil {
+		return 0, Header{}, 0, 0, err
+	}
+	if !h.Constructed {
+		if h.Class == ClassUniversal && h.Tag == 0 {
+			return 0, Header{}, 0, 0, errorAt(off, "unexpected end-of-contents")
+		}
+		var unused byte
+		if h.Length > 0 {
+			unused = data[pos]
+		}
+		return pos + h.Length, h, h.Length, unused, nil
+	}
+	idx := len(n.records)
+	n.records = append(n.records, record{})
+	// Children may not run past a definite-length parent.
+	if !h.Indefinite {
+		data = data[:pos+h.Length]
+	}
+	str := h.Class == ClassUniversal && isString(h.Tag)
+	bits := str && h.Tag == TagBitString
+	length := 0
+	if bits {
+		length = 1 // the unused bits octet
+	}
+	var unused byte
+	for segs := 0; ; segs++ {
+		if done, err := atEnd(data, off, pos, h.Indefinite); err != nil {
+			return 0, Header{}, 0, 0, err
+		} else if done {
+			if h.Indefinite {
+				pos += 2
+			}
+			break
+		}
+		end, ch, clen, cunused, err := n.measure(data, pos, depth+1)
+		if err != nil {
+			return 0, Header{}, 0, 0, err
+		}
+		switch {
+		case !str:
+			length += 1 + tagOctets(ch.Tag) + lengthSize(clen) + clen
+		case ch.Class != ClassUniversal || ch.Tag != h.Tag:
+			// A constructed segment of the same type was joined itself.
+			return 0, Header{}, 0, 0, errorAt(pos, "constructed string holds another type")
+		case bits && (clen == 0 || segs > 0 && unused != 0):
+			// Only the last segment may have unused bits.
+			return 0, Header{}, 0, 0, errorAt(pos, "bad BIT STRING segment")
+		case bits:
+			length += clen - 1
+			unused = cunused
+		default:
+			length += clen
+		}
+		pos = end
+	}
+	n.records[idx] = record{length: length, unused: unused}
+	return pos, h, length, unused, nil
+}
+
+// atEnd reports whether the content of a constructed element ends at pos:
+// its end-of-contents marker, or the end of its definite length.
+func atEnd(data []byte, off, pos int, indefinite bool) (bool, error) {
+	if !indefinite {
+		return pos == len(data), nil
+	}
+	if pos+2 <= len(data) && data[pos] == 0 && data[pos+1] == 0 {
+		return true, nil
+	}
+	if pos >= len(data) {
+		return false, errorAt(off, "missing end-of-contents")
+	}
+	return false, nil
+}
+
+// write appends the DER of the element at off, which measure checked, and
+// returns the offset after it. Within a string sent in segments (joining),
+// only the contents are written, without their unused bits octet (bits).
+func (n *normalizer) write(out, data []byte, off int, joining, bits bool) ([]byte, int) {
+	h, pos, _ := readHeader(data, off)
+	if !h.Constructed {
+		content := data[pos : pos+h.Length]
+		if joining {
+			if bits {
+				content = content[1:]
+			}
+			return append(out, content...), pos + h.Length
+		}
+		out = appendHeader(out, h.Class, h.Tag, false, h.Length)
+		return append(out, content...), pos + h.Length
+	}
+	r := n.records[n.next]
+	n.next++
+	if !h.Indefinite {
+		data = data[:pos+h.Length]
+	}
+	str := h.Class == ClassUniversal && isString(h.Tag)
+	if !joining {
+		out = appendHeader(out, h.Class, h.Tag, !str, r.length)
+		if str && h.Tag == TagBitString {
+			out = append(out, r.unused)
+		}
+		joining, bits = str, str && h.Tag == TagBitString
+	}
+	for {
+		if done, _ := atEnd(data, off, pos, h.Indefinite); done {
+			if h.Indefinite {
+				pos += 2
+			}
+			return out, pos
+		}
+		out, pos = n.write(out, data, pos, joining, bits)
+	}
+}
+
+// appendHeader appends identifier and definite, minimal length octets.
+func appendHeader(out []byte, class Class, tag int, constructed bool, length int) []byte {
+	id := byte(class)
+	if constructed {
+		id |= 0x20
+	}
+	if tag < 0x1f {
+		out = append(out, id|byte(tag))
+	} else {
+		out = append(out, id|0x1f)
+		for i := tagOctets(tag) - 1; i >= 0; i-- {
+			c := byte(tag>>(7*i)) & 0x7f
+			if i > 0 {
+				c |= 0x80
+			}
+			out = append(out, c)
+		}
+	}
+	if length < 0x80 {
+		return append(out, byte(length))
+	}
+	count := lengthSize(length) - 1
+	out = append(out, 0x80|byte(count))
+	for i := count - 1; i >= 0; i-- {
+		out = append(out, byte(length>>(8*i)))
+	}
+	return out
 }
 
 // parse reads the element at off and returns the offset after it.
@@ -311,33 +483,8 @@ func (n *Node) measure(lengths *[]int) int {
 }
 
 func (n *Node) write(out []byte, lengths []int) ([]byte, []int) {
-	id := byte(n.class)
-	if n.constructed {
-		id |= 0x20
-	}
-	if n.tag < 0x1f {
-		out = append(out, id|byte(n.tag))
-	} else {
-		out = append(out, id|0x1f)
-		for i := tagOctets(n.tag) - 1; i >= 0; i-- {
-			c := byte(n.tag>>(7*i)) & 0x7f
-			if i > 0 {
-				c |= 0x80
-			}
-			out = append(out, c)
-		}
-	}
-	length := lengths[0]
+	out = appendHeader(out, n.class, n.tag, n.constructed, lengths[0])
 	lengths = lengths[1:]
-	if length < 0x80 {
-		out = append(out, byte(length))
-	} else {
-		count := lengthSize(length) - 1
-		out = append(out, 0x80|byte(count))
-		for i := count - 1; i >= 0; i-- {
-			out = append(out, byte(length>>(8*i)))
-		}
-	}
 	for _, p := range n.pieces {
 		out = append(out, p...)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -12,6 +13,7 @@ import (
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 
 	"smimeproxy/internal/ber"
+	"smimeproxy/internal/hostile"
 )
 
 func unhex(t testing.TB, s string) []byte {
@@ -81,6 +83,39 @@ func TestNormalizeRejects(t *testing.T) {
 		} else if !strings.HasPrefix(err.Error(), "ber: ") {
 			t.Errorf("Normalize(%s) error %q lacks the package prefix", tc.name, err)
 		}
+	}
+}
+
+// TestNormalizeHostile: BER nested 100,000 levels deep is refused at
+// MaxDepth, after a bounded amount of work; lengths of 4 GB and more are
+// refused at once; many tiny elements cost memory in proportion to the
+// input, not a hundred times it.
+func TestNormalizeHostile(t *testing.T) {
+	deep := hostile.DeepBER(100000)
+	if _, err := ber.Normalize(deep); err == nil || !strings.Contains(err.Error(), "nested too deeply") {
+		t.Errorf("Normalize(100,000 levels) = %v, want nested too deeply", err)
+	}
+	shallow := hostile.DeepBER(ber.MaxDepth + 10)
+	if a, b := testing.AllocsPerRun(5, func() { _, _ = ber.Normalize(shallow) }), testing.AllocsPerRun(5, func() { _, _ = ber.Normalize(deep) }); b > a {
+		t.Errorf("100,000 levels take %.0f allocations, %d levels %.0f: the work is not bounded", b, ber.MaxDepth+10, a)
+	}
+	for _, in := range []string{"30 84 ff ff ff ff 06 09", "30 88 7f ff ff ff ff ff ff ff 05 00", "30 80 30 84 7f ff ff ff 02 01 00 00 00"} {
+		if _, err := ber.Normalize(unhex(t, in)); err == nil {
+			t.Errorf("Normalize(%s) accepted an absurd length", in)
+		}
+	}
+	tiny := append([]byte{0x30, 0x80}, bytes.Repeat([]byte{0x04, 0x00}, 1<<19)...)
+	tiny = append(tiny, 0, 0)
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	der, err := ber.Normalize(tiny)
+	runtime.ReadMemStats(&after)
+	if err != nil || len(der) != 5+1<<20 {
+		t.Fatalf("Normalize(1 MiB of empty strings) = %d bytes, %v", len(der), err)
+	}
+	if used := after.TotalAlloc - before.TotalAlloc; used > 3*uint64(len(tiny)) {
+		t.Errorf("Normalize allocated %d bytes for %d bytes of input", used, len(tiny))
 	}
 }
 
@@ -177,6 +212,10 @@ func FuzzNormalize(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		der, err := ber.Normalize(data)
+		// Normalize builds no tree but must read exactly as Parse does.
+		if n, perr := ber.Parse(data); perr == nil && (err != nil || !bytes.Equal(der, n.DER())) {
+			t.Fatalf("Normalize(% x) = % x, %v; Parse gives % x", data, der, err, n.DER())
+		}
 		if err != nil {
 			return
 		}

@@ -81,9 +81,10 @@ func FuzzTokenLogin(f *testing.F) {
 	})
 }
 
-// FuzzSMTPEditHeader: the edited header has no Bcc or override field, one
+// FuzzEditHeader: the edited header has no Bcc or override field, one
 // Subject at most, the same body, and a Subject that decodes to what the
-// tags left of the original.
+// tags left of the original (or, when that would join text into an encoded
+// word of a subject that cannot be decoded, the original Subject).
 func FuzzEditHeader(f *testing.F) {
 	seeds, _ := filepath.Glob(filepath.Join("..", "smime", "testdata", "*.eml"))
 	for _, s := range seeds {
@@ -129,6 +130,9 @@ func FuzzEditHeader(f *testing.F) {
 			t.Fatalf("%d Subject fields in %q", n, out)
 		}
 		got, want := oh.Get("Subject"), strings.Join(strings.Fields(stripped), " ")
+		if !decoded && !sameWordMarkers(subject, stripped) {
+			want = h.Get("Subject") // taking the tag out would make an encoded word
+		}
 		if decoded || strings.ContainsAny(stripped, "\r\n\x00") {
 			if needsEncoding(stripped) {
 				want = stripped

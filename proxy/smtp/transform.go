@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/emersion/go-message/mail"
 	"github.com/emersion/go-message/textproto"
@@ -308,6 +309,11 @@ func editHeader(raw []byte, h textproto.Header, overrides bool) (policy.Override
 		ov, newSubject = policy.ParseOverride(subject, strings.Join(h.Values(policy.OverrideHeader), ","))
 	}
 	rewrite, rewritten := newSubject != subject, false
+	if rewrite && !decoded && !sameWordMarkers(subject, newSubject) {
+		// An undecodable subject goes as it came, so taking a tag out
+		// must not join text into an encoded word: then the tag stays.
+		rewrite = false
+	}
 	edited, err := smime.EditHeader(raw, func(name string, field []byte) []byte {
 		switch {
 		case name == "Bcc", overrides && strings.EqualFold(name, policy.OverrideHeader):
@@ -502,9 +508,10 @@ func certReason(err error) string {
 }
 
 // transformError classifies a failure of smime.Sign or smime.Encrypt: a
-// message it cannot read is the client's to fix; anything else is ours.
+// message it cannot read, or that exceeds its limits, is the client's to
+// fix; anything else is ours.
 func transformError(err error) error {
-	if errors.Is(err, smime.ErrMalformed) {
+	if errors.Is(err, smime.ErrMalformed) || errors.Is(err, smime.ErrLimit) {
 		return &messageError{reason: malformedReason(err), err: err}
 	}
 	return fmt.Errorf("transform: %w", err)
@@ -512,6 +519,9 @@ func transformError(err error) error {
 
 // malformedReason is what smime says is wrong, without its package prefix.
 func malformedReason(err error) string {
+	if le, ok := errors.AsType[*smime.LimitError](err); ok {
+		return le.Reason()
+	}
 	reason := strings.TrimPrefix(err.Error(), smime.ErrMalformed.Error())
 	reason = strings.TrimPrefix(reason, ": ")
 	if reason == "" {
@@ -530,6 +540,12 @@ func decodeSubject(v string) (s string, ok bool) {
 	return d, true
 }
 
+// sameWordMarkers reports whether a and b hold as many encoded-word
+// openings and closings, so that b makes no encoded word a did not have.
+func sameWordMarkers(a, b string) bool {
+	return strings.Count(a, "=?") == strings.Count(b, "=?") && strings.Count(a, "?=") == strings.Count(b, "?=")
+}
+
 // subjectField writes a Subject field for s, folded at spaces to keep lines
 // short. A decoded subject goes as it is when it is printable ASCII that
 // cannot be mistaken for an encoded word, else as UTF-8 encoded words; one
@@ -538,7 +554,7 @@ func decodeSubject(v string) (s string, ok bool) {
 func subjectField(s string, decoded bool) []byte {
 	words := strings.Fields(s)
 	if decoded && needsEncoding(s) || strings.ContainsAny(s, "\r\n\x00") {
-		words = strings.Split(mime.QEncoding.Encode("utf-8", s), " ")
+		words = encodedWords(s)
 	}
 	b := []byte("Subject:")
 	line := len(b)
@@ -552,6 +568,37 @@ func subjectField(s string, decoded bool) []byte {
 		line += 1 + len(w)
 	}
 	return append(b, "\r\n"...)
+}
+
+// encodedWords writes s as UTF-8 "Q" encoded words (RFC 2047) of at most 75
+// characters each, split between characters. Unlike mime.QEncoding it
+// encodes printable ASCII too, which may hold "=?" that a reader would
+// otherwise take for the start of an encoded word.
+func encodedWords(s string) []string {
+	const prefix, suffix, hex = "=?utf-8?q?", "?=", "0123456789ABCDEF"
+	var words []string
+	w := []byte(prefix)
+	for len(s) > 0 {
+		_, n := utf8.DecodeRuneInString(s)
+		var enc []byte
+		for _, c := range []byte(s[:n]) {
+			switch {
+			case c == ' ':
+				enc = append(enc, '_')
+			case c > ' ' && c <= '~' && c != '=' && c != '?' && c != '_':
+				enc = append(enc, c)
+			default:
+				enc = append(enc, '=', hex[c>>4], hex[c&15])
+			}
+		}
+		if len(w)+len(enc)+len(suffix) > 75 && len(w) > len(prefix) {
+			words = append(words, string(w)+suffix)
+			w = []byte(prefix)
+		}
+		w = append(w, enc...)
+		s = s[n:]
+	}
+	return append(words, string(w)+suffix)
 }
 
 func needsEncoding(s string) bool {

@@ -1,6 +1,7 @@
 package smtp
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/x509"
 	"encoding/asn1"
@@ -9,11 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-message/textproto"
 	gosmtp "github.com/emersion/go-smtp"
 
 	"smimeproxy/certcache"
 	"smimeproxy/cms"
 	"smimeproxy/config"
+	"smimeproxy/internal/hostile"
 	"smimeproxy/internal/testpki"
 	"smimeproxy/policy"
 	"smimeproxy/smime"
@@ -413,5 +416,47 @@ func TestBadRecipientCerts(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestEditHeaderEncodedWords: taking a tag out of the Subject never joins
+// text into an encoded word, so the Subject reads as the sender wrote it.
+func TestEditHeaderEncodedWords(t *testing.T) {
+	tests := []struct{ name, subject, want string }{
+		{"ascii joined into a word", "0000000=[sign]??B??=", "Subject: =?utf-8?q?0000000=3D=3F=3FB=3F=3F=3D?=\r\n"},
+		{"undecodable kept", "=?x-unknown?q?a?= =[sign]?utf-8?q?b?=", "Subject: =?x-unknown?q?a?= =[sign]?utf-8?q?b?=\r\n"},
+		{"undecodable tag removed", "[sign] =?x-unknown?q?a?=", "Subject: =?x-unknown?q?a?=\r\n"},
+	}
+	for _, tc := range tests {
+		msg := []byte("From: a@example.com\r\nSubject: " + tc.subject + "\r\n\r\nbody\r\n")
+		h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(msg)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, out, err := editHeader(msg, h, true)
+		if err != nil {
+			t.Fatalf("editHeader(%s): %v", tc.name, err)
+		}
+		if got := headerField(out, "Subject"); got != tc.want {
+			t.Errorf("editHeader(%s): Subject %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestDeepNestingRefused: a message nested past the MIME walker's limit
+// cannot be signed: the client gets a permanent 5.6.0 that says why, and
+// the upstream gets nothing.
+func TestDeepNestingRefused(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	msg := strings.Replace(string(hostile.Nested(101)), "From: Mallory <mallory@example.net>\r\nTo: victim@example.org",
+		"From: Alice <alice@example.com>\r\nTo: bob@example.org", 1)
+	c := e.login()
+	if got := c.send("alice@example.com", []string{"bob@example.org"}, msg); !match("554 5.6.0 *it nests more than 100 levels deep", got) {
+		t.Errorf("DATA reply %q, want 554 5.6.0 naming the nesting limit", got)
+	}
+	c.cmd("QUIT", "221 *")
+	e.up.waitLogouts(1)
+	if started, _, _ := e.up.counts(); started != 0 {
+		t.Errorf("the upstream got %d messages, want none", started)
 	}
 }
