@@ -435,8 +435,13 @@ func testConcurrentSignerAndReload(t *testing.T, k storetest.Kind) {
 	if _, err := s.ImportCertificates([]*x509.Certificate{renewed}); err != nil {
 		t.Fatal(err)
 	}
+	// The daemon may see the new addresses before the renewal, written last.
+	renewedSeen := func() bool {
+		sg, err := daemon.Signer("alice@example.com", time.Now())
+		return err == nil && sg.Cert.Equal(renewed)
+	}
 	deadline := time.Now().Add(10 * time.Second)
-	for len(daemon.Emails()) != 6 && time.Now().Before(deadline) {
+	for (len(daemon.Emails()) != 6 || !renewedSeen()) && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	close(stop)
