@@ -160,6 +160,15 @@ type IMAP struct {
 	// CacheMB bounds the memory that keeps decrypted messages between a
 	// client's FETCH commands, in MiB; 0 turns the cache off. Default 256.
 	CacheMB int `yaml:"cache_mb"`
+	// MaxMessageMB is the largest S/MIME message the proxy opens, in MiB; a
+	// larger one is served as it is, with a verdict field saying why.
+	// Default 64.
+	MaxMessageMB int `yaml:"max_message_mb"`
+	// TrustTokenNames says the upstream checks that an OAUTHBEARER or
+	// XOAUTH2 token belongs to the user name the client gives with it.
+	// Without it such a login is relayed but opens nothing with anyone's
+	// keys: the name is only the client's word. Default false.
+	TrustTokenNames bool `yaml:"trust_token_names"`
 }
 
 // Policy says what to do with outgoing mail. Rules for users, senders and
@@ -284,11 +293,12 @@ func Default() *Config {
 			Timeouts:    timeouts,
 		},
 		IMAP: IMAP{
-			Listen:   []Listener{{Addr: "127.0.0.1:1143", TLS: TLSNone}},
-			Upstream: Upstream{Addr: "localhost:143", TLS: TLSStartTLS},
-			Limits:   Limits{MaxConnections: 1000, MaxConnectionsPerIP: 100, PreAuthIdle: preAuthIdle, PreAuthTime: preAuthTime},
-			Timeouts: timeouts,
-			CacheMB:  256,
+			Listen:       []Listener{{Addr: "127.0.0.1:1143", TLS: TLSNone}},
+			Upstream:     Upstream{Addr: "localhost:143", TLS: TLSStartTLS},
+			Limits:       Limits{MaxConnections: 1000, MaxConnectionsPerIP: 100, PreAuthIdle: preAuthIdle, PreAuthTime: preAuthTime},
+			Timeouts:     timeouts,
+			CacheMB:      256,
+			MaxMessageMB: 64,
 		},
 		Policy: Policy{
 			Sign:          "always",
@@ -375,9 +385,6 @@ func (c *Config) Validate() error {
 			if err := checkAddr(l.Addr, l.TLS, l.InsecurePlaintext); err != nil {
 				bad(key, "%v", err)
 			}
-			if name == "imap" && l.ProxyProtocol {
-				bad(key, "proxy_protocol: the IMAP proxy reads no PROXY header; turn it off, and have the load balancer send none")
-			}
 			needTLS = needTLS || l.TLS != TLSNone
 		}
 	}
@@ -418,6 +425,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MemoryBudgetMB <= 0 {
 		bad("memory_budget_mb", "must be positive")
+	}
+	if c.IMAP.MaxMessageMB <= 0 {
+		bad("imap.max_message_mb", "must be positive")
 	}
 	if c.IMAP.CacheMB < 0 {
 		bad("imap.cache_mb", "must not be negative")

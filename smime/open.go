@@ -388,7 +388,13 @@ func serve(top, inner *entity) []byte {
 		}
 	}
 	b.WriteString(eol)
-	b.Write(conv(inner.body))
+	body := conv(inner.body)
+	b.Write(body)
+	// Content that ends in a lone CR (NSS signs such HTML) would end the
+	// message inside a line break, which IMAP servers count one byte short.
+	if crlf && bytes.HasSuffix(body, []byte("\r")) {
+		b.WriteByte('\n')
+	}
 	return b.Bytes()
 }
 
