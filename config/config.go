@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 
@@ -169,6 +170,33 @@ type IMAP struct {
 	// Without it such a login is relayed but opens nothing with anyone's
 	// keys: the name is only the client's word. Default false.
 	TrustTokenNames bool `yaml:"trust_token_names"`
+	// Verdict shows a person what the proxy found where every client shows
+	// it: before the Subject, and optionally at the top of the message.
+	Verdict Verdict `yaml:"verdict"`
+}
+
+// Verdict is what the IMAP proxy adds to the messages a person must look
+// at twice. Each word is put before the Subject of messages in that state;
+// an empty word adds nothing for it.
+type Verdict struct {
+	// Invalid: a signature that does not verify (the content or signature
+	// was altered, or it cannot be read). Default "[Invalid signature] ".
+	Invalid string `yaml:"invalid"`
+	// Mismatch: a valid signature by a certificate that does not name the
+	// From address. Default "[Signer is not the sender] ".
+	Mismatch string `yaml:"mismatch"`
+	// Untrusted: a signature whose certificate does not lead to a trust
+	// anchor, has expired, or is SHA-1. Default "[Unverified signer] ".
+	Untrusted string `yaml:"untrusted"`
+	// Undecryptable: encrypted, and this user has no key that opens it.
+	// Default "[Not decrypted] ".
+	Undecryptable string `yaml:"undecryptable"`
+	// Valid: a valid signature by a trusted signer. Default "".
+	Valid string `yaml:"valid"`
+	// Banner also puts a short text part at the top of such a message,
+	// saying the same with the reason, for clients that show it. Default
+	// false.
+	Banner bool `yaml:"banner"`
 }
 
 // Policy says what to do with outgoing mail. Rules for users, senders and
@@ -299,6 +327,12 @@ func Default() *Config {
 			Timeouts:     timeouts,
 			CacheMB:      256,
 			MaxMessageMB: 64,
+			Verdict: Verdict{
+				Invalid:       "[Invalid signature] ",
+				Mismatch:      "[Signer is not the sender] ",
+				Untrusted:     "[Unverified signer] ",
+				Undecryptable: "[Not decrypted] ",
+			},
 		},
 		Policy: Policy{
 			Sign:          "always",
@@ -428,6 +462,12 @@ func (c *Config) Validate() error {
 	}
 	if c.IMAP.MaxMessageMB <= 0 {
 		bad("imap.max_message_mb", "must be positive")
+	}
+	for key, w := range map[string]string{"invalid": c.IMAP.Verdict.Invalid, "mismatch": c.IMAP.Verdict.Mismatch,
+		"untrusted": c.IMAP.Verdict.Untrusted, "undecryptable": c.IMAP.Verdict.Undecryptable, "valid": c.IMAP.Verdict.Valid} {
+		if strings.ContainsFunc(w, func(r rune) bool { return r < ' ' || r == 0x7f }) || !utf8.ValidString(w) {
+			bad("imap.verdict."+key, "must be text on one line, without control characters")
+		}
 	}
 	if c.IMAP.CacheMB < 0 {
 		bad("imap.cache_mb", "must not be negative")

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"net/mail"
 	"os"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"github.com/emersion/go-message/textproto"
 
 	"smimeproxy/cms"
+	"smimeproxy/internal/mailaddr"
 	"smimeproxy/keystore"
 	"smimeproxy/proxy/imap/imapmsg"
 	"smimeproxy/smime"
@@ -158,6 +160,7 @@ func (o *opener) open(key cacheKey, raw []byte, kind msgKind) *opened {
 		field := foldField(authResultsField, authResults(o.auth, s, o.keys, o.noKeys))
 		served = serveOpened(field, s.Message, o.auth)
 		action, result = o.record(s)
+		served = o.verdict(served, s)
 	}
 	m := &opened{raw: served}
 	if o.noKeys != whyLocked {
@@ -177,6 +180,36 @@ func (o *opener) open(key cacheKey, raw []byte, kind msgKind) *opened {
 	}
 	o.r.log.Info("S/MIME message opened", attrs...)
 	return m
+}
+
+// verdict puts the word for what Open found before the Subject of the
+// served message, and the banner at its top when configured; a message the
+// user's own client signed or encrypted is left as it is.
+func (o *opener) verdict(served []byte, s *smime.Opened) []byte {
+	v := o.r.s.opts.Config.IMAP.Verdict
+	st := stateOf(s)
+	word := verdictWord(v, st)
+	if word == "" {
+		return served
+	}
+	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(served)))
+	if err == nil && ownMessage(st, fromAddresses(h), o.r.s.opts.Policy.Addresses(o.r.user)) {
+		return served
+	}
+	return withVerdict(served, word, verdictReason(word, s), v.Banner)
+}
+
+// fromAddresses are the addresses of a header's From field, normalised.
+func fromAddresses(h textproto.Header) []string {
+	list, err := mail.ParseAddressList(h.Get("From"))
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, a := range list {
+		out = append(out, mailaddr.Normalize(a.Address))
+	}
+	return out
 }
 
 // record counts what Open found and harvests the certificates of signers
