@@ -173,6 +173,22 @@ type IMAP struct {
 	// Verdict shows a person what the proxy found where every client shows
 	// it: before the Subject, and optionally at the top of the message.
 	Verdict Verdict `yaml:"verdict"`
+	// Sent keeps the copy a client stores of what it sent as protected as
+	// what was sent: signed and encrypted to the user as the SMTP policy
+	// would have sent it.
+	Sent Copies `yaml:"sent"`
+	// Drafts keeps drafts encrypted to the user.
+	Drafts Copies `yaml:"drafts"`
+}
+
+// Copies are the mailboxes where the IMAP proxy protects what a client
+// stores (APPEND) in plain text.
+type Copies struct {
+	// Protect turns it on. Default true.
+	Protect bool `yaml:"protect"`
+	// Mailboxes are names to protect besides the one the upstream marks
+	// \Sent or \Drafts (RFC 6154), as the client names them. Default none.
+	Mailboxes []string `yaml:"mailboxes"`
 }
 
 // Verdict is what the IMAP proxy adds to the messages a person must look
@@ -327,6 +343,8 @@ func Default() *Config {
 			Timeouts:     timeouts,
 			CacheMB:      256,
 			MaxMessageMB: 64,
+			Sent:         Copies{Protect: true},
+			Drafts:       Copies{Protect: true},
 			Verdict: Verdict{
 				Invalid:       "[Invalid signature] ",
 				Mismatch:      "[Signer is not the sender] ",

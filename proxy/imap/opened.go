@@ -158,7 +158,11 @@ func (o *opener) open(key cacheKey, raw []byte, kind msgKind) *opened {
 		metrics.Opened.WithLabelValues(action, result).Inc()
 	} else {
 		field := foldField(authResultsField, authResults(o.auth, s, o.keys, o.noKeys))
-		served = serveOpened(field, s.Message, o.auth)
+		msg := s.Message
+		if inner, ok := unwrapCopy(s); ok {
+			msg = inner
+		}
+		served = serveOpened(field, msg, o.auth)
 		action, result = o.record(s)
 		served = o.verdict(served, s)
 	}
