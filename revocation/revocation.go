@@ -186,6 +186,12 @@ func (c *Checker) Check(ctx context.Context, cert, issuer *x509.Certificate) Res
 		c.metrics.Checks.WithLabelValues("cache", string(r.State)).Inc()
 		return r
 	}
+	return c.Fresh(ctx, cert, issuer)
+}
+
+// Fresh is Check without the answers cached for cert: it asks again (a
+// CRL still fresh is read from memory).
+func (c *Checker) Fresh(ctx context.Context, cert, issuer *x509.Certificate) Result {
 	ocspURLs, crlURLs := c.Sources(cert)
 	now := c.now()
 	if len(ocspURLs)+len(crlURLs) == 0 {

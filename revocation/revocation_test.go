@@ -363,8 +363,8 @@ func TestSlowResponder(t *testing.T) {
 func TestOpenSSL(t *testing.T) {
 	ca := testpki.NewCA(t, "OpenSSL CA")
 	rt := revtest.New(t, ca)
-	good := rt.Issue(t, "good@example.org")
-	bad := rt.Issue(t, "bad@example.org")
+	good := rt.Issue(t, "good@example.org", nil)
+	bad := rt.Issue(t, "bad@example.org", nil)
 	rt.Revoke(bad.Cert, "keyCompromise")
 	rt.Start(t)
 	ocspOnly, _ := newChecker(t, revocation.Options{OCSP: true})

@@ -76,10 +76,16 @@ func (r *Responder) Options() *testpki.Options {
 }
 
 // Issue issues a certificate for email that names the responder and the
-// CRL, and lists it in the index as valid.
-func (r *Responder) Issue(t testing.TB, email string) *testpki.Identity {
+// CRL, and lists it in the index as valid; opts may be nil.
+func (r *Responder) Issue(t testing.TB, email string, opts *testpki.Options) *testpki.Identity {
 	t.Helper()
-	id := r.ca.Issue(t, email, r.Options())
+	o := r.Options()
+	if opts != nil {
+		c := *opts
+		c.OCSPServer, c.CRLDistributionPoints = o.OCSPServer, o.CRLDistributionPoints
+		o = &c
+	}
+	id := r.ca.Issue(t, email, o)
 	r.mu.Lock()
 	r.certs = append(r.certs, entry{cert: id.Cert})
 	r.mu.Unlock()
