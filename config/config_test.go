@@ -132,7 +132,10 @@ func TestExample(t *testing.T) {
 		t.Fatalf("Parse(config.example.yaml): %v", err)
 	}
 	dir := t.TempDir()
-	for _, p := range []*string{&c.TLS.CertFile, &c.TLS.KeyFile} {
+	if len(c.Directories) != 1 || c.Directories[0].Timeout.D() != 5*time.Second || c.Revocation.Unknown != "soft-fail" {
+		t.Fatalf("config.example.yaml read as %+v and %+v, want one directory and the revocation defaults", c.Directories, c.Revocation)
+	}
+	for _, p := range []*string{&c.TLS.CertFile, &c.TLS.KeyFile, &c.Directories[0].PasswordFile} {
 		*p = filepath.Join(dir, filepath.Base(*p))
 		if err := os.WriteFile(*p, nil, 0o600); err != nil {
 			t.Fatal(err)
