@@ -68,9 +68,6 @@ func New(cache *certcache.Cache, o Options) *Checker {
 	return x
 }
 
-// Cache returns the certificate cache.
-func (x *Checker) Cache() *certcache.Cache { return x.cache }
-
 // Uses of a certificate, for the metrics.
 const (
 	useEncrypt = "encrypt"
@@ -170,6 +167,11 @@ func (x *Checker) usable(ctx context.Context, cd *certcache.Candidate, use strin
 		return nil // a trust anchor itself has no issuer to ask
 	}
 	r := x.status(ctx, cd.Cert, cd.Chain[1])
+	if r.Checked.IsZero() && ctx.Err() != nil {
+		// The caller went away before an answer: no verdict, and no use.
+		return &certcache.InvalidError{Fingerprint: cd.Fingerprint, Subject: cd.Cert.Subject.String(),
+			Reason: certcache.ReasonRevocationUnknown, Detail: "the check was abandoned: " + ctx.Err().Error()}
+	}
 	switch x.verdict(r, use) {
 	case verdictRevoked:
 		return &certcache.InvalidError{Fingerprint: cd.Fingerprint, Subject: cd.Cert.Subject.String(),
@@ -281,6 +283,10 @@ func (x *Checker) CheckSignatures(ctx context.Context, sigs []*smime.Signature) 
 			continue
 		}
 		r := x.status(ctx, s.Signer, issuer)
+		if r.Checked.IsZero() && ctx.Err() != nil {
+			harvest[i] = false // the caller went away before an answer
+			continue
+		}
 		switch x.verdict(r, useVerify) {
 		case verdictRevoked:
 			s.Status, s.Reason, harvest[i] = smime.StatusRevoked, "the signer's certificate was "+revokedDetail(r), false

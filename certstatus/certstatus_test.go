@@ -147,6 +147,17 @@ func TestUnknown(t *testing.T) {
 		t.Errorf("soft failures counted = %v, want 1", n)
 	}
 
+	// A caller that goes away before the answer gets its context's error,
+	// not a certificate.
+	fred := e.ca.Issue(t, "fred@example.org", &testpki.Options{Key: "p256", OCSPServer: []string{silent.URL + "/fred"}})
+	e.add(t, fred)
+	slow := e.checker(t, revocation.Options{OCSP: true, Timeout: 2 * time.Second}, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if got, err := slow.Lookup(ctx, "fred@example.org"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Lookup abandoned by its caller = %v, %v; want the context's error", got, err)
+	}
+
 	e2 := newEnv(t)
 	e2.add(t, dora)
 	if err := e2.cache.Trust(e.ca.Cert); err != nil {

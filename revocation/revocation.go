@@ -139,9 +139,9 @@ func New(o Options) *Checker {
 	return c
 }
 
-// Sources returns the OCSP responders and CRLs a check of cert would ask,
+// sources returns the OCSP responders and CRLs a check of cert would ask,
 // in order.
-func (c *Checker) Sources(cert *x509.Certificate) (ocspURLs, crlURLs []string) {
+func (c *Checker) sources(cert *x509.Certificate) (ocspURLs, crlURLs []string) {
 	if c.opts.OCSP {
 		if c.opts.OCSPResponder != "" {
 			ocspURLs = []string{c.opts.OCSPResponder}
@@ -165,8 +165,8 @@ func httpURLs(urls []string) []string {
 	return out
 }
 
-// Cached returns the answer held for cert, when it is still fresh.
-func (c *Checker) Cached(cert *x509.Certificate) (Result, bool) {
+// cached returns the answer held for cert, when it is still fresh.
+func (c *Checker) cached(cert *x509.Certificate) (Result, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	r, ok := c.results[fingerprint(cert)]
@@ -182,7 +182,7 @@ func (c *Checker) Cached(cert *x509.Certificate) (Result, bool) {
 // again. It never returns Good or Revoked on an answer it could not
 // verify.
 func (c *Checker) Check(ctx context.Context, cert, issuer *x509.Certificate) Result {
-	if r, ok := c.Cached(cert); ok {
+	if r, ok := c.cached(cert); ok {
 		c.metrics.Checks.WithLabelValues("cache", string(r.State)).Inc()
 		return r
 	}
@@ -192,7 +192,7 @@ func (c *Checker) Check(ctx context.Context, cert, issuer *x509.Certificate) Res
 // Fresh is Check without the answers cached for cert: it asks again (a
 // CRL still fresh is read from memory).
 func (c *Checker) Fresh(ctx context.Context, cert, issuer *x509.Certificate) Result {
-	ocspURLs, crlURLs := c.Sources(cert)
+	ocspURLs, crlURLs := c.sources(cert)
 	now := c.now()
 	if len(ocspURLs)+len(crlURLs) == 0 {
 		c.metrics.Checks.WithLabelValues("none", string(NoSource)).Inc()
