@@ -42,6 +42,9 @@ type env struct {
 	metrics *certstatus.Metrics
 }
 
+// p256 makes test certificates quick to issue.
+var p256 = &testpki.Options{Key: "p256"}
+
 func newEnv(t *testing.T) *env {
 	ca := testpki.NewCA(t, "Status CA")
 	cache, err := certcache.Open(t.TempDir(), &certcache.Options{NoSystemRoots: true, RecheckInterval: -1})
@@ -84,9 +87,9 @@ func TestLookupRevoked(t *testing.T) {
 	for _, method := range []string{revocation.MethodOCSP, revocation.MethodCRL} {
 		t.Run(method, func(t *testing.T) {
 			e := newEnv(t)
-			older := e.rt.Issue(t, "bob@example.org", &testpki.Options{NotBefore: time.Now().Add(-48 * time.Hour)})
-			newer := e.rt.Issue(t, "bob@example.org", nil)
-			carol := e.rt.Issue(t, "carol@example.org", nil)
+			older := e.rt.Issue(t, "bob@example.org", &testpki.Options{Key: "p256", NotBefore: time.Now().Add(-48 * time.Hour)})
+			newer := e.rt.Issue(t, "bob@example.org", p256)
+			carol := e.rt.Issue(t, "carol@example.org", p256)
 			e.rt.Revoke(newer.Cert, "keyCompromise")
 			e.rt.Revoke(carol.Cert, "superseded")
 			e.rt.Start(t)
@@ -134,7 +137,7 @@ func TestUnknown(t *testing.T) {
 		<-r.Context().Done()
 	}))
 	t.Cleanup(silent.Close)
-	dora := e.ca.Issue(t, "dora@example.org", &testpki.Options{OCSPServer: []string{silent.URL}})
+	dora := e.ca.Issue(t, "dora@example.org", &testpki.Options{Key: "p256", OCSPServer: []string{silent.URL}})
 	e.add(t, dora)
 	soft := e.checker(t, revocation.Options{OCSP: true, Timeout: 300 * time.Millisecond}, false)
 	if got, err := soft.Lookup(context.Background(), "dora@example.org"); err != nil || !got.Cert.Equal(dora.Cert) {
@@ -190,8 +193,8 @@ func TestCheckSignatures(t *testing.T) {
 	for _, method := range []string{revocation.MethodOCSP, revocation.MethodCRL} {
 		t.Run(method, func(t *testing.T) {
 			e := newEnv(t)
-			good := e.rt.Issue(t, "good@example.org", nil)
-			bad := e.rt.Issue(t, "mallory@example.org", nil)
+			good := e.rt.Issue(t, "good@example.org", p256)
+			bad := e.rt.Issue(t, "mallory@example.org", p256)
 			e.rt.Revoke(bad.Cert, "keyCompromise")
 			e.rt.Start(t)
 			x := e.checker(t, revocation.Options{OCSP: method == revocation.MethodOCSP, CRL: method == revocation.MethodCRL}, false)
@@ -235,7 +238,7 @@ func TestCheckSignatures(t *testing.T) {
 // TestCheckNow: re-checking asks again, whatever is stored.
 func TestCheckNow(t *testing.T) {
 	e := newEnv(t)
-	id := e.rt.Issue(t, "dora@example.org", nil)
+	id := e.rt.Issue(t, "dora@example.org", p256)
 	e.rt.Start(t)
 	e.add(t, id)
 	x := e.checker(t, revocation.Options{OCSP: true}, false)
@@ -269,8 +272,8 @@ func TestDirectory(t *testing.T) {
 	ou := srv.OU(t)
 	e := newEnv(t)
 	stranger := testpki.NewCA(t, "Stranger")
-	dora := e.rt.Issue(t, "dora@example.org", nil)
-	revoked := e.rt.Issue(t, "erin@example.org", nil)
+	dora := e.rt.Issue(t, "dora@example.org", p256)
+	revoked := e.rt.Issue(t, "erin@example.org", p256)
 	e.rt.Revoke(revoked.Cert, "keyCompromise")
 	e.rt.Start(t)
 	srv.AddPerson(t, ou, "dora@example.org", map[string][][]byte{"userCertificate;binary": {dora.Cert.Raw}})

@@ -43,6 +43,9 @@ type goResponder struct {
 	block  chan struct{} // when set, requests wait on it
 }
 
+// p256 makes test certificates quick to issue.
+var p256 = &testpki.Options{Key: "p256"}
+
 func newGoResponder(t *testing.T, ca *testpki.CA) *goResponder {
 	r := &goResponder{t: t, ca: ca, status: map[string]int{}, signer: ca.Key, next: time.Hour}
 	r.srv = httptest.NewServer(http.HandlerFunc(r.serve))
@@ -62,7 +65,7 @@ func (r *goResponder) ocspURL() string { return r.srv.URL + "/ocsp" }
 func (r *goResponder) crlURL() string  { return r.srv.URL + "/crl" }
 
 func (r *goResponder) issue(t *testing.T, email string, ocspOn, crlOn bool) *testpki.Identity {
-	o := &testpki.Options{}
+	o := &testpki.Options{Key: "p256"}
 	if ocspOn {
 		o.OCSPServer = []string{r.ocspURL()}
 	}
@@ -319,7 +322,7 @@ func TestFallBackToCRL(t *testing.T) {
 	r := newGoResponder(t, ca)
 	down := httptest.NewServer(http.NotFoundHandler())
 	down.Close()
-	id := ca.Issue(t, "x@example.org", &testpki.Options{OCSPServer: []string{down.URL}, CRLDistributionPoints: []string{r.crlURL()}})
+	id := ca.Issue(t, "x@example.org", &testpki.Options{Key: "p256", OCSPServer: []string{down.URL}, CRLDistributionPoints: []string{r.crlURL()}})
 	r.set(func(r *goResponder) { r.crl = makeCRL(t, ca, ca.Key, time.Hour, nil, id.Cert) })
 	c, _ := newChecker(t, revocation.Options{OCSP: true, CRL: true})
 	if got := check(t, c, id, ca); got.State != revocation.Revoked || got.Method != revocation.MethodCRL {
@@ -363,8 +366,8 @@ func TestSlowResponder(t *testing.T) {
 func TestOpenSSL(t *testing.T) {
 	ca := testpki.NewCA(t, "OpenSSL CA")
 	rt := revtest.New(t, ca)
-	good := rt.Issue(t, "good@example.org", nil)
-	bad := rt.Issue(t, "bad@example.org", nil)
+	good := rt.Issue(t, "good@example.org", p256)
+	bad := rt.Issue(t, "bad@example.org", p256)
 	rt.Revoke(bad.Cert, "keyCompromise")
 	rt.Start(t)
 	ocspOnly, _ := newChecker(t, revocation.Options{OCSP: true})
