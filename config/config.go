@@ -52,6 +52,13 @@ type Config struct {
 	// one message of 64 MiB (the most a mail server commonly accepts) being
 	// signed and encrypted, or many ordinary ones at once.
 	MemoryBudgetMB int `yaml:"memory_budget_mb"`
+	// Directories are LDAP directories asked, in order, for the certificate
+	// of a recipient the certificate cache holds none usable for. Default
+	// none.
+	Directories []Directory `yaml:"directories"`
+	// Revocation says how certificates are checked for revocation (OCSP,
+	// CRLs) before encrypting to them and when verifying signatures.
+	Revocation Revocation `yaml:"revocation"`
 
 	// path is the file the configuration was read from; empty for Default.
 	path string
@@ -367,6 +374,7 @@ func Default() *Config {
 		Keystore:        Keystore{Dir: "/var/lib/smimeproxy/keystore"},
 		Storage:         defaultStorage(),
 		Trust:           Trust{SystemRoots: true},
+		Revocation:      defaultRevocation(),
 		Log:             Log{Level: "info", Format: "text"},
 	}
 }
@@ -398,6 +406,9 @@ func Parse(data []byte) (*Config, error) {
 	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
 		return nil, friendlyYAMLError(err)
 	}
+	for i := range c.Directories {
+		c.Directories[i].withDefaults()
+	}
 	return c, nil
 }
 
@@ -420,6 +431,13 @@ func (c *Config) resolvePaths(base string) {
 		&c.Keystore.Dir, &c.Keystore.PassphraseFile, &c.CertCache.Dir, &c.Storage.Postgres.PasswordFile} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(base, *p)
+		}
+	}
+	for i := range c.Directories {
+		for _, p := range []*string{&c.Directories[i].CAFile, &c.Directories[i].PasswordFile} {
+			if *p != "" && !filepath.IsAbs(*p) {
+				*p = filepath.Join(base, *p)
+			}
 		}
 	}
 }
@@ -497,6 +515,7 @@ func (c *Config) Validate() error {
 	}
 	c.Policy.validate(bad)
 	c.Storage.validate(bad)
+	c.validateCerts(bad)
 	if f := c.Keystore.PassphraseFile; f != "" {
 		if _, err := os.Stat(f); err != nil {
 			bad("keystore.passphrase_file", "%v", err)
