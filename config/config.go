@@ -203,7 +203,8 @@ type Copies struct {
 // an empty word adds nothing for it.
 type Verdict struct {
 	// Invalid: a signature that does not verify (the content or signature
-	// was altered, or it cannot be read). Default "[Invalid signature] ".
+	// was altered, or it cannot be read), or one by a revoked certificate.
+	// Default "[Invalid signature] ".
 	Invalid string `yaml:"invalid"`
 	// Mismatch: a valid signature by a certificate that does not name the
 	// From address. Default "[Signer is not the sender] ".
