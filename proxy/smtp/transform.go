@@ -23,6 +23,7 @@ import (
 	"smimeproxy/cms"
 	"smimeproxy/internal/mailaddr"
 	"smimeproxy/policy"
+	"smimeproxy/proxy"
 	"smimeproxy/smime"
 )
 
@@ -274,14 +275,33 @@ func (s *session) plan(raw []byte, held int64, txn *transaction) (*plan, error) 
 // recipientCert finds the certificate to encrypt to r: a user of this
 // proxy's own has theirs in the keystore from the start, so mail between
 // colleagues is encrypted from the first message; anyone else's comes from
-// the certificate cache (harvested, imported, or from a directory).
+// the certificate cache (harvested, imported, or from a directory). An own
+// certificate that was revoked is passed over for what the cache holds, and
+// named in the error when that is nothing.
 func (s *session) recipientCert(r string) (*certcache.Entry, error) {
 	g := s.gen
-	if cert, err := g.opts.Keys.EncryptionCert(r, g.opts.Time()); err == nil {
-		// The proxy reads whatever it encrypts for its own users.
-		return &certcache.Entry{Cert: cert, Capabilities: cms.DefaultCapabilities()}, nil
+	cert, err := g.opts.Keys.EncryptionCert(r, g.opts.Time())
+	if err != nil {
+		return g.opts.Certs.Lookup(s.ctx, r)
 	}
-	return g.opts.Certs.Lookup(s.ctx, r)
+	var refused error
+	if rc, ok := g.opts.Certs.(proxy.RecipientChecker); ok {
+		refused = rc.CheckRecipient(s.ctx, r, cert)
+	}
+	if refused == nil {
+		// The proxy reads whatever it encrypts for its own users.
+		return &certcache.Entry{Cert: cert, Fingerprint: certcache.Fingerprint(cert), Capabilities: cms.DefaultCapabilities()}, nil
+	}
+	e, err := g.opts.Certs.Lookup(s.ctx, r)
+	var cached, own *certcache.NoValidCertError
+	switch {
+	case !errors.Is(err, certcache.ErrNoCert):
+		return e, err
+	case errors.As(err, &cached) && errors.As(refused, &own):
+		cached.Rejected = append(cached.Rejected, own.Rejected...)
+		return nil, cached
+	}
+	return nil, refused
 }
 
 // seal encrypts content into c.msg, for c's certificates.
