@@ -73,7 +73,7 @@ func TestLabEndToEnd(t *testing.T) {
 		if err := sc.Auth(sasl.NewPlainClient("", from.Address, from.Password)); err != nil {
 			t.Fatalf("AUTH as %s: %v", from.Address, err)
 		}
-		msg := "From: " + from.Address + "\r\nTo: " + to.Address + "\r\nSubject: " + subject +
+		msg := "From: " + from.Address + "\r\nTo: " + to.Address + "\r\nSubject: " + subject + "\r\nMessage-ID: " + msgID(subject) +
 			"\r\nDate: " + time.Now().Format(time.RFC1123Z) + "\r\n\r\n" + body + "\r\n"
 		if err := sc.SendMail(from.Address, []string{to.Address}, strings.NewReader(msg)); err != nil {
 			t.Fatalf("send as %s: %v", from.Address, err)
@@ -92,7 +92,8 @@ func TestLabEndToEnd(t *testing.T) {
 		if _, err := ic.Select("INBOX", nil).Wait(); err != nil {
 			t.Fatal(err)
 		}
-		found, err := ic.UIDSearch(&imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: "Subject", Value: subject}}}, nil).Wait()
+		// By Message-ID: the server sees only "[...]" as the Subject of encrypted mail.
+		found, err := ic.UIDSearch(&imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: "Message-ID", Value: msgID(subject)}}}, nil).Wait()
 		if err != nil || len(found.AllUIDs()) != 1 {
 			t.Fatalf("SEARCH for %q in %s's INBOX: %v, %v", subject, u.Address, err, found)
 		}
@@ -106,7 +107,7 @@ func TestLabEndToEnd(t *testing.T) {
 	marker := marker(t)
 
 	send(alice, bob, "hello "+marker, "Hi Bob, this is Alice.")
-	stored := l.WaitMessage(t, bob.Address, "hello "+marker)
+	stored := l.WaitMessage(t, bob.Address, msgID("hello "+marker))
 	if !bytes.Contains(stored, []byte("application/pkcs7-signature")) || bytes.Contains(stored, []byte("application/pkcs7-mime")) {
 		t.Fatalf("alice's first message reached bob's mailbox not as signed only (his certificate is unknown):\n%s", stored)
 	}
@@ -123,12 +124,19 @@ func TestLabEndToEnd(t *testing.T) {
 	}
 
 	send(bob, alice, "Re: hello "+marker, "Hi Alice, nice to hear from you.")
-	stored = l.WaitMessage(t, alice.Address, "Re: hello "+marker)
-	if !bytes.Contains(stored, []byte("application/pkcs7-mime")) || bytes.Contains(stored, []byte("nice to hear")) {
-		t.Fatalf("bob's reply reached alice's mailbox not encrypted:\n%s", stored)
+	stored = l.WaitMessage(t, alice.Address, msgID("Re: hello "+marker))
+	if !bytes.Contains(stored, []byte("application/pkcs7-mime")) || bytes.Contains(stored, []byte("nice to hear")) ||
+		!bytes.Contains(stored, []byte("\nSubject: [...]\n")) || bytes.Contains(stored, []byte("Subject: Re: hello")) {
+		t.Fatalf("bob's reply reached alice's mailbox not encrypted, its Subject hidden:\n%s", stored)
 	}
 	got = read(alice, "Re: hello "+marker)
-	if !bytes.Contains(got, []byte("nice to hear from you")) || !bytes.Contains(got, []byte("smime=pass")) {
-		t.Fatalf("alice read bob's reply not decrypted and verified:\n%s", got)
+	if !bytes.Contains(got, []byte("nice to hear from you")) || !bytes.Contains(got, []byte("smime=pass")) ||
+		!bytes.Contains(got, []byte("Subject: Re: hello "+marker+"\r\n")) {
+		t.Fatalf("alice read bob's reply not decrypted and verified, with its Subject:\n%s", got)
 	}
+}
+
+// msgID is the Message-ID of the message with this subject.
+func msgID(subject string) string {
+	return "<" + strings.ReplaceAll(subject, " ", ".") + "@example.test>"
 }
