@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 
@@ -160,6 +161,42 @@ type IMAP struct {
 	// CacheMB bounds the memory that keeps decrypted messages between a
 	// client's FETCH commands, in MiB; 0 turns the cache off. Default 256.
 	CacheMB int `yaml:"cache_mb"`
+	// MaxMessageMB is the largest S/MIME message the proxy opens, in MiB; a
+	// larger one is served as it is, with a verdict field saying why.
+	// Default 64.
+	MaxMessageMB int `yaml:"max_message_mb"`
+	// TrustTokenNames says the upstream checks that an OAUTHBEARER or
+	// XOAUTH2 token belongs to the user name the client gives with it.
+	// Without it such a login is relayed but opens nothing with anyone's
+	// keys: the name is only the client's word. Default false.
+	TrustTokenNames bool `yaml:"trust_token_names"`
+	// Verdict shows a person what the proxy found where every client shows
+	// it: before the Subject, and optionally at the top of the message.
+	Verdict Verdict `yaml:"verdict"`
+}
+
+// Verdict is what the IMAP proxy adds to the messages a person must look
+// at twice. Each word is put before the Subject of messages in that state;
+// an empty word adds nothing for it.
+type Verdict struct {
+	// Invalid: a signature that does not verify (the content or signature
+	// was altered, or it cannot be read). Default "[Invalid signature] ".
+	Invalid string `yaml:"invalid"`
+	// Mismatch: a valid signature by a certificate that does not name the
+	// From address. Default "[Signer is not the sender] ".
+	Mismatch string `yaml:"mismatch"`
+	// Untrusted: a signature whose certificate does not lead to a trust
+	// anchor, has expired, or is SHA-1. Default "[Unverified signer] ".
+	Untrusted string `yaml:"untrusted"`
+	// Undecryptable: encrypted, and this user has no key that opens it.
+	// Default "[Not decrypted] ".
+	Undecryptable string `yaml:"undecryptable"`
+	// Valid: a valid signature by a trusted signer. Default "".
+	Valid string `yaml:"valid"`
+	// Banner also puts a short text part at the top of such a message,
+	// saying the same with the reason, for clients that show it. Default
+	// false.
+	Banner bool `yaml:"banner"`
 }
 
 // Policy says what to do with outgoing mail. Rules for users, senders and
@@ -290,11 +327,18 @@ func Default() *Config {
 			Timeouts:    timeouts,
 		},
 		IMAP: IMAP{
-			Listen:   []Listener{{Addr: "127.0.0.1:1143", TLS: TLSNone}},
-			Upstream: Upstream{Addr: "localhost:143", TLS: TLSStartTLS},
-			Limits:   Limits{MaxConnections: 1000, MaxConnectionsPerIP: 100, PreAuthIdle: preAuthIdle, PreAuthTime: preAuthTime},
-			Timeouts: timeouts,
-			CacheMB:  256,
+			Listen:       []Listener{{Addr: "127.0.0.1:1143", TLS: TLSNone}},
+			Upstream:     Upstream{Addr: "localhost:143", TLS: TLSStartTLS},
+			Limits:       Limits{MaxConnections: 1000, MaxConnectionsPerIP: 100, PreAuthIdle: preAuthIdle, PreAuthTime: preAuthTime},
+			Timeouts:     timeouts,
+			CacheMB:      256,
+			MaxMessageMB: 64,
+			Verdict: Verdict{
+				Invalid:       "[Invalid signature] ",
+				Mismatch:      "[Signer is not the sender] ",
+				Untrusted:     "[Unverified signer] ",
+				Undecryptable: "[Not decrypted] ",
+			},
 		},
 		Policy: Policy{
 			Sign:           "always",
@@ -382,9 +426,6 @@ func (c *Config) Validate() error {
 			if err := checkAddr(l.Addr, l.TLS, l.InsecurePlaintext); err != nil {
 				bad(key, "%v", err)
 			}
-			if name == "imap" && l.ProxyProtocol {
-				bad(key, "proxy_protocol: the IMAP proxy reads no PROXY header; turn it off, and have the load balancer send none")
-			}
 			needTLS = needTLS || l.TLS != TLSNone
 		}
 	}
@@ -425,6 +466,15 @@ func (c *Config) Validate() error {
 	}
 	if c.MemoryBudgetMB <= 0 {
 		bad("memory_budget_mb", "must be positive")
+	}
+	if c.IMAP.MaxMessageMB <= 0 {
+		bad("imap.max_message_mb", "must be positive")
+	}
+	for key, w := range map[string]string{"invalid": c.IMAP.Verdict.Invalid, "mismatch": c.IMAP.Verdict.Mismatch,
+		"untrusted": c.IMAP.Verdict.Untrusted, "undecryptable": c.IMAP.Verdict.Undecryptable, "valid": c.IMAP.Verdict.Valid} {
+		if strings.ContainsFunc(w, func(r rune) bool { return r < ' ' || r == 0x7f }) || !utf8.ValidString(w) {
+			bad("imap.verdict."+key, "must be text on one line, without control characters")
+		}
 	}
 	if c.IMAP.CacheMB < 0 {
 		bad("imap.cache_mb", "must not be negative")

@@ -41,7 +41,6 @@ func TestLoadErrors(t *testing.T) {
 		{"database URL of another scheme", "storage:\n  postgres: {url: \"mysql://db/x\"}\n", []string{"storage.postgres.url", "postgres://USER@HOST/DATABASE"}},
 		{"database URL without a database", "storage:\n  postgres: {url: \"postgres://u@db\"}\n", []string{"storage.postgres.url", "names no database"}},
 		{"database timings", "storage:\n  postgres: {poll_interval: 0s, timeout: 0s}\n", []string{"storage.postgres.poll_interval", "storage.postgres.timeout"}},
-		{"PROXY protocol on IMAP", "imap:\n  listen: [{addr: \"127.0.0.1:1143\", tls: none, proxy_protocol: true}]\n", []string{"imap.listen[0]", "reads no PROXY header"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -213,7 +213,7 @@ smtp:
   listen: [{addr: %q, tls: none, proxy_protocol: true}]
   upstream: {addr: %q, tls: starttls, ca_file: %q}
 imap:
-  listen: [{addr: %q, tls: none}]
+  listen: [{addr: %q, tls: none, proxy_protocol: true}]
   upstream: {addr: %q, tls: starttls, ca_file: %q}
 keystore:
   passphrase_file: passphrase
@@ -255,7 +255,7 @@ backend smtp1
 backend smtp2
     server p2 %[3]s send-proxy-v2
 backend imap1
-    server p1 %[5]s
+    server p1 %[5]s send-proxy-v2
 frontend smtp
     bind %[6]s
     default_backend smtp

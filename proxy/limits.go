@@ -210,16 +210,17 @@ func (g *Guard) cutOff(err error, read bool) error {
 	if read {
 		own = g.readDL
 	}
+	// Whichever deadline came first ended it: a loaded machine may wake the
+	// reader only after several have passed.
 	var limit error
 	switch {
-	case !own.IsZero() && !now.Before(own):
-		return err // the protocol's own deadline
-	case !g.end.IsZero() && !now.Before(g.end):
+	case !g.end.IsZero() && !now.Before(g.end) && (own.IsZero() || !own.Before(g.end)):
 		limit = ErrPreAuthTime
-	case read && !g.idleEnd.IsZero() && !now.Before(g.idleEnd):
+	case read && !g.idleEnd.IsZero() && !now.Before(g.idleEnd) && (own.IsZero() || !own.Before(g.idleEnd)):
 		limit = ErrPreAuthIdle
-	default:
-		return err
+	}
+	if limit == nil {
+		return err // the protocol's own deadline
 	}
 	reason := ReasonPreAuthTime
 	if limit == ErrPreAuthIdle {

@@ -34,6 +34,9 @@ func NewUpstream(up config.Upstream, connectTimeout time.Duration) (*Upstream, e
 		loopbackOnly: up.TLS == config.TLSNone && !up.InsecurePlaintext}, nil
 }
 
+// ConnectTimeout bounds dialing, the TLS handshake and the greeting.
+func (u *Upstream) ConnectTimeout() time.Duration { return u.timeout }
+
 // Dial connects to the upstream; with implicit TLS the connection it returns
 // has completed a verified handshake. STARTTLS is left to the protocol.
 func (u *Upstream) Dial(ctx context.Context) (net.Conn, error) {

@@ -424,10 +424,15 @@ func serve(top, inner *entity, pr *promotion) []byte {
 		}
 	}
 	b.WriteString(eol)
-	if inner == top {
-		b.Write(inner.body) // a multipart/signed kept as it came: not a byte changes
-	} else {
-		b.Write(conv(inner.body))
+	body := inner.body // a multipart/signed kept as it came: not a byte of it changes
+	if inner != top {
+		body = conv(inner.body)
+	}
+	b.Write(body)
+	// Content that ends in a lone CR (NSS signs such HTML) would end the
+	// message inside a line break, which IMAP servers count one byte short.
+	if crlf && bytes.HasSuffix(body, []byte("\r")) {
+		b.WriteByte('\n')
 	}
 	return b.Bytes()
 }

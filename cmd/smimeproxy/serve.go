@@ -17,6 +17,7 @@ import (
 	"smimeproxy/keystore"
 	"smimeproxy/policy"
 	"smimeproxy/proxy"
+	imapproxy "smimeproxy/proxy/imap"
 	smtpproxy "smimeproxy/proxy/smtp"
 )
 
@@ -97,7 +98,7 @@ type server struct {
 	cc     *certcache.Cache
 	cert   *proxy.Certificate
 	smtp   *smtpproxy.Proxy
-	imap   *proxy.IMAP
+	imap   *imapproxy.Proxy
 	ops    *opsServer
 	expiry *expiry
 	log    *slog.Logger
@@ -131,7 +132,7 @@ func start(ctx context.Context, c *config.Config, ks *keystore.Store, cc *certca
 	if s.smtp, err = smtpproxy.New(s.opts); err != nil {
 		return nil, err
 	}
-	if s.imap, err = proxy.NewIMAP(s.opts); err != nil {
+	if s.imap, err = imapproxy.New(s.opts); err != nil {
 		return nil, err
 	}
 	if err := s.smtp.Start(ctx); err != nil {

@@ -17,6 +17,7 @@ import (
 	"smimeproxy/internal/lab"
 	"smimeproxy/policy"
 	"smimeproxy/proxy"
+	imapproxy "smimeproxy/proxy/imap"
 )
 
 // TestLabEndToEnd is how people meet S/MIME through the proxy, against the
@@ -43,7 +44,7 @@ func TestLabEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ip, err := proxy.NewIMAP(opts)
+	ip, err := imapproxy.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package proxy
+package imap
 
 import (
 	"bytes"
@@ -13,8 +13,8 @@ import (
 // S/MIME message it serves (RFC 8601, method smime of RFC 7281).
 const authResultsField = "Authentication-Results"
 
-// maxLine is the line length RFC 5322 asks header fields to keep to.
-const maxLine = 78
+// maxFieldLine is the line length RFC 5322 asks header fields to keep to.
+const maxFieldLine = 78
 
 // userKey is one of the logged-in user's decryption keys and the address it
 // was found for.
@@ -25,9 +25,10 @@ type userKey struct {
 
 // authResults is the value of the Authentication-Results field for what Open
 // found: the smime results, then, for an encrypted message, a comment saying
-// so, with which cipher and to whom. keystoreLocked explains a message that
+// so, with which cipher and to whom. noKeys, when set, says why no key was
+// tried at all, and so explains a message that
 // could not be decrypted because no key was available at all.
-func authResults(authservID string, o *smime.Opened, keys []userKey, keystoreLocked bool) string {
+func authResults(authservID string, o *smime.Opened, keys []userKey, noKeys string) string {
 	v := o.AuthenticationResults(authservID)
 	if !o.Encrypted {
 		return v
@@ -64,8 +65,8 @@ func authResults(authservID string, o *smime.Opened, keys []userKey, keystoreLoc
 	}
 	if !o.Decrypted {
 		c.WriteString("; not decrypted")
-		if keystoreLocked {
-			c.WriteString(": the keystore is locked")
+		if noKeys != "" {
+			c.WriteString(": " + noKeys)
 		}
 	}
 	return v + " " + comment(c.String())
@@ -108,7 +109,7 @@ func foldField(name, value string) string {
 	add := func(word string) {
 		// Never break before an empty word: the new line would hold only
 		// whitespace.
-		if word != "" && len(line)+1+len(word) > maxLine && strings.TrimLeft(line, " \t") != "" {
+		if word != "" && len(line)+1+len(word) > maxFieldLine && strings.TrimLeft(line, " \t") != "" {
 			b.WriteString(line)
 			b.WriteString("\r\n")
 			line = ""
@@ -116,7 +117,7 @@ func foldField(name, value string) string {
 		line += " " + word
 	}
 	for _, chunk := range foldChunks(value) {
-		if 1+len(chunk) <= maxLine || !strings.Contains(chunk, " ") {
+		if 1+len(chunk) <= maxFieldLine || !strings.Contains(chunk, " ") {
 			add(chunk)
 			continue
 		}

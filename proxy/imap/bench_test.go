@@ -1,0 +1,148 @@
+package imap_test
+
+import (
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/hex"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+
+	"smimeproxy/config"
+	"smimeproxy/keystore"
+	"smimeproxy/smime"
+)
+
+// The benchmarks run against the lab's Dovecot directly and through the
+// proxy, in one run, so that their ratios mean something on a shared
+// machine:
+//
+//	CI=true go test -run '^$' -bench . -benchtime 5x ./proxy/imap
+//
+// BenchmarkLoginSelect: a client's connect, LOGIN, SELECT and LOGOUT.
+// BenchmarkFetch: one FETCH of BODY.PEEK[] of 1,000 messages: plain
+// (direct and proxy), encrypted with the cache off (cold) and on (warm),
+// and the crypto bound: opening the same 1,000 messages in parallel on
+// every core, without any IMAP.
+
+const benchMessages = 1000
+
+// benchBody is a plain text of about 4 KB.
+var benchBody = strings.Repeat("The quick brown fox jumps over the lazy dog. ", 90)
+
+// fill appends n messages made by mk to a fresh mailbox of user's, over one
+// connection with non-synchronising literals.
+func fill(b *testing.B, e *env, user string, n int, mk func(i int) string) string {
+	b.Helper()
+	var rnd [4]byte
+	rand.Read(rnd[:])
+	box := "bench-" + hex.EncodeToString(rnd[:])
+	u := e.lab.User(b, user)
+	c := dialDirect(b, e.lab, u)
+	c.cmd("c CREATE "+box, "")
+	for i := range n {
+		c.write(fmt.Sprintf("a%d APPEND %s %s\r\n", i, box, litPlus(mk(i))))
+	}
+	c.cmd("n NOOP", "^n OK")
+	b.Cleanup(func() {
+		c := dialDirect(b, e.lab, u)
+		c.cmd("d DELETE "+box, "")
+	})
+	return box
+}
+
+func BenchmarkLoginSelect(b *testing.B) {
+	e := newEnv(b, envOptions{})
+	u := e.lab.User(b, "alice")
+	b.Run("direct", func(b *testing.B) {
+		for b.Loop() {
+			c := dialDirect(b, e.lab, u)
+			c.cmd("a SELECT INBOX", "")
+			c.cmd("z LOGOUT", "")
+			c.conn.Close()
+		}
+	})
+	b.Run("proxy", func(b *testing.B) {
+		for b.Loop() {
+			c := e.dialProxy(b, u)
+			c.cmd("a SELECT INBOX", "")
+			c.cmd("z LOGOUT", "")
+			c.conn.Close()
+		}
+	})
+}
+
+func BenchmarkFetch(b *testing.B) {
+	p := testPKI(b)
+	var (
+		once      sync.Once
+		encrypted []string
+	)
+	mkEncrypted := func(i int) string {
+		once.Do(func() {
+			// Encrypting is not what is measured; one ciphertext per
+			// worker's worth of distinct messages would change nothing.
+			for j := range benchMessages {
+				out, err := smime.Encrypt([]byte(plainMsg(fmt.Sprintf("secret %d", j), benchBody)), []*x509.Certificate{p.alice.Cert}, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				encrypted = append(encrypted, string(out))
+			}
+		})
+		return encrypted[i]
+	}
+	run := func(b *testing.B, e *env, direct bool, box string) {
+		u := e.lab.User(b, "alice")
+		var c *client
+		if direct {
+			c = dialDirect(b, e.lab, u)
+		} else {
+			c = e.dialProxy(b, u)
+		}
+		c.cmd("a EXAMINE "+box, "")
+		// The first FETCH fills the cache, when there is one.
+		c.cmd("w FETCH 1:* (BODY.PEEK[])", "")
+		for b.Loop() {
+			c.trans.Reset()
+			got := c.cmd("f FETCH 1:* (BODY.PEEK[])", "")
+			if len(got) != benchMessages+1 {
+				b.Fatalf("FETCH answered %d responses", len(got))
+			}
+		}
+	}
+	warm := newEnv(b, envOptions{roots: []*x509.Certificate{p.ca.Root()}})
+	warm.keys.add("alice@example.test", keystore.KeyPair{KeyID: "alice", Cert: p.alice.Cert, Key: p.alice.Key})
+	cold := newEnv(b, envOptions{roots: []*x509.Certificate{p.ca.Root()}, configure: func(c *config.Config) { c.IMAP.CacheMB = 0 }})
+	cold.keys.add("alice@example.test", keystore.KeyPair{KeyID: "alice", Cert: p.alice.Cert, Key: p.alice.Key})
+	plainBox := fill(b, warm, "alice", benchMessages, func(i int) string { return plainMsg(fmt.Sprintf("plain %d", i), benchBody) })
+	encBox := fill(b, warm, "alice", benchMessages, mkEncrypted)
+
+	b.Run("plain/direct", func(b *testing.B) { run(b, warm, true, plainBox) })
+	b.Run("plain/proxy", func(b *testing.B) { run(b, warm, false, plainBox) })
+	b.Run("encrypted/cold", func(b *testing.B) { run(b, cold, false, encBox) })
+	b.Run("encrypted/warm", func(b *testing.B) { run(b, warm, false, encBox) })
+	b.Run("encrypted/crypto-bound", func(b *testing.B) {
+		keys := []smime.KeyPair{{Cert: p.alice.Cert, Key: p.alice.Key}}
+		for b.Loop() {
+			var wg sync.WaitGroup
+			next := make(chan string)
+			for range runtime.GOMAXPROCS(0) {
+				wg.Go(func() {
+					for m := range next {
+						if _, err := smime.Open([]byte(m), &smime.OpenOptions{Keys: keys}); err != nil {
+							b.Error(err)
+						}
+					}
+				})
+			}
+			for _, m := range encrypted {
+				next <- m
+			}
+			close(next)
+			wg.Wait()
+		}
+	})
+}

@@ -1,0 +1,4 @@
+package imap
+
+// MaxPinned lets tests make the FETCH parts small.
+var MaxPinned = &maxPinned
