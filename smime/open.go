@@ -56,8 +56,9 @@ type Opened struct {
 
 	// HeaderProtection is the innermost entity's hp Content-Type parameter
 	// ("cipher" or "clear", RFC 9788), "v1" for the older
-	// protected-headers="v1", or empty when it carries none. The top level
-	// of a message is never the innermost entity: its own hp says nothing.
+	// protected-headers="v1", or empty when it carries none (or an hp value
+	// RFC 9788 does not define). The top level of a message is never the
+	// innermost entity: its own hp says nothing.
 	HeaderProtection string
 	// ProtectedHeaders are the header fields that the innermost entity
 	// carries when HeaderProtection is set, other than Content-*,

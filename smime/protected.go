@@ -52,12 +52,14 @@ func (w *opener) headerProtection(top *entity, l layer) *promotion {
 		return nil
 	}
 	_, params := mediaType(e.header)
-	mode := strings.ToLower(params[hpParam])
-	if mode == "" && strings.EqualFold(params["protected-headers"], "v1") {
+	var mode string
+	switch hp := strings.ToLower(params[hpParam]); {
+	case hp == "cipher" || hp == "clear":
+		mode = hp
+	case strings.EqualFold(params["protected-headers"], "v1"):
 		mode = "v1"
-	}
-	if mode == "" {
-		return nil
+	default:
+		return nil // none, or a value RFC 9788 does not define
 	}
 	var fields []field
 	for _, f := range e.fields {
