@@ -78,6 +78,8 @@ type msgCopy struct {
 	cipher string
 	certs  []*x509.Certificate // to encrypt to; nil: msg goes as it is
 	alg    cms.Cipher
+	// protect: Encrypt protects the header (RFC 9788) of unsigned content.
+	protect bool
 }
 
 // failedCopy is a Bcc copy the upstream did not take.
@@ -232,7 +234,7 @@ func (s *session) plan(raw []byte, held int64, txn *transaction) (*plan, error) 
 			return p, &keyError{addr: from, purpose: "signing", err: err}
 		}
 		id := &smime.Identity{Cert: sg.Cert, Key: sg.Key, Chain: sg.Chain, EncryptionCert: sg.EncryptionCert}
-		if content, err = smime.Sign(edited, id, &smime.SignOptions{Opaque: g.policy.Opaque, Time: now}); err != nil {
+		if content, err = smime.Sign(edited, id, &smime.SignOptions{Opaque: g.policy.Opaque, Time: now, HeaderProtection: signProtection(d)}); err != nil {
 			return p, transformError(err)
 		}
 	}
@@ -259,6 +261,7 @@ func (s *session) plan(raw []byte, held int64, txn *transaction) (*plan, error) 
 		}
 		grp.alg = g.policy.ContentCipher(caps)
 		grp.cipher = grp.alg.String()
+		grp.protect = d.ProtectHeaders && !d.Sign // signed content is protected inside its signature
 		p.copies = append(p.copies, grp)
 	}
 	p.cipher = p.copies[0].cipher
@@ -306,12 +309,25 @@ func (s *session) recipientCert(r string) (*certcache.Entry, error) {
 
 // seal encrypts content into c.msg, for c's certificates.
 func (c *msgCopy) seal(content []byte) error {
-	msg, err := smime.Encrypt(content, c.certs, &smime.EncryptOptions{Cipher: c.alg})
+	msg, err := smime.Encrypt(content, c.certs, &smime.EncryptOptions{Cipher: c.alg, ProtectHeaders: c.protect})
 	if err != nil {
 		return err
 	}
 	c.msg = msg
 	return nil
+}
+
+// signProtection is how Sign protects the header (RFC 9788) as policy
+// decided: inside the encryption that follows, or inside the signature
+// alone.
+func signProtection(d policy.Decision) smime.HeaderProtection {
+	switch {
+	case !d.ProtectHeaders:
+		return smime.NoHeaderProtection
+	case d.Encrypt:
+		return smime.ProtectCipher
+	}
+	return smime.ProtectClear
 }
 
 // keepField keeps every field, for a pass of EditHeader that only checks.
