@@ -137,7 +137,7 @@ func submitCode(t *testing.T, addr string, u lab.User, header string) int {
 // delivered waits until want messages whose Message-ID holds marker are in
 // the Maildir dir (and two seconds more, for late copies), and returns the
 // files of each, by Message-ID. Only the start of each file is read.
-func delivered(t *testing.T, dir, marker string, want int) map[string][]string {
+func delivered(t testing.TB, dir, marker string, want int) map[string][]string {
 	t.Helper()
 	// A 70 MB message takes Postfix and Dovecot a while on a busy machine.
 	deadline := time.Now().Add(3 * time.Minute)
