@@ -48,7 +48,23 @@ func ToUTF8(b []byte, charset string) (text string, ok bool) { return toUTF8(b, 
 // Fold is s as a Searcher compares it: each character in one case. Needles
 // are given to the Searcher folded.
 func Fold(s string) string {
-	return strings.Map(func(r rune) rune { return unicode.ToLower(unicode.ToUpper(r)) }, strings.ToValidUTF8(s, "\uFFFD"))
+	var b strings.Builder
+	b.Grow(len(s))
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			b.WriteByte(c)
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRuneInString(s[i:])
+		b.WriteRune(unicode.ToLower(unicode.ToUpper(r))) // RuneError for a broken sequence
+		i += n
+	}
+	return b.String()
 }
 
 // Header reports whether a field of the message's own header named name
