@@ -56,8 +56,12 @@ const smimeCandidates = "OR HEADER Content-Type pkcs7 OR HEADER Content-Type p7m
 // upstream alone, and the client is told.
 const maxSearchGroups = 16
 
-// classifyChunk bounds the messages one classifying FETCH names.
-const classifyChunk = 1000
+// classifyChunk bounds the messages one classifying FETCH names, and
+// searchBatch those opened together.
+const (
+	classifyChunk = 1000
+	searchBatch   = 50
+)
 
 // search handles SEARCH, UID SEARCH, SORT and UID SORT.
 func (r *relay) search(tag, name string, line []byte) error {
@@ -238,15 +242,18 @@ func (sr *searchRun) look(found []*entry) error {
 	for _, e := range found {
 		run.add(e)
 	}
-	for i := 0; i < len(run.order); {
+	for i := 0; i < len(found); {
 		if sr.late() {
-			sr.leftOut(len(run.order) - i)
+			sr.leftOut(len(found) - i)
 			return nil
 		}
+		// A segment of at most searchBatch messages, so that the time is
+		// looked at often.
+		run.order = found[:min(len(found), i+searchBatch)]
 		seg, err := run.nextSegment(i)
 		if err != nil {
 			if r.s.ctx.Err() == nil && sr.late() {
-				sr.leftOut(len(run.order) - i)
+				sr.leftOut(len(found) - i)
 				return nil
 			}
 			return err

@@ -262,4 +262,15 @@ func TestSearchBound(t *testing.T) {
 	within := c.cmd("c SEARCH 1:2 SUBJECT secret BODY needle", "")
 	mustMatch(t, "within the bound", within, `(?s)\* SEARCH 1 2\r\nc OK`)
 	mustNotMatch(t, "within the bound", within, `ALERT`)
+
+	// A time already up leaves every message to the upstream.
+	late := newEnv(t, envOptions{roots: []*x509.Certificate{p.ca.Root()}, configure: func(c *config.Config) { c.IMAP.Search.Timeout = 1 }})
+	late.keys.add("alice@example.test", keystore.KeyPair{KeyID: "alice", Cert: p.alice.Cert, Key: p.alice.Key})
+	lc := late.dialProxy(t, late.lab.User(t, "alice"))
+	lc.cmd("a EXAMINE "+box, "")
+	got = lc.cmd("b SEARCH BODY needle", "")
+	mustMatch(t, "the alert", got, `(?m)^\* OK \[ALERT\] Search incomplete: 4 encrypted messages .* for at most 1ns per search`)
+	if s := untaggedOf(t, got, "* SEARCH"); s != "* SEARCH" {
+		t.Errorf("SEARCH BODY needle out of time: %q, want Dovecot's answer", s)
+	}
 }
