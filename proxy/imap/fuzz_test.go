@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"testing"
 
 	"smimeproxy/config"
@@ -67,6 +68,7 @@ func FuzzUpstreamSearch(f *testing.F) {
 		"* SEARCH 1 2 3\r\nspx1 OK done\r\n",
 		"* SEARCH 2 (MODSEQ 9)\r\n* 3 FETCH (FLAGS (\\Seen))\r\n* ESEARCH (TAG \"spx1\") UID ALL 1:3,5\r\n",
 		"* 5 SEARCH x\r\n* ESEARCH ALL\r\n* ESEARCH (TAG \"x\") ALL 4294967295:1\r\n* 2 EXPUNGE\r\n* SEARCH 99999999999\r\n",
+		"* ESEARCH ALL " + strings.Repeat("1:1048576,", 1000) + "1\r\n",
 	} {
 		f.Add([]byte(s))
 	}

@@ -354,7 +354,7 @@ func (a *searchAnswer) untagged(kind string, _ uint32, line []byte) error {
 		fields := bytes.Fields(trimEOL(line))
 		for i, f := range fields {
 			if eqFold(f, "ALL") && i+1 < len(fields) {
-				nums, ok := parseNumSet(string(fields[i+1]))
+				nums, ok := parseResultSet(string(fields[i+1]))
 				a.nums, a.bad = nums, !ok
 			}
 		}
@@ -367,6 +367,32 @@ func (a *searchAnswer) untagged(kind string, _ uint32, line []byte) error {
 		return a.r.forwardRenumbering(line)
 	}
 	return a.r.forward(line)
+}
+
+// maxResults bounds the numbers of one answer to an own SEARCH: a
+// mailbox's messages, many times over.
+const maxResults = 1 << 24
+
+// parseResultSet reads ESEARCH's ALL, a set of numbers without "*", of at
+// most maxResults numbers.
+func parseResultSet(s string) ([]uint32, bool) {
+	total := 0
+	for part := range strings.SplitSeq(s, ",") {
+		lo, hi, rng := strings.Cut(part, ":")
+		a, err1 := strconv.ParseUint(lo, 10, 32)
+		b, err2 := a, error(nil)
+		if rng {
+			b, err2 = strconv.ParseUint(hi, 10, 32)
+		}
+		if err1 != nil || err2 != nil {
+			return nil, false
+		}
+		total += int(max(a, b)-min(a, b)) + 1
+		if total > maxResults {
+			return nil, false
+		}
+	}
+	return parseNumSet(s)
 }
 
 // cond is the criteria as the relay evaluates them for one message: the
