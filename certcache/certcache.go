@@ -9,6 +9,7 @@
 //	certs/<fingerprint>.json          a certificate with its metadata
 //	intermediates/<fingerprint>.pem   CA certificates for path building, never trusted
 //	anchors/<fingerprint>.pem         roots a person chose to trust
+//	status/<fingerprint>.json         the last revocation check of a certificate
 //
 // Each write is atomic (in a directory: temporary file, fsync, rename,
 // fsync of the directory; in a database: a transaction). An in-memory
@@ -38,6 +39,7 @@ type Source string
 const (
 	SourceHarvested Source = "harvested" // from a signed message whose signature and chain verified
 	SourceImported  Source = "imported"  // from a file, by a person
+	SourceDirectory Source = "directory" // from a directory (LDAP) for one lookup; never stored
 )
 
 // DefaultRecheckInterval is how often reads look for changes made by another
@@ -52,6 +54,7 @@ var Layout = storage.Layout{
 		certsDir:  fingerprintFile(".json"),
 		interDir:  fingerprintFile(".pem"),
 		anchorDir: fingerprintFile(".pem"),
+		statusDir: fingerprintFile(".json"),
 	},
 	Lock: true,
 }
@@ -132,13 +135,16 @@ type state struct {
 	inters  map[string]*x509.Certificate
 	roots   *x509.CertPool
 	pool    *x509.CertPool // intermediates
+	// statuses are the revocation checks, by fingerprint.
+	statuses map[string]*Status
 }
 
 // fileRec is one document as parsed, for incremental rescans.
 type fileRec struct {
-	stamp string
-	cert  *x509.Certificate // for anchors and intermediates
-	e     *Entry            // for certs
+	stamp  string
+	cert   *x509.Certificate // for anchors and intermediates
+	e      *Entry            // for certs
+	status *Status           // for statuses
 }
 
 // Open opens the cache in dir, creating it if needed.
@@ -196,6 +202,7 @@ func (c *Cache) scan(prev *state) (*state, error) {
 		snap: snap, files: map[string]fileRec{},
 		certs: map[string]*Entry{}, byAddr: map[string][]*Entry{},
 		anchors: map[string]*x509.Certificate{}, inters: map[string]*x509.Certificate{},
+		statuses: map[string]*Status{},
 	}
 	for name, d := range snap.Docs {
 		sub, base, _ := strings.Cut(name, "/")
@@ -206,12 +213,18 @@ func (c *Cache) scan(prev *state) (*state, error) {
 		fp := base[:strings.IndexByte(base, '.')]
 		rec, ok := prev.file(name)
 		if !ok || rec.stamp != d.Stamp || d.Data != nil {
-			if rec, err = parseFile(sub, fp, d); err != nil {
+			if rec, err = parseFile(sub, fp, d); err != nil && sub == statusDir {
+				// A status is only a cache of a check: one that does not
+				// read is asked again and replaced.
+				continue
+			} else if err != nil {
 				return nil, fmt.Errorf("certcache: %s: %w (remove or repair it)", c.docs.Where(name), err)
 			}
 		}
 		st.files[name] = rec
 		switch sub {
+		case statusDir:
+			st.statuses[fp] = rec.status
 		case certsDir:
 			st.certs[fp] = rec.e
 		case interDir:
@@ -236,6 +249,10 @@ func (st *state) file(name string) (fileRec, bool) {
 func parseFile(sub, fp string, d storage.Doc) (fileRec, error) {
 	rec := fileRec{stamp: d.Stamp}
 	var err error
+	if sub == statusDir {
+		rec.status, err = parseStatus(d.Data)
+		return rec, err
+	}
 	if sub == certsDir {
 		rec.e, err = parseEntry(d.Data)
 		if err == nil {
@@ -295,7 +312,7 @@ func (c *Cache) rescan() error {
 		return err
 	}
 	c.mu.Lock()
-	if !prev.snap.Same(st.snap) {
+	if !sameContent(prev, st) {
 		c.gen++
 	}
 	c.st = st

@@ -69,6 +69,8 @@ func TestStores(t *testing.T) {
 		{Name: "ConcurrentHarvest", Run: testConcurrentHarvest},
 		{Name: "Generation", Run: testGeneration},
 		{Name: "Harvest", Run: testHarvest},
+		{Name: "Judge", Run: testJudge},
+		{Name: "Status", Run: testStatus},
 	})
 }
 
@@ -764,5 +766,111 @@ func testGeneration(t *testing.T, k storetest.Kind) {
 	}
 	if g1 := daemon.Generation(); g1 == g0 || len(daemon.Anchors()) != 0 {
 		t.Fatalf("after another process removed the anchor: generation %d (was %d), %d anchors; want it moved and none", g1, g0, len(daemon.Anchors()))
+	}
+}
+
+// testJudge: a certificate from elsewhere gets the verdict a stored one
+// would, with the intermediates it came with, and never names another
+// address.
+func testJudge(t *testing.T, k storetest.Kind) {
+	p := newPKI(t)
+	c, _ := p.open(t, k)
+	other := p.root.Intermediate(t, "Unstored Intermediate")
+	tests := []struct {
+		name   string
+		addr   string
+		cert   *x509.Certificate
+		inters []*x509.Certificate
+		want   certcache.Reason // "": usable
+	}{
+		{"usable", "dora@example.com", p.inter.Issue(t, "dora@example.com", nil).Cert, nil, ""},
+		{"with the intermediate it came with", "dora@example.com", other.Issue(t, "dora@example.com", nil).Cert, []*x509.Certificate{other.Cert}, ""},
+		{"without it", "dora@example.com", other.Issue(t, "dora@example.com", nil).Cert, nil, certcache.ReasonUntrusted},
+		{"for another address", "dora@example.com", p.inter.Issue(t, "eve@example.com", nil).Cert, nil, certcache.ReasonAddress},
+		{"untrusted", "dora@example.com", p.stranger.Issue(t, "dora@example.com", nil).Cert, nil, certcache.ReasonUntrusted},
+		{"for signing only", "dora@example.com", p.inter.Issue(t, "dora@example.com", &testpki.Options{KeyUsage: x509.KeyUsageDigitalSignature}).Cert, nil, certcache.ReasonKeyUsage},
+		{"expired", "dora@example.com", p.inter.Issue(t, "dora@example.com", &testpki.Options{NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)}).Cert, nil, certcache.ReasonExpired},
+	}
+	for _, tc := range tests {
+		cd := c.Judge(tc.addr, tc.cert, tc.inters)
+		switch {
+		case tc.want == "" && (cd.Err != nil || len(cd.Chain) < 2 || !cd.Chain[len(cd.Chain)-1].Equal(p.root.Cert)):
+			t.Errorf("Judge(%s) = %+v, want usable with its chain to the root", tc.name, cd)
+		case tc.want != "" && (cd.Err == nil || cd.Err.Reason != tc.want):
+			t.Errorf("Judge(%s) = %v, want %s", tc.name, cd.Err, tc.want)
+		case cd.Source != certcache.SourceDirectory:
+			t.Errorf("Judge(%s).Source = %s, want %s", tc.name, cd.Source, certcache.SourceDirectory)
+		}
+	}
+	if len(c.List()) != 0 {
+		t.Errorf("after Judge the cache holds %d certificates, want none", len(c.List()))
+	}
+}
+
+// testStatus: revocation statuses are kept and seen by another process;
+// only a change of what is revoked moves the generation.
+func testStatus(t *testing.T, k storetest.Kind) {
+	p := newPKI(t)
+	cli, st := p.open(t, k)
+	daemon, err := certcache.OpenDocs(st.Again(), &certcache.Options{NoSystemRoots: true, RecheckInterval: time.Nanosecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fp := certcache.Fingerprint(p.inter.Issue(t, "dora@example.com", nil).Cert)
+	if _, ok := cli.Status(fp); ok {
+		t.Fatal("Status of a certificate never checked = ok, want none")
+	}
+	now := time.Now().UTC().Truncate(time.Second)
+	good := certcache.Status{State: "good", Method: "ocsp", URL: "http://ocsp.example.com", Checked: now, Until: now.Add(time.Hour)}
+	g0 := daemon.Generation()
+	if err := cli.SetStatus(fp, good); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the status reaches the other process", func() bool { s, ok := daemon.Status(fp); return ok && s == good })
+	if g := daemon.Generation(); g != g0 {
+		t.Errorf("a status saying good moved the generation from %d to %d", g0, g)
+	}
+	revoked := good
+	revoked.State, revoked.Reason, revoked.RevokedAt = certcache.StateRevoked, "keyCompromise", now.Add(-time.Hour)
+	if err := cli.SetStatus(fp, revoked); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the revocation moves the other process's generation", func() bool { return daemon.Generation() != g0 })
+	if s, _ := daemon.Status(fp); s != revoked {
+		t.Errorf("Status = %+v, want %+v", s, revoked)
+	}
+	// Stale for more than 30 days: removed at the next write.
+	old := certcache.Fingerprint(p.inter.Issue(t, "old@example.com", nil).Cert)
+	if err := cli.SetStatus(old, certcache.Status{State: "good", Checked: now.Add(-60 * 24 * time.Hour), Until: now.Add(-59 * 24 * time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cli.SetStatus(fp, good); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := cli.Status(old); ok {
+		t.Error("a status stale for 59 days is still kept after the next write, want it removed")
+	}
+	// A status is a cache of a check: a damaged one is ignored, not an
+	// error that would stop the cache from opening.
+	if err := st.Update(context.Background(), func(tx storage.Tx) error { return tx.Put("status/"+fp+".json", []byte("{")) }); err != nil {
+		t.Fatal(err)
+	}
+	again, err := certcache.OpenDocs(st.Again(), &certcache.Options{NoSystemRoots: true})
+	if err != nil {
+		t.Fatalf("Open with a damaged status = %v, want it ignored", err)
+	}
+	if _, ok := again.Status(fp); ok {
+		t.Error("a damaged status was read as one")
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 10s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -26,6 +26,11 @@ const (
 	ReasonUntrusted   Reason = "untrusted"          // no path to a trusted root
 	ReasonKeyUsage    Reason = "key usage"          // keyUsage or key type does not allow encryption
 	ReasonExtKeyUsage Reason = "extended key usage" // not for email protection
+	ReasonAddress     Reason = "address"            // does not name the address it was found for
+	ReasonRevoked     Reason = "revoked"            // its issuer says so (OCSP or CRL)
+	// ReasonRevocationUnknown: nobody could say whether it was revoked,
+	// and the configuration treats that as revoked (hard-fail).
+	ReasonRevocationUnknown Reason = "revocation status unknown"
 )
 
 // InvalidError says why one certificate is not usable.
@@ -69,6 +74,9 @@ type Candidate struct {
 	Entry
 	Err  *InvalidError // nil when usable
 	Best bool          // the one Lookup returns
+	// Chain is the path that validated, the certificate first and a root
+	// last; nil when it is not usable.
+	Chain []*x509.Certificate
 }
 
 // Lookup returns the certificate to encrypt to for addr: one that names the
@@ -110,9 +118,7 @@ func (c *Cache) ForAddress(addr string) []Candidate {
 	var out []Candidate
 	for _, e := range sortedNewest(st.byAddr[addr]) {
 		cd := Candidate{Entry: *e.clone()}
-		if err := check(e, now, st.roots, st.pool); err != nil {
-			cd.Err = err
-		}
+		cd.Chain, cd.Err = check(e, now, st.roots, st.pool)
 		out = append(out, cd)
 	}
 	best := -1
@@ -151,19 +157,50 @@ func (c *Cache) Validate(cert *x509.Certificate, at time.Time) error {
 	c.mu.RLock()
 	st := c.st
 	c.mu.RUnlock()
-	if err := validate(newEntry(cert), at, st.roots, st.pool); err != nil {
+	if _, err := validate(newEntry(cert), at, st.roots, st.pool); err != nil {
 		return err
 	}
 	return nil
 }
 
-// check decides whether e, found by its address, can be encrypted to at a time.
-func check(e *Entry, at time.Time, roots, pool *x509.CertPool) *InvalidError {
+// Judge gives the verdict on a certificate found for addr elsewhere than
+// in the cache, such as in a directory, as Lookup would on a stored one:
+// it must name the address, be valid now, allow encryption and email
+// protection, and have a path to a trusted root through the stored
+// intermediates and those given (which are never trusted themselves). The
+// Entry's Source is SourceDirectory; nothing is stored.
+func (c *Cache) Judge(addr string, cert *x509.Certificate, intermediates []*x509.Certificate) Candidate {
+	c.refresh()
+	c.mu.RLock()
+	st := c.st
+	c.mu.RUnlock()
+	e := newEntry(cert)
+	e.Source = SourceDirectory
+	cd := Candidate{Entry: *e}
+	addr = normAddr(addr)
+	if !slices.Contains(e.Addresses, addr) {
+		cd.Err = invalid(e, ReasonAddress, "it does not name "+addr, nil)
+		return cd
+	}
+	pool := st.pool
+	if len(intermediates) > 0 {
+		pool = pool.Clone()
+		for _, i := range intermediates {
+			pool.AddCert(i)
+		}
+	}
+	cd.Chain, cd.Err = check(e, c.now(), st.roots, pool)
+	return cd
+}
+
+// check decides whether e, found by its address, can be encrypted to at a
+// time, and returns the path that validated.
+func check(e *Entry, at time.Time, roots, pool *x509.CertPool) ([]*x509.Certificate, *InvalidError) {
 	if err := checkTime(e, at); err != nil {
-		return err
+		return nil, err
 	}
 	if detail := encryptionUsage(e.Cert); detail != "" {
-		return invalid(e, ReasonKeyUsage, detail, nil)
+		return nil, invalid(e, ReasonKeyUsage, detail, nil)
 	}
 	return validate(e, at, roots, pool)
 }
@@ -178,21 +215,21 @@ func checkTime(e *Entry, at time.Time) *InvalidError {
 	return nil
 }
 
-func validate(e *Entry, at time.Time, roots, pool *x509.CertPool) *InvalidError {
+func validate(e *Entry, at time.Time, roots, pool *x509.CertPool) ([]*x509.Certificate, *InvalidError) {
 	if err := checkTime(e, at); err != nil {
-		return err
+		return nil, err
 	}
 	c := e.Cert
 	if len(c.ExtKeyUsage)+len(c.UnknownExtKeyUsage) > 0 &&
 		!slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageEmailProtection) && !slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageAny) {
-		return invalid(e, ReasonExtKeyUsage, "extended key usage does not include email protection", nil)
+		return nil, invalid(e, ReasonExtKeyUsage, "extended key usage does not include email protection", nil)
 	}
-	_, err := c.Verify(x509.VerifyOptions{
+	chains, err := c.Verify(x509.VerifyOptions{
 		Roots: roots, Intermediates: pool, CurrentTime: at,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection},
 	})
 	if err == nil {
-		return nil
+		return chains[0], nil
 	}
 	var (
 		unknown x509.UnknownAuthorityError
@@ -200,13 +237,13 @@ func validate(e *Entry, at time.Time, roots, pool *x509.CertPool) *InvalidError 
 	)
 	switch {
 	case errors.As(err, &unknown):
-		return invalid(e, ReasonUntrusted, fmt.Sprintf("no path from issuer %q to a trusted root (trust the root, or add the missing intermediate)", c.Issuer.String()), err)
+		return nil, invalid(e, ReasonUntrusted, fmt.Sprintf("no path from issuer %q to a trusted root (trust the root, or add the missing intermediate)", c.Issuer.String()), err)
 	case errors.As(err, &inv) && inv.Reason == x509.Expired:
-		return invalid(e, ReasonExpired, "a certificate in its chain is outside its validity period: "+err.Error(), err)
+		return nil, invalid(e, ReasonExpired, "a certificate in its chain is outside its validity period: "+err.Error(), err)
 	case errors.As(err, &inv) && inv.Reason == x509.IncompatibleUsage:
-		return invalid(e, ReasonExtKeyUsage, "its chain does not allow email protection", err)
+		return nil, invalid(e, ReasonExtKeyUsage, "its chain does not allow email protection", err)
 	}
-	return invalid(e, ReasonUntrusted, "chain rejected: "+err.Error(), err)
+	return nil, invalid(e, ReasonUntrusted, "chain rejected: "+err.Error(), err)
 }
 
 func invalid(e *Entry, r Reason, detail string, err error) *InvalidError {

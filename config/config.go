@@ -52,6 +52,13 @@ type Config struct {
 	// one message of 64 MiB (the most a mail server commonly accepts) being
 	// signed and encrypted, or many ordinary ones at once.
 	MemoryBudgetMB int `yaml:"memory_budget_mb"`
+	// Directories are LDAP directories asked, in order, for the certificate
+	// of a recipient the certificate cache holds none usable for. Default
+	// none.
+	Directories []Directory `yaml:"directories"`
+	// Revocation says how certificates are checked for revocation (OCSP,
+	// CRLs) before encrypting to them and when verifying signatures.
+	Revocation Revocation `yaml:"revocation"`
 
 	// path is the file the configuration was read from; empty for Default.
 	path string
@@ -173,8 +180,24 @@ type IMAP struct {
 	// Verdict shows a person what the proxy found where every client shows
 	// it: before the Subject, and optionally at the top of the message.
 	Verdict Verdict `yaml:"verdict"`
+	// Sent keeps the copy a client stores of what it sent as protected as
+	// what was sent: signed and encrypted to the user as the SMTP policy
+	// would have sent it.
+	Sent Copies `yaml:"sent"`
+	// Drafts keeps drafts encrypted to the user.
+	Drafts Copies `yaml:"drafts"`
 	// Search bounds the work of a SEARCH or SORT inside S/MIME messages.
 	Search Search `yaml:"search"`
+}
+
+// Copies are the mailboxes where the IMAP proxy protects what a client
+// stores (APPEND) in plain text.
+type Copies struct {
+	// Protect turns it on. Default true.
+	Protect bool `yaml:"protect"`
+	// Mailboxes are names to protect besides the one the upstream marks
+	// \Sent or \Drafts (RFC 6154), as the client names them. Default none.
+	Mailboxes []string `yaml:"mailboxes"`
 }
 
 // Search bounds how far the IMAP proxy looks inside S/MIME messages for a
@@ -199,7 +222,8 @@ const MaxSearchMessages = 5000
 // an empty word adds nothing for it.
 type Verdict struct {
 	// Invalid: a signature that does not verify (the content or signature
-	// was altered, or it cannot be read). Default "[Invalid signature] ".
+	// was altered, or it cannot be read), or one by a revoked certificate.
+	// Default "[Invalid signature] ".
 	Invalid string `yaml:"invalid"`
 	// Mismatch: a valid signature by a certificate that does not name the
 	// From address. Default "[Signer is not the sender] ".
@@ -346,6 +370,8 @@ func Default() *Config {
 			Timeouts:     timeouts,
 			CacheMB:      256,
 			MaxMessageMB: 64,
+			Sent:         Copies{Protect: true},
+			Drafts:       Copies{Protect: true},
 			Verdict: Verdict{
 				Invalid:       "[Invalid signature] ",
 				Mismatch:      "[Signer is not the sender] ",
@@ -369,6 +395,7 @@ func Default() *Config {
 		Keystore:        Keystore{Dir: "/var/lib/smimeproxy/keystore"},
 		Storage:         defaultStorage(),
 		Trust:           Trust{SystemRoots: true},
+		Revocation:      defaultRevocation(),
 		Log:             Log{Level: "info", Format: "text"},
 	}
 }
@@ -400,6 +427,9 @@ func Parse(data []byte) (*Config, error) {
 	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
 		return nil, friendlyYAMLError(err)
 	}
+	for i := range c.Directories {
+		c.Directories[i].withDefaults()
+	}
 	return c, nil
 }
 
@@ -422,6 +452,13 @@ func (c *Config) resolvePaths(base string) {
 		&c.Keystore.Dir, &c.Keystore.PassphraseFile, &c.CertCache.Dir, &c.Storage.Postgres.PasswordFile} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(base, *p)
+		}
+	}
+	for i := range c.Directories {
+		for _, p := range []*string{&c.Directories[i].CAFile, &c.Directories[i].PasswordFile} {
+			if *p != "" && !filepath.IsAbs(*p) {
+				*p = filepath.Join(base, *p)
+			}
 		}
 	}
 }
@@ -505,6 +542,7 @@ func (c *Config) Validate() error {
 	}
 	c.Policy.validate(bad)
 	c.Storage.validate(bad)
+	c.validateCerts(bad)
 	if f := c.Keystore.PassphraseFile; f != "" {
 		if _, err := os.Stat(f); err != nil {
 			bad("keystore.passphrase_file", "%v", err)

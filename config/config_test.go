@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"smimeproxy/config"
 )
@@ -40,6 +41,14 @@ func TestLoadErrors(t *testing.T) {
 		{"database URL without a database", "storage:\n  postgres: {url: \"postgres://u@db\"}\n", []string{"storage.postgres.url", "names no database"}},
 		{"search bounds", "imap:\n  search: {max_messages: 5001, timeout: 0s}\n", []string{"imap.search.max_messages", "0 (off) to 5000", "imap.search.timeout"}},
 		{"database timings", "storage:\n  postgres: {poll_interval: 0s, timeout: 0s}\n", []string{"storage.postgres.poll_interval", "storage.postgres.timeout"}},
+		{"directory URL", "directories:\n  - {url: \"http://ldap.example.com\", base: \"dc=x\"}\n", []string{"directories[0].url", "ldaps://HOST"}},
+		{"directory without a base", "directories:\n  - {url: \"ldaps://ldap.example.com\"}\n", []string{"directories[0].base", "must be set"}},
+		{"directory bind DN without a password", "directories:\n  - {url: \"ldap://ldap.example.com\", base: \"dc=x\", bind_dn: \"cn=p\"}\n", []string{"directories[0]", "bind_dn and password_file go together"}},
+		{"directory filter without the address", "directories:\n  - {url: \"ldaps://ldap.example.com\", base: \"dc=x\", filter: \"(mail=*)\"}\n", []string{"directories[0].filter", "{address}"}},
+		{"directory key misspelt", "directories:\n  - {url: \"ldaps://ldap.example.com\", base: \"dc=x\", timout: 5s}\n", []string{"line 2", "unknown key timout"}},
+		{"revocation choice", "revocation:\n  unknown: maybe\n", []string{"revocation.unknown", "options are soft-fail, hard-fail"}},
+		{"OCSP responder URL", "revocation:\n  ocsp_responder: \"ldap://x\"\n", []string{"revocation.ocsp_responder", "http://HOST/PATH"}},
+		{"revocation timings", "revocation:\n  timeout: 0s\n", []string{"revocation", "timeout, retry and max_age must be positive"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -75,6 +84,32 @@ func TestRelativePathsFollowTheFile(t *testing.T) {
 	}
 }
 
+// TestDirectoryDefaults: an entry of directories takes the defaults for
+// what it leaves out, and its files are relative to the configuration.
+func TestDirectoryDefaults(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "ldap-password"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "config.yaml")
+	text := "directories:\n  - url: ldaps://ldap.example.com\n    base: ou=people,dc=example,dc=com\n    bind_dn: cn=proxy,dc=example,dc=com\n    password_file: ldap-password\n"
+	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := config.Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := c.Directories[0]
+	if d.Filter != "(mail={address})" || len(d.Attributes) != 2 || d.Timeout.D() != 5*time.Second ||
+		d.FoundTTL.D() != time.Hour || d.NotFoundTTL.D() != 10*time.Minute || d.PasswordFile != filepath.Join(dir, "ldap-password") {
+		t.Errorf("directories[0] = %+v, want the defaults and the password file beside the configuration", d)
+	}
+	if r := c.Revocation; !r.OCSP || !r.CRL || r.Unknown != "soft-fail" || r.Timeout.D() != 5*time.Second {
+		t.Errorf("revocation = %+v, want OCSP and CRLs on, soft-fail, 5s", r)
+	}
+}
+
 func TestEmptyFileIsDefault(t *testing.T) {
 	c, err := config.Load(writeConfig(t, ""))
 	if err != nil {
@@ -97,7 +132,10 @@ func TestExample(t *testing.T) {
 		t.Fatalf("Parse(config.example.yaml): %v", err)
 	}
 	dir := t.TempDir()
-	for _, p := range []*string{&c.TLS.CertFile, &c.TLS.KeyFile} {
+	if len(c.Directories) != 1 || c.Directories[0].Timeout.D() != 5*time.Second || c.Revocation.Unknown != "soft-fail" {
+		t.Fatalf("config.example.yaml read as %+v and %+v, want one directory and the revocation defaults", c.Directories, c.Revocation)
+	}
+	for _, p := range []*string{&c.TLS.CertFile, &c.TLS.KeyFile, &c.Directories[0].PasswordFile} {
 		*p = filepath.Join(dir, filepath.Base(*p))
 		if err := os.WriteFile(*p, nil, 0o600); err != nil {
 			t.Fatal(err)

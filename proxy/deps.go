@@ -17,6 +17,7 @@ import (
 	"smimeproxy/config"
 	"smimeproxy/keystore"
 	"smimeproxy/policy"
+	"smimeproxy/smime"
 )
 
 // Keys is what the proxies need of our users' keystore.
@@ -38,6 +39,17 @@ type Certs interface {
 }
 
 var _ Certs = (*certcache.Cache)(nil)
+
+// SignatureChecker is what Options.Certs may offer besides Certs (find it
+// by type assertion): after smime.Open verified a message, CheckSignatures
+// asks whether each signer's certificate was revoked, turns a revoked
+// signer's Status into smime.StatusRevoked (smime=fail, with the reason) in
+// place, and says for each signature whether its certificates may be
+// harvested. certstatus.Checker implements it, bounded by the revocation
+// timeouts.
+type SignatureChecker interface {
+	CheckSignatures(ctx context.Context, sigs []*smime.Signature) (harvest []bool)
+}
 
 // Available is what a store offers whose content lives elsewhere (a
 // keystore or certificate cache in a database): nil while it can be

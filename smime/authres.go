@@ -46,7 +46,7 @@ func arResult(s Status) string {
 	switch s {
 	case StatusValid:
 		return "pass"
-	case StatusInvalid, StatusExpired:
+	case StatusInvalid, StatusExpired, StatusRevoked:
 		return "fail"
 	case StatusWeak, StatusAddressMismatch:
 		return "policy"

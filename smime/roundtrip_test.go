@@ -456,6 +456,9 @@ func TestAuthenticationResults(t *testing.T) {
 		return o
 	}
 	serial := fmt.Sprintf("%X", p.alice.Cert.SerialNumber)
+	// A revocation check by the caller sets StatusRevoked.
+	revoked := open(signed)
+	revoked.Signatures[0].Status, revoked.Signatures[0].Reason = smime.StatusRevoked, "certificate revoked (keyCompromise)"
 	tests := []struct {
 		name string
 		o    *smime.Opened
@@ -463,6 +466,7 @@ func TestAuthenticationResults(t *testing.T) {
 	}{
 		{"pass", open(signed), `mx.example; smime=pass reason="valid: signature verified" body.smime-identifier=alice@example.com body.smime-serial=` + serial + ` body.smime-issuer="CN=smime test root,O=smimeproxy tests"`},
 		{"fail", open(bytes.Replace(signed, []byte("hi\r\n"), []byte("ho\r\n"), 1)), `mx.example; smime=fail reason="invalid: signature does not match the content" body.smime-identifier=alice@example.com body.smime-serial=` + serial + ` body.smime-issuer="CN=smime test root,O=smimeproxy tests"`},
+		{"revoked", revoked, `mx.example; smime=fail reason="revoked: certificate revoked (keyCompromise)" body.smime-identifier=alice@example.com body.smime-serial=` + serial + ` body.smime-issuer="CN=smime test root,O=smimeproxy tests"`},
 		{"unsigned", open(testMessage(t, "plain.eml")), "mx.example; smime=none"},
 		{"not decrypted", open(enc), `mx.example; smime=none reason="not decrypted: no matching key"`},
 		{"decrypted, unsigned", open(enc, keyPair(p.bob)), "mx.example; smime=none"},
@@ -481,7 +485,7 @@ func TestStatusString(t *testing.T) {
 	for s, want := range map[smime.Status]string{
 		smime.StatusValid: "valid", smime.StatusInvalid: "invalid", smime.StatusUntrusted: "untrusted",
 		smime.StatusExpired: "expired", smime.StatusAddressMismatch: "address-mismatch", smime.StatusWeak: "weak",
-		smime.StatusUnknownSigner: "unknown-signer", smime.StatusError: "error", smime.Status(42): "unknown",
+		smime.StatusUnknownSigner: "unknown-signer", smime.StatusError: "error", smime.StatusRevoked: "revoked", smime.Status(42): "unknown",
 	} {
 		if got := s.String(); got != want {
 			t.Errorf("Status(%d).String() = %q, want %q", int(s), got, want)

@@ -38,9 +38,13 @@ const (
 	StatusWeak                   // SHA-1 (or weaker) signature
 	StatusUnknownSigner          // the signer's certificate was not found
 	StatusError                  // malformed or unsupported
+	// StatusRevoked: the signer's certificate was revoked. Verification
+	// never sets it (smime does no network I/O): a revocation check by the
+	// caller does.
+	StatusRevoked
 )
 
-var statusNames = [...]string{"valid", "invalid", "untrusted", "expired", "address-mismatch", "weak", "unknown-signer", "error"}
+var statusNames = [...]string{"valid", "invalid", "untrusted", "expired", "address-mismatch", "weak", "unknown-signer", "error", "revoked"}
 
 func (s Status) String() string {
 	if s < 0 || int(s) >= len(statusNames) {

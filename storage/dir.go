@@ -141,6 +141,11 @@ func (d *Dir) Load(_ context.Context, have func(name, stamp string) bool) (*Snap
 	for _, sub := range slices.Sorted(maps.Keys(d.layout.Dirs)) {
 		dp := filepath.Join(d.root, sub)
 		fi, err := os.Stat(dp)
+		if errors.Is(err, fs.ErrNotExist) {
+			// A kind of document that an earlier version did not keep.
+			mark.mods[sub] = time.Time{}
+			continue
+		}
 		if err != nil {
 			return nil, fmt.Errorf("storage: %w", err)
 		}
@@ -214,6 +219,9 @@ func (d *Dir) Changed(snap *Snapshot) bool {
 	}
 	for sub, mod := range mark.mods {
 		fi, err := os.Stat(filepath.Join(d.root, sub))
+		if errors.Is(err, fs.ErrNotExist) && mod.IsZero() {
+			continue
+		}
 		if err != nil || !fi.ModTime().Equal(mod) || recheck.Unsettled(mod, mark.loaded) {
 			return true
 		}

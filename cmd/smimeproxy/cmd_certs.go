@@ -22,7 +22,7 @@ func certsCommand() *command {
 		short: "manage other people's certificates (the certificate cache)",
 		help: `The certificate cache holds other people's certificates: harvested from signed
 mail they sent you, or imported from files. Outgoing mail is encrypted to them.`,
-		subs: []*command{certsListCommand(), certsShowCommand(), certsImportCommand(), certsRemoveCommand(), certsExportCommand()},
+		subs: []*command{certsListCommand(), certsShowCommand(), certsCheckCommand(), certsImportCommand(), certsRemoveCommand(), certsExportCommand()},
 	}
 }
 
@@ -91,7 +91,9 @@ func verdict(cc *certcache.Cache, addr, fp string) string {
 func certsShowCommand() *command {
 	return cacheCommand("show", "show ADDR", "show every certificate stored for an address, and the verdict on each",
 		`Shows each certificate stored for an address in detail, the one outgoing mail
-would be encrypted to first, with the reason any other cannot be used.`,
+would be encrypted to first, with the reason any other cannot be used, and
+its revocation status as last checked (good, revoked or unknown, by OCSP or
+CRL, and when); 'certs check' checks again now.`,
 		"  smimeproxy certs show bob@example.org", 1,
 		func(e *env, cc *certcache.Cache, args []string) error {
 			cands := cc.ForAddress(args[0])
@@ -102,13 +104,13 @@ would be encrypted to first, with the reason any other cannot be used.`,
 				if i > 0 {
 					fmt.Fprintln(e.stdout)
 				}
-				printCandidate(e.stdout, cand)
+				printCandidate(e.stdout, cand, statusLine(cc, cand.Cert, time.Now()))
 			}
 			return nil
 		})
 }
 
-func printCandidate(w io.Writer, cand certcache.Candidate) {
+func printCandidate(w io.Writer, cand certcache.Candidate, revocation string) {
 	c := cand.Cert
 	status := "usable"
 	if cand.Best {
@@ -134,6 +136,87 @@ func printCandidate(w io.Writer, cand certcache.Candidate) {
 		fmt.Fprintf(w, "Preferred:    the sender named it as their encryption certificate\n")
 	}
 	fmt.Fprintf(w, "Status:       %s\n", status)
+	fmt.Fprintf(w, "Revocation:   %s\n", revocation)
+}
+
+func certsCheckCommand() *command {
+	var sf storeFlags
+	return &command{
+		name:  "check",
+		usage: "check [ADDR]",
+		short: "check now whether certificates were revoked",
+		help: `Asks now, with the configured revocation checks (OCSP, then CRLs), whether
+certificates were revoked, and stores the answers, which running proxies
+sharing the store use from then on. With ADDR: each certificate stored for
+that address, then what outgoing mail to it would be encrypted to, asking
+the configured directories too. Without: every stored certificate, and the
+newest certificate of each key in the keystore. Needs no passphrase.`,
+		examples: "  smimeproxy certs check bob@example.org\n  smimeproxy certs check --config /etc/smimeproxy/config.yaml",
+		maxArgs:  1,
+		flags:    sf.register,
+		run: func(ctx context.Context, e *env, args []string) error {
+			c, err := sf.load(e)
+			if err != nil {
+				return err
+			}
+			if !c.Revocation.Checks() {
+				return errors.New("revocation checking is off in the configuration (revocation.ocsp and revocation.crl)")
+			}
+			cc, err := e.openCertCache(c)
+			if err != nil {
+				return err
+			}
+			x, err := newCertChecker(c, cc, newLogger(c.Log, e.stderr), nil)
+			if err != nil {
+				return err
+			}
+			type item struct {
+				label string
+				cert  *x509.Certificate
+				extra []*x509.Certificate
+			}
+			var items []item
+			if len(args) == 1 {
+				for _, cand := range cc.ForAddress(args[0]) {
+					items = append(items, item{args[0], cand.Cert, nil})
+				}
+			} else {
+				for _, ent := range cc.List() {
+					items = append(items, item{ent.Addresses[0], ent.Cert, nil})
+				}
+				if ks, err := e.openKeystore(c, false); err == nil {
+					for _, id := range ks.Identities() {
+						if len(id.Certs) > 0 {
+							items = append(items, item{id.Email + " (yours)", id.Certs[0], id.Chain})
+						}
+					}
+				}
+			}
+			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ADDRESS\tFINGERPRINT\tREVOCATION")
+			for _, it := range items {
+				status := ""
+				if _, err := x.CheckNow(ctx, it.cert, it.extra, time.Time{}); err != nil {
+					status = strings.TrimPrefix(err.Error(), "certstatus: ")
+				} else {
+					status = statusLine(cc, it.cert, time.Now())
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", it.label, certcache.Fingerprint(it.cert)[:16], status)
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if len(args) == 1 {
+				ent, err := x.Lookup(ctx, args[0])
+				if err != nil {
+					fmt.Fprintf(e.stdout, "Outgoing mail to %s cannot be encrypted: %v\n", args[0], strings.TrimPrefix(err.Error(), "certcache: "))
+				} else {
+					fmt.Fprintf(e.stdout, "Outgoing mail to %s is encrypted to %s (%s).\n", args[0], ent.Fingerprint[:16], ent.Source)
+				}
+			}
+			return nil
+		},
+	}
 }
 
 func capabilityNames(caps []cms.Capability) string {

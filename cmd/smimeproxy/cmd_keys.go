@@ -340,11 +340,14 @@ func identitiesCommand() *command {
 		usage: "identities",
 		short: "list the keys in the keystore with their status and expiry",
 		help: `Lists every key in the keystore: its address, status (pending, active,
-expiring within 30 days, expired, not-yet-valid, broken), key type, id and
-the end of its latest certificate. Needs no passphrase; when one is at hand
-(--passphrase-file, $SMIMEPROXY_PASSPHRASE or the configured passphrase_file;
-it never asks) it also checks that each key opens and that no one changed its
-file: a key that fails is listed as broken, with the reason on standard error.`,
+expiring within 30 days, expired, not-yet-valid, broken), key type, id,
+the end of its latest certificate, and that certificate's revocation status
+(good, revoked, unknown) with when it was last checked: serve checks at
+start and daily, 'certs check' now; "-" when never checked. Needs no
+passphrase; when one is at hand (--passphrase-file, $SMIMEPROXY_PASSPHRASE or
+the configured passphrase_file; it never asks) it also checks that each key
+opens and that no one changed its file: a key that fails is listed as broken,
+with the reason on standard error.`,
 		examples: `  smimeproxy identities
   smimeproxy identities --keystore /var/lib/smimeproxy/keystore`,
 		flags: sf.register,
@@ -364,7 +367,11 @@ file: a key that fails is listed as broken, with the reason on standard error.`,
 				noteUpgrade(e, ks)
 			}
 			ids := ks.Identities()
-			printIdentities(e.stdout, ids, time.Now())
+			cc, err := e.openCertCache(c)
+			if err != nil {
+				return err
+			}
+			printIdentities(e.stdout, ids, cc, time.Now())
 			for _, id := range ids {
 				if id.Status == keystore.StatusBroken {
 					fmt.Fprintf(e.stderr, "broken: %s\n", id.Problem)
@@ -378,16 +385,23 @@ file: a key that fails is listed as broken, with the reason on standard error.`,
 	}
 }
 
-func printIdentities(w io.Writer, ids []keystore.IdentityInfo, now time.Time) {
+// printIdentities lists the keys, with the revocation status of each
+// one's newest certificate as last checked (by serve, or certs check).
+func printIdentities(w io.Writer, ids []keystore.IdentityInfo, cc *certcache.Cache, now time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ADDRESS\tSTATUS\tKEY\tKEY ID\tNOT AFTER\tDAYS LEFT")
+	fmt.Fprintln(tw, "ADDRESS\tSTATUS\tKEY\tKEY ID\tNOT AFTER\tDAYS LEFT\tREVOCATION\tCHECKED")
 	for _, id := range ids {
-		notAfter, days := "-", "-"
+		notAfter, days, revoc, checked := "-", "-", "-", "-"
 		if !id.NotAfter.IsZero() {
 			notAfter = id.NotAfter.Format(time.DateOnly)
 			days = fmt.Sprint(int(id.NotAfter.Sub(now).Hours() / 24))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", strings.Join(id.Emails, ","), id.Status, id.KeyType, id.KeyID, notAfter, days)
+		if len(id.Certs) > 0 {
+			if s, ok := cc.Status(certcache.Fingerprint(id.Certs[0])); ok {
+				revoc, checked = s.State, s.Checked.Local().Format("2006-01-02 15:04")
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", strings.Join(id.Emails, ","), id.Status, id.KeyType, id.KeyID, notAfter, days, revoc, checked)
 	}
 	tw.Flush()
 }

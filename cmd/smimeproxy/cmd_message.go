@@ -378,6 +378,9 @@ printed on standard error. Exits 1 when the message could not be decrypted.`,
 			if err != nil {
 				return err
 			}
+			if err := checkRevocation(ctx, e, c, cc, o.Signatures); err != nil {
+				return err
+			}
 			report(e, o)
 			if !o.Encrypted {
 				return errors.New("the message is not encrypted")
@@ -450,9 +453,10 @@ func messageVerifyCommand() *command {
 		usage:   "verify [FILE] [--harvest]",
 		short:   "verify a signed message",
 		help: `Verifies every signature in the message against the trust anchors and system
-roots, and prints the result for each. Exits 0 only when the message is signed
-and every signature is valid. --harvest adds the signers' certificates of
-valid signatures to the certificate cache, as the IMAP proxy does, so that
+roots, asks whether each signer's certificate was revoked (as configured in
+revocation), and prints the result for each. Exits 0 only when the message is
+signed and every signature is valid. --harvest adds the signers' certificates
+of valid signatures to the certificate cache, as the IMAP proxy does, so that
 mail to them can be encrypted.`,
 		examples: `  smimeproxy message verify signed.eml
   smimeproxy message verify --harvest < signed.eml`,
@@ -478,6 +482,9 @@ mail to them can be encrypted.`,
 			if err != nil {
 				return err
 			}
+			if err := checkRevocation(ctx, e, c, cc, sigs); err != nil {
+				return err
+			}
 			report(e, &smime.Opened{Signatures: sigs})
 			if len(sigs) == 0 {
 				return errors.New("the message is not signed")
@@ -501,6 +508,17 @@ mail to them can be encrypted.`,
 			return nil
 		},
 	}
+}
+
+// checkRevocation asks whether the signers of valid signatures were
+// revoked, as the IMAP proxy does, and marks those that were.
+func checkRevocation(ctx context.Context, e *env, c *config.Config, cc *certcache.Cache, sigs []*smime.Signature) error {
+	x, err := newCertChecker(c, cc, newLogger(c.Log, e.stderr), nil)
+	if err != nil {
+		return err
+	}
+	x.CheckSignatures(ctx, sigs)
+	return nil
 }
 
 // harvestSignature stores the certificates of a valid signature's signer.

@@ -141,6 +141,10 @@ func checkConfig(e *env, c *config.Config) error {
 		fmt.Fprint(w, " and the system roots")
 	}
 	fmt.Fprintln(w, ".")
+	if _, err := newCertChecker(c, cc, nil, nil); err != nil {
+		return err
+	}
+	fmt.Fprintln(w, certChecksSummary(c))
 	if len(broken) > 0 {
 		return fmt.Errorf("%d key(s) in %s do not open or were changed without the passphrase; see above", len(broken), ks.Location())
 	}

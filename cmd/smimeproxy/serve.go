@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"smimeproxy/certcache"
+	"smimeproxy/certstatus"
 	"smimeproxy/config"
 	"smimeproxy/keystore"
 	"smimeproxy/policy"
@@ -72,6 +73,7 @@ close IMAP sessions with BYE, and exit 0.`,
 				case <-daily.C:
 					s.expiry.warn(log)
 					s.checkKeys()
+					go checkIdentities(ctx, s.certChecker(), ks, log)
 				case <-ctx.Done():
 					return s.shutdown()
 				}
@@ -103,6 +105,9 @@ type server struct {
 	expiry *expiry
 	log    *slog.Logger
 	opts   proxy.Options
+	// certMetrics count directory lookups and revocation checks across
+	// reloads.
+	certMetrics *certMetrics
 }
 
 // start builds both proxies from c and starts them, with the HTTP listener
@@ -117,18 +122,22 @@ func start(ctx context.Context, c *config.Config, ks *keystore.Store, cc *certca
 		s.cert = cert
 	}
 	reg := newRegistry()
+	s.certMetrics = newCertMetrics(reg)
+	certs, err := newCertChecker(c, cc, log, s.certMetrics)
+	if err != nil {
+		return nil, err
+	}
 	s.opts = proxy.Options{
 		Config:  withServerName(c),
 		Policy:  policy.FromConfig(c.Policy),
 		Keys:    ks,
-		Certs:   cc,
+		Certs:   certs,
 		Cert:    s.cert,
 		Logger:  log,
 		Metrics: proxy.NewMetrics(reg),
 	}
 	s.opts.Budget = proxy.NewBudget(budgetBytes(c), s.opts.Metrics)
 	setMemoryLimit(c, log)
-	var err error
 	if s.smtp, err = smtpproxy.New(s.opts); err != nil {
 		return nil, err
 	}
@@ -153,6 +162,7 @@ func start(ctx context.Context, c *config.Config, ks *keystore.Store, cc *certca
 	}
 	s.expiry.warn(log)
 	s.checkKeys()
+	go checkIdentities(ctx, certs, ks, log)
 	log.Info("smimeproxy started", "smtp", addrList(s.smtp.Addrs()), "imap", addrList(s.imap.Addrs()), "metrics", c.Metrics.Listen,
 		"identities", len(ks.Emails()))
 	return s, nil
@@ -194,6 +204,9 @@ func (s *server) ready(ctx context.Context) error {
 	return nil
 }
 
+// certChecker is the certificate lookup the proxies use now.
+func (s *server) certChecker() *certstatus.Checker { return s.opts.Certs.(*certstatus.Checker) }
+
 // checkKeys logs an error for every key the keystore refuses: one that
 // does not open, or whose file was changed without the passphrase. Mail
 // for its address is then served as if there were no key.
@@ -228,6 +241,10 @@ func (s *server) reload(sf storeFlags, e *env) {
 	opts := s.opts
 	opts.Config = withServerName(c)
 	opts.Policy = policy.FromConfig(c.Policy)
+	if opts.Certs, err = newCertChecker(c, s.cc, s.log, s.certMetrics); err != nil {
+		s.log.Error("reload refused; the running configuration stays", "err", err)
+		return
+	}
 	if c.TLS.CertFile != s.cfg.TLS.CertFile || c.TLS.KeyFile != s.cfg.TLS.KeyFile || s.cert == nil {
 		if c.TLS.CertFile != "" {
 			cert, err := proxy.LoadCertificate(c.TLS.CertFile, c.TLS.KeyFile)

@@ -33,8 +33,9 @@ import (
 const (
 	// startTimeout covers a first start that installs the Debian packages.
 	startTimeout = 5 * time.Minute
-	// waitTimeout bounds the wait for a message to reach a mailbox.
-	waitTimeout = 15 * time.Second
+	// waitTimeout bounds the wait for a message to reach a mailbox: Postfix
+	// and Dovecot may be busy with other tests' load.
+	waitTimeout = time.Minute
 	// dialTimeout bounds each connection the helpers open to the lab.
 	dialTimeout = 10 * time.Second
 )

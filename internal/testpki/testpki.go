@@ -55,6 +55,9 @@ type Options struct {
 	SubjectEmail       bool               // also put the address in the subject's emailAddress
 	CommonName         string             // default: the address
 	SignatureAlgorithm x509.SignatureAlgorithm
+	// OCSPServer and CRLDistributionPoints are where revocation is checked.
+	OCSPServer            []string
+	CRLDistributionPoints []string
 }
 
 // NewKey generates a key of the named type ("rsa2048", "p256", ...).
@@ -136,6 +139,9 @@ func (ca *CA) Issue(t testing.TB, email string, opts *Options) *Identity {
 		ExtKeyUsage:        opts.ExtKeyUsage,
 		SignatureAlgorithm: opts.SignatureAlgorithm,
 		SubjectKeyId:       keyID(t, pub),
+
+		OCSPServer:            opts.OCSPServer,
+		CRLDistributionPoints: opts.CRLDistributionPoints,
 	}
 	if opts.CommonName != "" {
 		tmpl.Subject.CommonName = opts.CommonName

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -46,11 +47,26 @@ func (k *keys) add(addr string, kp keystore.KeyPair) {
 	k.byAddr[strings.ToLower(addr)] = append(k.byAddr[strings.ToLower(addr)], kp)
 }
 
-func (k *keys) Signer(string, time.Time) (*keystore.Signer, error) {
-	return nil, keystore.ErrNoIdentity
+// Signer is the first key of email that can sign.
+func (k *keys) Signer(email string, _ time.Time) (*keystore.Signer, error) {
+	kps, err := k.DecryptionKeys(email)
+	if err != nil {
+		return nil, err
+	}
+	for _, kp := range kps {
+		if s, ok := kp.Key.(crypto.Signer); ok {
+			return &keystore.Signer{KeyID: kp.KeyID, Key: s, Cert: kp.Cert, EncryptionCert: kp.Cert}, nil
+		}
+	}
+	return nil, keystore.ErrNoUsableCert
 }
-func (k *keys) EncryptionCert(string, time.Time) (*x509.Certificate, error) {
-	return nil, keystore.ErrNoIdentity
+
+func (k *keys) EncryptionCert(email string, _ time.Time) (*x509.Certificate, error) {
+	kps, err := k.DecryptionKeys(email)
+	if err != nil {
+		return nil, err
+	}
+	return kps[0].Cert, nil
 }
 
 func (k *keys) DecryptionKeys(email string) ([]keystore.KeyPair, error) {

@@ -15,6 +15,7 @@ import (
 	"smimeproxy/cms"
 	"smimeproxy/internal/mailaddr"
 	"smimeproxy/keystore"
+	"smimeproxy/proxy"
 	"smimeproxy/proxy/imap/imapmsg"
 	"smimeproxy/smime"
 )
@@ -157,9 +158,19 @@ func (o *opener) open(key cacheKey, raw []byte, kind msgKind) *opened {
 		served = serveOpened(foldField(authResultsField, v), raw, o.auth)
 		metrics.Opened.WithLabelValues(action, result).Inc()
 	} else {
+		// A signer whose certificate was revoked fails, and is not
+		// harvested, before anything is said of the signatures.
+		var harvest []bool
+		if c, ok := o.r.s.opts.Certs.(proxy.SignatureChecker); ok && len(s.Signatures) > 0 {
+			harvest = c.CheckSignatures(o.r.s.ctx, s.Signatures)
+		}
 		field := foldField(authResultsField, authResults(o.auth, s, o.keys, o.noKeys))
-		served = serveOpened(field, s.Message, o.auth)
-		action, result = o.record(s)
+		msg := s.Message
+		if inner, ok := unwrapCopy(s); ok {
+			msg = inner
+		}
+		served = serveOpened(field, msg, o.auth)
+		action, result = o.record(s, harvest)
 		served = o.verdict(served, s)
 	}
 	m := &opened{raw: served}
@@ -213,9 +224,10 @@ func fromAddresses(h textproto.Header) []string {
 }
 
 // record counts what Open found and harvests the certificates of signers
-// whose signature verified and whose chain validated. It returns the action
-// and result for the log line.
-func (o *opener) record(s *smime.Opened) (action, result string) {
+// whose signature verified and whose chain validated (and, when harvest is
+// given, that it allows: not revoked). It returns the action and result for
+// the log line.
+func (o *opener) record(s *smime.Opened, harvest []bool) (action, result string) {
 	metrics := o.r.s.opts.Metrics
 	action, result = "verify", "none"
 	if s.Encrypted {
@@ -228,7 +240,7 @@ func (o *opener) record(s *smime.Opened) (action, result string) {
 		if !s.Encrypted && i == 0 {
 			result = res
 		}
-		if sig.Status != smime.StatusValid || sig.Signer == nil {
+		if sig.Status != smime.StatusValid || sig.Signer == nil || harvest != nil && (i >= len(harvest) || !harvest[i]) {
 			continue
 		}
 		if err := o.r.s.opts.Certs.Harvest(sig.Signer, sig.EncryptionCert, sig.SigningTime, sig.Capabilities); err != nil {

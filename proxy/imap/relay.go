@@ -48,7 +48,10 @@ type relay struct {
 	selecting *command    // a SELECT or EXAMINE in flight
 	mbox      mailbox
 	sawBye    bool // the upstream said BYE: its end is expected
-	ending    bool // the relay closes the upstream connection itself
+	// specialUse are the upstream's \Sent and \Drafts mailboxes, once
+	// asked (append.go); only the command loop touches it.
+	specialUse map[string]copyKind
+	ending     bool // the relay closes the upstream connection itself
 
 	upDone  chan struct{} // closed when the pump ends
 	pumpErr error
@@ -207,6 +210,8 @@ func (r *relay) commands() error {
 		switch name {
 		case "FETCH", "UID FETCH", "SELECT", "EXAMINE":
 			err = r.whole(tag, name, line)
+		case "APPEND":
+			err = r.appendCmd(tag, name, line)
 		case "SEARCH", "UID SEARCH", "SORT", "UID SORT":
 			err = r.search(tag, name, line)
 		default:
@@ -653,7 +658,7 @@ func (r *relay) untagged(first []byte, whole bool) error {
 	}
 	r.mu.Unlock()
 	switch kind {
-	case "FETCH", "EXPUNGE", "VANISHED", "EXISTS", "SEARCH", "ESEARCH":
+	case "FETCH", "EXPUNGE", "VANISHED", "EXISTS", "LIST", "SEARCH", "ESEARCH":
 		if icpt == nil {
 			break
 		}

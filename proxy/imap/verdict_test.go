@@ -1,14 +1,20 @@
 package imap_test
 
 import (
+	"context"
 	"crypto/x509"
 	"regexp"
 	"strings"
 	"testing"
 
+	"smimeproxy/certcache"
 	"smimeproxy/config"
 	"smimeproxy/internal/testpki"
 	"smimeproxy/keystore"
+	"smimeproxy/policy"
+	"smimeproxy/proxy"
+	"smimeproxy/proxy/imap"
+	"smimeproxy/smime"
 )
 
 // TestVerdict: each state a person must notice puts its word before the
@@ -75,5 +81,53 @@ func TestVerdict(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// revoking is a certificate cache whose revocation check finds one signer
+// revoked, as certstatus.Checker would from OCSP or a CRL.
+type revoking struct {
+	*certcache.Cache
+	revoked *x509.Certificate
+}
+
+func (r revoking) CheckSignatures(_ context.Context, sigs []*smime.Signature) []bool {
+	harvest := make([]bool, len(sigs))
+	for i, s := range sigs {
+		if s.Signer != nil && s.Signer.Equal(r.revoked) {
+			s.Status, s.Reason = smime.StatusRevoked, "the certificate was revoked on 2026-12-01 (keyCompromise)"
+			continue
+		}
+		harvest[i] = s.Status == smime.StatusValid
+	}
+	return harvest
+}
+
+// TestRevokedSigner: a signature by a revoked certificate is reported as
+// such through the IMAP proxy (smime=fail with the reason, the verdict's
+// word), and its certificate is not harvested.
+func TestRevokedSigner(t *testing.T) {
+	p := testPKI(t)
+	e := newEnv(t, envOptions{roots: []*x509.Certificate{p.ca.Root()}})
+	e.keys.add("bob@example.test", keystore.KeyPair{KeyID: "bob", Cert: p.bob.Cert, Key: p.bob.Key})
+	cfg := *e.cfg
+	px, err := imap.New(proxy.Options{Config: &cfg, Policy: policy.FromConfig(cfg.Policy), Keys: e.keys,
+		Certs: revoking{e.certs, p.alice.Cert}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := px.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { px.Shutdown(context.Background()) })
+	box := e.mailbox(t, "bob", signed(t, p.alice, plainMsg("revoked", "from a stolen key")))
+	c := dial(t, px.Addrs()[0].String(), nil)
+	c.login(e.lab.User(t, "bob"))
+	c.cmd("a EXAMINE "+box, "")
+	got := c.cmd("b FETCH 1 (ENVELOPE BODY.PEEK[])", "")
+	mustMatch(t, "revoked", got, `(?s)smime=fail\s+reason="revoked: the certificate was revoked`)
+	mustMatch(t, "verdict", got, `ENVELOPE \("[^"]*" "\[Invalid signature\] revoked"`)
+	if _, err := e.certs.Lookup(t.Context(), "alice@example.test"); err == nil {
+		t.Error("a revoked signer's certificate was harvested")
 	}
 }

@@ -18,13 +18,16 @@ import (
 	"smimeproxy/policy"
 	"smimeproxy/proxy"
 	imapproxy "smimeproxy/proxy/imap"
+	"smimeproxy/smime"
 )
 
 // TestLabEndToEnd is how people meet S/MIME through the proxy, against the
-// lab's Postfix and Dovecot: alice writes to bob, whose certificate nobody
-// knows, so the message goes out signed only; bob reads it, which harvests
-// alice's certificate; bob's reply then goes out encrypted with no set-up at
-// all, and alice reads it decrypted.
+// lab's Postfix and Dovecot. alice and bob are both users of this proxy, so
+// their mail to each other is encrypted from the very first message, with an
+// empty certificate cache. carol is outside: alice's first message to her goes
+// out signed only; carol's signed answer, once alice reads it, teaches the
+// proxy carol's certificate, and alice's next message to carol goes out
+// encrypted to her with no set-up at all.
 func TestLabEndToEnd(t *testing.T) {
 	l := lab.Start(t)
 	p := testPKI(t)
@@ -62,7 +65,7 @@ func TestLabEndToEnd(t *testing.T) {
 			s.Shutdown(ctx)
 		})
 	}
-	alice, bob := l.User(t, "alice"), l.User(t, "bob")
+	alice, bob, carol := l.User(t, "alice"), l.User(t, "bob"), l.User(t, "carol")
 
 	send := func(from, to lab.User, subject, body string) {
 		t.Helper()
@@ -74,9 +77,7 @@ func TestLabEndToEnd(t *testing.T) {
 		if err := sc.Auth(sasl.NewPlainClient("", from.Address, from.Password)); err != nil {
 			t.Fatalf("AUTH as %s: %v", from.Address, err)
 		}
-		msg := "From: " + from.Address + "\r\nTo: " + to.Address + "\r\nSubject: " + subject +
-			"\r\nDate: " + time.Now().Format(time.RFC1123Z) + "\r\n\r\n" + body + "\r\n"
-		if err := sc.SendMail(from.Address, []string{to.Address}, strings.NewReader(msg)); err != nil {
+		if err := sc.SendMail(from.Address, []string{to.Address}, strings.NewReader(e2eMessage(from, to, subject, body))); err != nil {
 			t.Fatalf("send as %s: %v", from.Address, err)
 		}
 	}
@@ -106,30 +107,58 @@ func TestLabEndToEnd(t *testing.T) {
 	}
 	marker := marker(t)
 
-	send(alice, bob, "hello "+marker, "Hi Bob, this is Alice.")
-	stored := l.WaitMessage(t, bob.Address, "hello "+marker)
-	if !bytes.Contains(stored, []byte("application/pkcs7-signature")) || bytes.Contains(stored, []byte("application/pkcs7-mime")) {
-		t.Fatalf("alice's first message reached bob's mailbox not as signed only (his certificate is unknown):\n%s", stored)
-	}
-	if _, err := cc.Lookup(ctx, alice.Address); err == nil {
-		t.Fatal("alice's certificate is in the cache before bob read her message")
-	}
+	t.Run("colleagues", func(t *testing.T) {
+		send(alice, bob, "hello "+marker, "Hi Bob, this is Alice.")
+		stored := l.WaitMessage(t, bob.Address, "hello "+marker)
+		if !bytes.Contains(stored, []byte("application/pkcs7-mime")) || bytes.Contains(stored, []byte("this is Alice")) {
+			t.Fatalf("alice's first message to her colleague reached his mailbox not encrypted:\n%s", stored)
+		}
+		if got := open(t, p, stored, ids.bob); !got.Decrypted || !bytes.Contains(got.Message, []byte("this is Alice")) {
+			t.Fatalf("bob's key does not open what reached his mailbox: decrypted %v, %v", got.Decrypted, got.DecryptErr)
+		}
+		got := read(bob, "hello "+marker)
+		if !bytes.Contains(got, []byte("this is Alice")) || !bytes.Contains(got, []byte("smime=pass")) {
+			t.Fatalf("bob read alice's message not decrypted and verified:\n%s", got)
+		}
+	})
 
-	got := read(bob, "hello "+marker)
-	if !bytes.Contains(got, []byte("smime=pass")) {
-		t.Fatalf("bob read alice's message without a passing signature:\n%s", got)
-	}
-	if _, err := cc.Lookup(ctx, alice.Address); err != nil {
-		t.Fatalf("alice's certificate was not harvested when bob read her message: %v", err)
-	}
+	t.Run("outside correspondent", func(t *testing.T) {
+		if _, err := cc.Lookup(ctx, carol.Address); err == nil {
+			t.Fatal("carol's certificate is in the cache before anyone read her mail")
+		}
+		send(alice, carol, "first "+marker, "Hello Carol, we have not met.")
+		stored := l.WaitMessage(t, carol.Address, "first "+marker)
+		if !bytes.Contains(stored, []byte("application/pkcs7-signature")) || bytes.Contains(stored, []byte("application/pkcs7-mime")) {
+			t.Fatalf("alice's first message to carol (certificate unknown) reached her mailbox not as signed only:\n%s", stored)
+		}
 
-	send(bob, alice, "Re: hello "+marker, "Hi Alice, nice to hear from you.")
-	stored = l.WaitMessage(t, alice.Address, "Re: hello "+marker)
-	if !bytes.Contains(stored, []byte("application/pkcs7-mime")) || bytes.Contains(stored, []byte("nice to hear")) {
-		t.Fatalf("bob's reply reached alice's mailbox not encrypted:\n%s", stored)
-	}
-	got = read(alice, "Re: hello "+marker)
-	if !bytes.Contains(got, []byte("nice to hear from you")) || !bytes.Contains(got, []byte("smime=pass")) {
-		t.Fatalf("alice read bob's reply not decrypted and verified:\n%s", got)
-	}
+		signed, err := smime.Sign([]byte(e2eMessage(carol, alice, "Re: first "+marker, "Nice to meet you, Alice.")),
+			&smime.Identity{Cert: ids.carol.Cert, Key: ids.carol.Key, Chain: ids.carol.Chain}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Deliver(t, carol.Address, []string{alice.Address}, signed)
+		got := read(alice, "Re: first "+marker)
+		if !bytes.Contains(got, []byte("smime=pass")) {
+			t.Fatalf("alice read carol's signed answer without a passing signature:\n%s", got)
+		}
+		if _, err := cc.Lookup(ctx, carol.Address); err != nil {
+			t.Fatalf("carol's certificate was not harvested when alice read her answer: %v", err)
+		}
+
+		send(alice, carol, "second "+marker, "Glad you wrote back, Carol.")
+		stored = l.WaitMessage(t, carol.Address, "second "+marker)
+		if !bytes.Contains(stored, []byte("application/pkcs7-mime")) || bytes.Contains(stored, []byte("Glad you wrote back")) {
+			t.Fatalf("alice's message to carol after harvesting her certificate reached her mailbox not encrypted:\n%s", stored)
+		}
+		if o := open(t, p, stored, ids.carol); !o.Decrypted || !bytes.Contains(o.Message, []byte("Glad you wrote back")) {
+			t.Fatalf("carol's key does not open what reached her mailbox: decrypted %v, %v", o.Decrypted, o.DecryptErr)
+		}
+	})
+}
+
+// e2eMessage is a plain message from one lab user to another.
+func e2eMessage(from, to lab.User, subject, body string) string {
+	return "From: " + from.Address + "\r\nTo: " + to.Address + "\r\nSubject: " + subject +
+		"\r\nDate: " + time.Now().Format(time.RFC1123Z) + "\r\n\r\n" + body + "\r\n"
 }

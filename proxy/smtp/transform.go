@@ -189,7 +189,7 @@ func (s *session) plan(raw []byte, held int64, txn *transaction) (*plan, error) 
 	entries := map[string]*certcache.Entry{}
 	noCert := map[string]string{}
 	for _, r := range rcpts {
-		e, err := g.opts.Certs.Lookup(s.ctx, r)
+		e, err := s.recipientCert(r)
 		if err != nil && !errors.Is(err, certcache.ErrNoCert) {
 			return p, fmt.Errorf("certificate lookup for a recipient: %w", err)
 		} else if err != nil {
@@ -269,6 +269,19 @@ func (s *session) plan(raw []byte, held int64, txn *transaction) (*plan, error) 
 		p.content = nil
 	}
 	return p, nil
+}
+
+// recipientCert finds the certificate to encrypt to r: a user of this
+// proxy's own has theirs in the keystore from the start, so mail between
+// colleagues is encrypted from the first message; anyone else's comes from
+// the certificate cache (harvested, imported, or from a directory).
+func (s *session) recipientCert(r string) (*certcache.Entry, error) {
+	g := s.gen
+	if cert, err := g.opts.Keys.EncryptionCert(r, g.opts.Time()); err == nil {
+		// The proxy reads whatever it encrypts for its own users.
+		return &certcache.Entry{Cert: cert, Capabilities: cms.DefaultCapabilities()}, nil
+	}
+	return g.opts.Certs.Lookup(s.ctx, r)
 }
 
 // seal encrypts content into c.msg, for c's certificates.
