@@ -1,6 +1,7 @@
 package imap_test
 
 import (
+	"bytes"
 	"crypto/x509"
 	"encoding/base64"
 	"fmt"
@@ -272,5 +273,35 @@ func TestSearchBound(t *testing.T) {
 	mustMatch(t, "the alert", got, `(?m)^\* OK \[ALERT\] Search incomplete: 4 encrypted messages .* for at most 1ns per search`)
 	if s := untaggedOf(t, got, "* SEARCH"); s != "* SEARCH" {
 		t.Errorf("SEARCH BODY needle out of time: %q, want Dovecot's answer", s)
+	}
+}
+
+// TestSearchProtectedDraft: a draft the proxy stored encrypted is found by
+// its words through the proxy, as it was before it was protected.
+func TestSearchProtectedDraft(t *testing.T) {
+	e, _ := newSMIMEEnv(t)
+	alice := e.lab.User(t, "alice")
+	c := e.dialProxy(t, alice)
+	id, secret := uniq(t), "plan-"+uniq(t)
+	got := c.cmd("a APPEND Drafts "+lit(plainMsg("draft "+id, "the plan is "+secret)), "")
+	mustMatch(t, "APPEND", got, `^a OK \[APPENDUID \d+ \d+\]`)
+	uid := appendUID(t, got)
+	t.Cleanup(func() {
+		c := dialDirect(t, e.lab, alice)
+		c.cmd("s SELECT Drafts", "")
+		c.cmd("d UID STORE "+uid+" +FLAGS.SILENT (\\Deleted)", "")
+		c.cmd("x UID EXPUNGE "+uid, "")
+	})
+	if stored := storedIn(t, e.lab, alice, "Drafts", "<draft."+id+"@example.test>"); bytes.Contains(stored, []byte(secret)) {
+		t.Fatal("the draft is stored in plain text")
+	}
+	c.cmd("s SELECT Drafts", "")
+	if s := untaggedOf(t, c.cmd("b UID SEARCH BODY "+secret, ""), "* SEARCH"); s != "* SEARCH "+uid {
+		t.Errorf("UID SEARCH BODY in Drafts through the proxy: %q, want UID %s", s, uid)
+	}
+	direct := dialDirect(t, e.lab, alice)
+	direct.cmd("s EXAMINE Drafts", "")
+	if s := untaggedOf(t, direct.cmd("b UID SEARCH BODY "+secret, ""), "* SEARCH"); s != "* SEARCH" {
+		t.Errorf("UID SEARCH BODY in Drafts at Dovecot: %q, want nothing", s)
 	}
 }
