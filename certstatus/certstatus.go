@@ -328,6 +328,26 @@ func (x *Checker) issuer(cert *x509.Certificate, extra []*x509.Certificate, at t
 	return chains[0][1]
 }
 
+// CheckRecipient says whether cert, found for addr outside the cache (a
+// user's own, from the keystore), may be encrypted to under the revocation
+// rules Lookup applies to those it finds: nil, or a
+// *certcache.NoValidCertError saying why not.
+func (x *Checker) CheckRecipient(ctx context.Context, addr string, cert *x509.Certificate) error {
+	if x.o.Revocation == nil {
+		return nil
+	}
+	issuer := x.issuer(cert, nil, time.Now())
+	if issuer == nil {
+		return nil
+	}
+	cd := certcache.Candidate{Entry: certcache.Entry{Cert: cert, Fingerprint: certcache.Fingerprint(cert)},
+		Chain: []*x509.Certificate{cert, issuer}}
+	if ie := x.usable(ctx, &cd, useEncrypt); ie != nil {
+		return &certcache.NoValidCertError{Addr: mailaddr.Normalize(addr), Rejected: []*certcache.InvalidError{ie}}
+	}
+	return nil
+}
+
 // ErrNotChecked: revocation checks are off, or the certificate has no path
 // to a trusted root, so its issuer, who would answer, is not known.
 var ErrNotChecked = errors.New("certstatus: not checked")

@@ -30,6 +30,7 @@ var (
 	_ proxy.SignatureChecker = (*certstatus.Checker)(nil)
 	_ proxy.Available        = (*certstatus.Checker)(nil)
 	_ proxy.Generational     = (*certstatus.Checker)(nil)
+	_ proxy.RecipientChecker = (*certstatus.Checker)(nil)
 )
 
 // env is a certificate cache that trusts a CA whose certificates name a
@@ -260,6 +261,45 @@ func TestCheckNow(t *testing.T) {
 	stranger := testpki.NewCA(t, "Stranger").Issue(t, "eve@example.org", nil)
 	if _, err := x.CheckNow(context.Background(), stranger.Cert, nil, time.Time{}); !errors.Is(err, certstatus.ErrNotChecked) {
 		t.Errorf("CheckNow(untrusted) = %v, want ErrNotChecked", err)
+	}
+}
+
+// TestCheckRecipient: a user's own certificate, which the cache does not
+// hold, is judged by the same rules: a good one may be encrypted to, a
+// revoked one not (saying why), and one without a known issuer, or with
+// revocation checks off, is not asked about.
+func TestCheckRecipient(t *testing.T) {
+	e := newEnv(t)
+	good := e.rt.Issue(t, "alice@example.org", p256)
+	revoked := e.rt.Issue(t, "bob@example.org", p256)
+	e.rt.Revoke(revoked.Cert, "keyCompromise")
+	e.rt.Start(t)
+	x := e.checker(t, revocation.Options{OCSP: true}, false)
+	ctx := context.Background()
+
+	if err := x.CheckRecipient(ctx, "alice@example.org", good.Cert); err != nil {
+		t.Errorf("CheckRecipient(good) = %v, want nil", err)
+	}
+	err := x.CheckRecipient(ctx, "Bob@example.org", revoked.Cert)
+	var nv *certcache.NoValidCertError
+	if !errors.As(err, &nv) || !errors.Is(err, certcache.ErrNoCert) || nv.Addr != "bob@example.org" || len(nv.Rejected) != 1 ||
+		nv.Rejected[0].Reason != certcache.ReasonRevoked || !strings.Contains(nv.Rejected[0].Detail, "keyCompromise") {
+		t.Errorf("CheckRecipient(revoked) = %v, want a NoValidCertError for bob@example.org saying revoked (keyCompromise)", err)
+	}
+	if n := len(e.cache.List()); n != 0 {
+		t.Errorf("the cache holds %d certificates after checking own ones, want none", n)
+	}
+	o, c := e.rt.Hits()
+	stranger := testpki.NewCA(t, "Stranger").Issue(t, "eve@example.org", nil)
+	if err := x.CheckRecipient(ctx, "eve@example.org", stranger.Cert); err != nil {
+		t.Errorf("CheckRecipient(no known issuer) = %v, want nil", err)
+	}
+	off := certstatus.New(e.cache, certstatus.Options{Logger: e.logger(t), Metrics: e.metrics})
+	if err := off.CheckRecipient(ctx, "bob@example.org", revoked.Cert); err != nil {
+		t.Errorf("CheckRecipient with revocation checks off = %v, want nil", err)
+	}
+	if o2, c2 := e.rt.Hits(); o2 != o || c2 != c {
+		t.Errorf("the responder was asked %d and the CRL %d more times, want none", o2-o, c2-c)
 	}
 }
 

@@ -265,6 +265,11 @@ type Policy struct {
 	// S/MIME clients can show, but which no relay can alter unnoticed).
 	// Default detached.
 	SignFormat string `yaml:"sign_format"`
+	// ProtectHeaders is header protection (RFC 9788): encrypted (the header
+	// fields go inside the encryption, the outer Subject becomes "[...]"),
+	// always (signed-only mail also carries them inside its signature) or
+	// never. Default encrypted.
+	ProtectHeaders string `yaml:"protect_headers"`
 	// Users are per login name: more addresses they may send as and read
 	// for (the login name itself, when it is an address, always counts), and
 	// their own rules.
@@ -276,10 +281,11 @@ type Policy struct {
 	Domains map[string]Rules `yaml:"domains"`
 }
 
-// Rules override sign and encrypt; empty fields inherit.
+// Rules override sign, encrypt and protect_headers; empty fields inherit.
 type Rules struct {
-	Sign    string `yaml:"sign"`
-	Encrypt string `yaml:"encrypt"`
+	Sign           string `yaml:"sign"`
+	Encrypt        string `yaml:"encrypt"`
+	ProtectHeaders string `yaml:"protect_headers"`
 }
 
 // UserRules are a user's addresses and rules.
@@ -381,13 +387,14 @@ func Default() *Config {
 			Search: Search{MaxMessages: 1000, Timeout: Duration(20 * time.Second)},
 		},
 		Policy: Policy{
-			Sign:          "always",
-			Encrypt:       "opportunistic",
-			ForeignFrom:   "refuse",
-			Overrides:     true,
-			EncryptToSelf: true,
-			Cipher:        "auto",
-			SignFormat:    "detached",
+			Sign:           "always",
+			Encrypt:        "opportunistic",
+			ForeignFrom:    "refuse",
+			Overrides:      true,
+			EncryptToSelf:  true,
+			Cipher:         "auto",
+			SignFormat:     "detached",
+			ProtectHeaders: "encrypted",
 		},
 		Metrics:         Metrics{Listen: "127.0.0.1:9464"},
 		ShutdownTimeout: Duration(60 * time.Second),
@@ -572,8 +579,9 @@ func (p *Policy) validate(bad func(key, format string, args ...any)) {
 	rules := func(key string, r Rules, empty bool) {
 		oneOf(key+".sign", r.Sign, empty, "always", "never")
 		oneOf(key+".encrypt", r.Encrypt, empty, "opportunistic", "required", "never")
+		oneOf(key+".protect_headers", r.ProtectHeaders, empty, "encrypted", "always", "never")
 	}
-	rules("policy", Rules{Sign: p.Sign, Encrypt: p.Encrypt}, false)
+	rules("policy", Rules{Sign: p.Sign, Encrypt: p.Encrypt, ProtectHeaders: p.ProtectHeaders}, false)
 	oneOf("policy.foreign_from", p.ForeignFrom, false, "refuse", "unsigned")
 	oneOf("policy.cipher", p.Cipher, false, "auto", "aes-256-cbc", "aes-128-cbc", "aes-256-gcm", "aes-128-gcm")
 	oneOf("policy.sign_format", p.SignFormat, false, "detached", "opaque")

@@ -35,6 +35,8 @@ func TestLoadErrors(t *testing.T) {
 		{"wrong type", "trust:\n  system_roots: maybe\n", []string{"line 2", "maybe"}},
 		{"missing passphrase file", "keystore:\n  passphrase_file: /nonexistent/pass\n", []string{"keystore.passphrase_file", "/nonexistent/pass"}},
 		{"sign format", "policy:\n  sign_format: clear\n", []string{"policy.sign_format", "options are detached, opaque"}},
+		{"protect headers", "policy:\n  protect_headers: yes\n  domains:\n    example.org: {protect_headers: off}\n",
+			[]string{"policy.protect_headers", "options are encrypted, always, never", "policy.domains.example.org.protect_headers"}},
 		{"every problem at once", "log:\n  level: loud\n  format: xml\n", []string{"log.level", "options are debug, info, warn, error", "log.format"}},
 		{"database URL with a password", "storage:\n  postgres: {url: \"postgres://u:secret@db/x\"}\n", []string{"storage.postgres.url", "password_file"}},
 		{"database URL of another scheme", "storage:\n  postgres: {url: \"mysql://db/x\"}\n", []string{"storage.postgres.url", "postgres://USER@HOST/DATABASE"}},

@@ -12,7 +12,7 @@ import (
 // checked by config.Validate.
 func FromConfig(c config.Policy) *Policy {
 	p := &Policy{
-		Default:       Rules{Sign: Sign(c.Sign), Encrypt: Encrypt(c.Encrypt)},
+		Default:       Rules{Sign: Sign(c.Sign), Encrypt: Encrypt(c.Encrypt), ProtectHeaders: ProtectHeaders(c.ProtectHeaders)},
 		ForeignFrom:   ForeignFrom(c.ForeignFrom),
 		Overrides:     c.Overrides,
 		EncryptToSelf: c.EncryptToSelf,
@@ -40,7 +40,7 @@ func FromConfig(c config.Policy) *Policy {
 }
 
 func rules(r config.Rules) Rules {
-	return Rules{Sign: Sign(r.Sign), Encrypt: Encrypt(r.Encrypt)}
+	return Rules{Sign: Sign(r.Sign), Encrypt: Encrypt(r.Encrypt), ProtectHeaders: ProtectHeaders(r.ProtectHeaders)}
 }
 
 // Addresses returns the addresses a login may send as and read mail for: the

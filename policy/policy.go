@@ -43,10 +43,27 @@ const (
 	ForeignFromUnsigned ForeignFrom = "unsigned"
 )
 
+// ProtectHeaders says when to protect the header fields (RFC 9788): put a
+// copy inside the signature and the encryption, and hide the Subject of
+// encrypted mail outside.
+type ProtectHeaders string
+
+const (
+	// ProtectEncrypted protects the header of encrypted mail only, so that
+	// signed-only mail goes as it always did.
+	ProtectEncrypted ProtectHeaders = "encrypted"
+	// ProtectAlways protects signed-only mail too, inside its signature.
+	ProtectAlways ProtectHeaders = "always"
+	// ProtectNever never protects it, for recipients whose client shows
+	// encrypted mail with "[...]" as its Subject.
+	ProtectNever ProtectHeaders = "never"
+)
+
 // Rules is one level of policy. Empty fields inherit from the level below.
 type Rules struct {
-	Sign    Sign
-	Encrypt Encrypt
+	Sign           Sign
+	Encrypt        Encrypt
+	ProtectHeaders ProtectHeaders
 }
 
 // Policy is the whole set of rules. The most specific level that sets a field
@@ -130,6 +147,9 @@ type Decision struct {
 	Action  Action
 	Sign    bool
 	Encrypt bool
+	// ProtectHeaders protects the header fields (RFC 9788): inside the
+	// encryption when Encrypt, else inside the signature.
+	ProtectHeaders bool
 	// Refusal says why the message is refused; nil unless Action is Refuse.
 	Refusal *Refusal
 	// Reason is a short explanation for the log.
@@ -180,7 +200,7 @@ func (p *Policy) Decide(m *Message) Decision {
 	if err != nil {
 		return Decision{Action: Refuse, Refusal: err, Reason: err.Text}
 	}
-	d := Decision{Action: Send, Sign: sign, Encrypt: enc}
+	d := Decision{Action: Send, Sign: sign, Encrypt: enc, ProtectHeaders: p.protectHeaders(base, m.Rcpts, enc)}
 	switch {
 	case enc && sign:
 		d.Reason = "sign and encrypt"
@@ -265,6 +285,35 @@ func (p *Policy) encrypt(base Rules, m *Message, ov Override) (bool, *Refusal) {
 	return false, &Refusal{Rcpts: rcpts, Text: "encryption is required but there is no usable certificate for " + strings.Join(missing, ", ")}
 }
 
+// protectHeaders: every recipient reads the same message, so the rule of
+// the recipient whose client copes least wins (never, then encrypted, then
+// always); the message level decides when there are no recipients.
+func (p *Policy) protectHeaders(base Rules, rcpts []string, enc bool) bool {
+	level := base.ProtectHeaders
+	for i, rc := range rcpts {
+		l := merge(base, p.Domains[mailaddr.DomainOf(rc)]).ProtectHeaders
+		if i == 0 || protectRank(l) < protectRank(level) {
+			level = l
+		}
+	}
+	if enc {
+		return level != ProtectNever
+	}
+	return level == ProtectAlways
+}
+
+// protectRank orders the levels by how much they protect; unset is the
+// default, encrypted.
+func protectRank(l ProtectHeaders) int {
+	switch l {
+	case ProtectNever:
+		return 0
+	case ProtectAlways:
+		return 2
+	}
+	return 1
+}
+
 func refuse(rcpts []string, text string) Decision {
 	return Decision{Action: Refuse, Refusal: &Refusal{Rcpts: rcpts, Text: text}, Reason: text}
 }
@@ -275,6 +324,9 @@ func merge(base, over Rules) Rules {
 	}
 	if over.Encrypt != "" {
 		base.Encrypt = over.Encrypt
+	}
+	if over.ProtectHeaders != "" {
+		base.ProtectHeaders = over.ProtectHeaders
 	}
 	return base
 }

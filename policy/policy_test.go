@@ -243,3 +243,59 @@ func TestNormalizedNames(t *testing.T) {
 		t.Errorf("Decide(user rule, second address) = %v sign=%v encrypt=%v (%s), want signed, not encrypted", d.Action, d.Sign, d.Encrypt, d.Reason)
 	}
 }
+
+// TestProtectHeaders: on for encrypted mail by default, on for signed-only
+// mail only when asked, and off for the message as soon as one
+// recipient's rule says never; from the configuration, per default, user,
+// sender and recipient domain.
+func TestProtectHeaders(t *testing.T) {
+	c := config.Default().Policy
+	c.Domains = map[string]config.Rules{
+		"old.example":     {ProtectHeaders: "never"},
+		"modern.example":  {ProtectHeaders: "always"},
+		"partner.example": {Encrypt: "required"},
+	}
+	c.Users = map[string]config.UserRules{"careful@example.com": {Rules: config.Rules{ProtectHeaders: "always"}}}
+	c.Senders = map[string]config.Rules{"news@example.com": {ProtectHeaders: "never"}}
+	p := policy.FromConfig(c)
+	msg := func(user, from string, noCert bool, rcpts ...string) *policy.Message {
+		m := &policy.Message{User: user, From: from, Addresses: []string{user, from}, Rcpts: rcpts}
+		if noCert {
+			m.NoCert = map[string]string{}
+			for _, r := range rcpts {
+				m.NoCert[r] = "no certificate"
+			}
+		}
+		return m
+	}
+	const alice = "alice@example.com"
+	tests := []struct {
+		name      string
+		m         *policy.Message
+		sign, enc bool
+		protect   bool
+	}{
+		{"encrypted: on by default", msg(alice, alice, false, "bob@example.org"), true, true, true},
+		{"signed only: off by default", msg(alice, alice, true, "bob@example.org"), true, false, false},
+		{"signed only, always for the domain", msg(alice, alice, true, "x@modern.example"), true, false, true},
+		{"signed only, always for one recipient only", msg(alice, alice, true, "x@modern.example", "bob@example.org"), true, false, false},
+		{"encrypted, never for the domain", msg(alice, alice, false, "x@old.example"), true, true, false},
+		{"encrypted, never for one of the recipients", msg(alice, alice, false, "x@old.example", "bob@example.org", "y@modern.example"), true, true, false},
+		{"user always: signed only too", msg("careful@example.com", "careful@example.com", true, "bob@example.org"), true, false, true},
+		{"user always, domain never", msg("careful@example.com", "careful@example.com", false, "x@old.example"), true, true, false},
+		{"sender never", msg(alice, "news@example.com", false, "bob@example.org"), true, true, false},
+		{"encrypted to a required domain", msg(alice, alice, false, "x@partner.example"), true, true, true},
+	}
+	for _, tc := range tests {
+		d := p.Decide(tc.m)
+		if d.Action != policy.Send || d.Sign != tc.sign || d.Encrypt != tc.enc || d.ProtectHeaders != tc.protect {
+			t.Errorf("Decide(%s) = %v sign=%v encrypt=%v protect=%v (%s), want send sign=%v encrypt=%v protect=%v",
+				tc.name, d.Action, d.Sign, d.Encrypt, d.ProtectHeaders, d.Reason, tc.sign, tc.enc, tc.protect)
+		}
+	}
+	off := config.Default().Policy
+	off.ProtectHeaders = "never"
+	if d := policy.FromConfig(off).Decide(msg(alice, alice, false, "bob@example.org")); !d.Encrypt || d.ProtectHeaders {
+		t.Errorf("protect_headers: never by default: encrypt=%v protect=%v, want encrypted without", d.Encrypt, d.ProtectHeaders)
+	}
+}

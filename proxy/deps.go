@@ -51,6 +51,15 @@ type SignatureChecker interface {
 	CheckSignatures(ctx context.Context, sigs []*smime.Signature) (harvest []bool)
 }
 
+// RecipientChecker is what Options.Certs may offer besides Certs (find it
+// by type assertion): whether a certificate found elsewhere (a user's own,
+// in the keystore) may be encrypted to, under the revocation rules Lookup
+// applies. It returns nil, or a *certcache.NoValidCertError saying why not.
+// certstatus.Checker implements it.
+type RecipientChecker interface {
+	CheckRecipient(ctx context.Context, addr string, cert *x509.Certificate) error
+}
+
 // Available is what a store offers whose content lives elsewhere (a
 // keystore or certificate cache in a database): nil while it can be
 // reached, or why not.

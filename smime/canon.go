@@ -28,8 +28,9 @@ type prepared struct {
 // prepare splits msg into the message header, which stays outside, and the
 // content entity (its Content-* fields and body), canonicalised. A message
 // that would exceed lim once wrapped in wrap more levels is refused with a
-// *LimitError.
-func prepare(msg []byte, lim *Limits, wrap int) (*prepared, error) {
+// *LimitError. With hp, the content entity is the payload of header
+// protection (protect.go).
+func prepare(msg []byte, lim *Limits, wrap int, hp HeaderProtection) (*prepared, error) {
 	l := lim.orDefault()
 	walk := l
 	walk.MaxDepth = max(l.MaxDepth-wrap, 1)
@@ -52,7 +53,9 @@ func prepare(msg []byte, lim *Limits, wrap int) (*prepared, error) {
 			content = append(content, f)
 		default:
 			p.hasMIMEVer = p.hasMIMEVer || f.name == "Mime-Version"
-			p.outer = append(p.outer, crlfField(f.raw))
+			if out := outside(f.name, crlfField(f.raw), hp); out != nil {
+				p.outer = append(p.outer, out)
+			}
 		}
 	}
 	if h := headerOf(content); h.Get("Content-Type") == "" {
@@ -61,12 +64,56 @@ func prepare(msg []byte, lim *Limits, wrap int) (*prepared, error) {
 			content = append(content, field{name: "Content-Type", raw: []byte("Content-Type: text/plain; charset=us-ascii\r\n")})
 		}
 	}
+	root := &entity{fields: content, header: headerOf(content), body: e.body}
 	c := &canon{buf: msg, lim: l}
-	if err := c.entity(&entity{fields: content, header: headerOf(content), body: e.body}, t.Root); err != nil {
+	if hp != NoHeaderProtection {
+		if err := c.protect(e, root, t.Root, hp); err != nil {
+			return nil, err
+		}
+	}
+	if err := c.entity(root, t.Root); err != nil {
 		return nil, err
 	}
 	p.innerContent = bytes.Join(c.out, nil)
 	return p, nil
+}
+
+// protect makes root, the content entity of msg, the payload of header
+// protection in mode: the protected fields go in, its Content-Type says hp,
+// and the main body parts are to show what the outer header hides.
+func (c *canon) protect(msg, root *entity, p *Part, mode HeaderProtection) error {
+	if Classify(root.header) != Plain {
+		return errProtectedContent
+	}
+	content := slices.Clone(root.fields)
+	ct := slices.IndexFunc(content, func(f field) bool { return f.name == "Content-Type" })
+	if ct < 0 {
+		// 8-bit text of no stated type, which leaf would label the same way.
+		charset := "utf-8"
+		if !utf8.Valid(root.body) {
+			charset = "unknown-8bit"
+		}
+		content = append(content, field{name: "Content-Type", raw: []byte("Content-Type: text/plain; charset=" + charset + "\r\n")})
+		ct = len(content) - 1
+	}
+	value := "clear"
+	if mode == ProtectCipher {
+		value = "cipher"
+	}
+	raw, ok := withParams(content[ct].raw, [2]string{hpParam, value})
+	if !ok {
+		return fmt.Errorf("%w: its Content-Type cannot be read to mark it as protected", ErrMalformed)
+	}
+	content[ct].raw = raw
+	pr := protect(msg, mode)
+	fields := slices.Concat(pr.copies, content, pr.hpOuter)
+	*root = entity{fields: fields, header: headerOf(fields), body: root.body}
+	if len(pr.legacy) > 0 {
+		c.legacy = pr.legacy
+		c.main = map[*Part]bool{}
+		mainBodyParts(c.buf, root, p, c.lim.MaxHeaderBytes, func(_ *entity, p *Part) { c.main[p] = true })
+	}
+	return nil
 }
 
 // writeOuter writes the outer header fields, then MIME-Version when the
@@ -104,6 +151,10 @@ type canon struct {
 	lim    Limits
 	out    [][]byte
 	unsafe int // how many pieces of out are not 7-bit safe
+	// legacy is what the Legacy Display Element in each of the main body
+	// parts shows; nil: none.
+	legacy []legacyLine
+	main   map[*Part]bool
 }
 
 func (c *canon) put(b []byte, safe bool) int {
@@ -164,6 +215,11 @@ func (c *canon) entity(e *entity, p *Part) error {
 			}
 		}
 		return nil
+	case c.main[p]:
+		if ok, err := c.legacyLeaf(e, t); ok || err != nil {
+			return err
+		}
+		return c.leaf(e, t)
 	default:
 		return c.leaf(e, t)
 	}

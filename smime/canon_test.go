@@ -174,7 +174,7 @@ func TestPrepare(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			p, err := prepare(msg, nil, 0)
+			p, err := prepare(msg, nil, 0, NoHeaderProtection)
 			if err != nil {
 				t.Fatalf("prepare: %v", err)
 			}

@@ -16,6 +16,10 @@ type EncryptOptions struct {
 	// Limits bound the message; nil: DefaultLimits. A message past them is
 	// refused with a *LimitError.
 	Limits *Limits
+	// ProtectHeaders encrypts the header fields with the content and
+	// obscures the outer header (RFC 9788 hp="cipher"), for content that is
+	// not signed; signed content is protected by Sign's ProtectCipher.
+	ProtectHeaders bool
 }
 
 // Encrypt encrypts the RFC 5322 message msg to every recipient certificate.
@@ -29,9 +33,13 @@ func Encrypt(msg []byte, recipients []*x509.Certificate, opts *EncryptOptions) (
 	if opts == nil {
 		opts = &EncryptOptions{}
 	}
-	p, err := prepare(msg, opts.Limits, 0)
+	hp := NoHeaderProtection
+	if opts.ProtectHeaders {
+		hp = ProtectCipher
+	}
+	p, err := prepare(msg, opts.Limits, 0, hp)
 	if err != nil {
-		return nil, err // ErrMalformed or a *LimitError, which name the package already
+		return nil, err // ErrMalformed, a *LimitError or errProtectedContent, which name the package already
 	}
 	der, err := cms.Encrypt(p.innerContent, recipients, &cms.EncryptOptions{Cipher: opts.Cipher, OAEP: opts.OAEP})
 	if err != nil {

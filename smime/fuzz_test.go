@@ -53,7 +53,20 @@ func FuzzOpen(f *testing.F) {
 				f.Fatal(err)
 			}
 			f.Add(enc)
+			// Header protection: the payload and its Legacy Display Element.
+			if signed, err = smime.Sign(msg, identity(alice), &smime.SignOptions{Opaque: opaque, HeaderProtection: smime.ProtectCipher}); err != nil {
+				f.Fatal(err)
+			}
+			if enc, err = smime.Encrypt(signed, []*x509.Certificate{bob.Cert}, nil); err != nil {
+				f.Fatal(err)
+			}
+			f.Add(enc)
 		}
+		enc, err := smime.Encrypt(msg, []*x509.Certificate{bob.Cert}, &smime.EncryptOptions{ProtectHeaders: true})
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(enc)
 	}
 	opts := &smime.OpenOptions{
 		Keys:   []smime.KeyPair{keyPair(bob)},
@@ -104,8 +117,9 @@ func FuzzClassify(f *testing.F) {
 }
 
 // FuzzSign: no message makes Sign panic, and whatever Sign signs verifies:
-// the bytes signed are the bytes sent. The signature Sign made is the
-// outermost one; a signed message signed again has its own inside.
+// the bytes signed are the bytes sent, with and without header protection.
+// The signature Sign made is the outermost one; a signed message signed
+// again has its own inside.
 func FuzzSign(f *testing.F) {
 	ca := testpki.NewCA(f, "fuzz root")
 	alice := ca.Issue(f, "alice@example.com", &testpki.Options{Key: "p256"})
@@ -113,9 +127,13 @@ func FuzzSign(f *testing.F) {
 	hostileSeeds(f)
 	vopts := &smime.VerifyOptions{Roots: ca.Pool()}
 	f.Fuzz(func(t *testing.T, msg []byte) {
-		for _, opaque := range []bool{false, true} {
-			signed, err := smime.Sign(msg, identity(alice), &smime.SignOptions{Opaque: opaque})
+		for _, opts := range []smime.SignOptions{{}, {Opaque: true}, {HeaderProtection: smime.ProtectClear}, {Opaque: true, HeaderProtection: smime.ProtectCipher}} {
+			opaque := opts.Opaque
+			signed, err := smime.Sign(msg, identity(alice), &opts)
 			if err != nil {
+				if opts.HeaderProtection != smime.NoHeaderProtection {
+					continue // already S/MIME, say
+				}
 				return
 			}
 			sigs, err := smime.Verify(signed, vopts)

@@ -142,3 +142,46 @@ func TestGpgsmEncryptedOpenedByUs(t *testing.T) {
 		})
 	}
 }
+
+// TestGpgsmReadsProtected: gpgsm decrypts and verifies what we send with
+// header protection, and the content holds the protected header.
+func TestGpgsmReadsProtected(t *testing.T) {
+	p := newPKI(t)
+	g := testpeer.NewGpgsm(t, p.ca.Cert)
+	g.ImportIdentity(t, "bob", p.bob)
+	msg := testMessage(t, "plain.eml")
+	for _, way := range protectWays {
+		t.Run(way.name, func(t *testing.T) {
+			entity := way.make(t, p, msg)
+			if way.encrypt {
+				g.Write(t, "enc.p7m", mimeBody(t, entity))
+				entity = g.WithPassphrase(t, "--decrypt", "enc.p7m")
+			}
+			content := entity
+			switch {
+			case way.name == "encrypted":
+			case strings.Contains(way.name, "detached"):
+				var sig []byte
+				content, sig = signedParts(t, entity)
+				g.Write(t, "content", content)
+				g.Write(t, "sig.p7s", sig)
+				if out := g.Run(t, nil, "--batch", "--status-fd", "1", "--verify", "sig.p7s", "content"); !goodSig(out) {
+					t.Fatalf("gpgsm --verify (detached):\n%s", out)
+				}
+			default:
+				g.Write(t, "opaque.p7m", mimeBody(t, entity))
+				if out := g.Run(t, nil, "--batch", "--status-fd", "1", "--output", "opaque.out", "--yes", "--verify", "opaque.p7m"); !goodSig(out) {
+					t.Fatalf("gpgsm --verify (opaque):\n%s", out)
+				}
+				content = g.Read(t, "opaque.out")
+			}
+			want := "hp=\"clear\""
+			if way.encrypt {
+				want = "hp=\"cipher\""
+			}
+			if !bytes.Contains(content, []byte("Subject: Plain ASCII\r\n")) || !bytes.Contains(content, []byte(want)) {
+				t.Errorf("gpgsm got content without the protected header (%s):\n%s", want, content)
+			}
+		})
+	}
+}

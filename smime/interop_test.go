@@ -159,6 +159,14 @@ var overrides = map[string]want{
 		encrypted: true, noDecrypt: cms.ErrNoRecipient, unchanged: true,
 		divergence: "the PGP/MIME signature is not ours to check (no smime result); we step into its S/MIME content, which is for the unshipped 2023 Bob",
 	},
+	"notmuch/smime-enc+legacy-disp.eml": {
+		layers: []layer{{decrypt: true, ok: true}}, contentType: "multipart/mixed", text: "Hi Bob! I just signed the contract with BarCorp",
+		divergence: "the legacy display part (protected-headers=\"v1\") is left out of the decrypted payload, whose Subject is the message's own",
+	},
+	"notmuch/smime-sign+enc+legacy-disp.eml": {
+		layers: []layer{{decrypt: true, ok: true}, {ok: true}}, contentType: "multipart/mixed", text: "Hi Bob! I just signed the contract with BarCorp",
+		divergence: "the legacy display part (protected-headers=\"v1\") is left out of the decrypted payload, whose Subject is the message's own",
+	},
 	"openssl/pkcs7-empty-digest-set.eml": {
 		// "Must fail cleanly, not crash": it does, as untrusted.
 		statuses: []smime.Status{smime.StatusUntrusted}, unchanged: true,

@@ -37,8 +37,12 @@ type OpenOptions struct {
 type Opened struct {
 	// Message is the message to serve: the original header block with its
 	// Content-* (and MIME-Version) fields replaced by those of the innermost
-	// entity to show, then that entity's body. It is the input itself when
-	// nothing was unwrapped.
+	// entity to show, then that entity's body. Under header protection the
+	// protected fields take the place of the outer ones of the same names
+	// (outer fields of other names stay), and the Legacy Display Element is
+	// left out of an encrypted payload that is shown unwrapped (one inside a
+	// multipart/signed kept for the client stays: taking it out would break
+	// the signature). It is the input itself when nothing changed.
 	Message []byte
 
 	Encrypted  bool  // an encrypted layer was met
@@ -52,10 +56,14 @@ type Opened struct {
 
 	// HeaderProtection is the innermost entity's hp Content-Type parameter
 	// ("cipher" or "clear", RFC 9788), "v1" for the older
-	// protected-headers="v1", or empty when it carries none.
+	// protected-headers="v1", or empty when it carries none (or an hp value
+	// RFC 9788 does not define). The top level of a message is never the
+	// innermost entity: its own hp says nothing.
 	HeaderProtection string
-	// ProtectedHeaders are the header fields, other than Content-*, that the
-	// innermost entity carries when HeaderProtection is set.
+	// ProtectedHeaders are the header fields that the innermost entity
+	// carries when HeaderProtection is set, other than Content-*,
+	// MIME-Version, HP-Outer and the fields that only the systems a message
+	// passes through write (Received, Authentication-Results, ...).
 	ProtectedHeaders textproto.Header
 
 	// Limit is the first of the Limits the message (or a layer inside it)
@@ -94,10 +102,14 @@ func Open(msg []byte, opts *OpenOptions) (*Opened, error) {
 	}
 	outer := w.layer(msg, top)
 	served := w.peel(outer)
-	if served.e != top {
-		o.Message = serve(top, served.e)
+	pr := w.headerProtection(top, served)
+	shown := served.e
+	if pr != nil && pr.stripped != nil {
+		shown = pr.stripped
 	}
-	w.headerProtection(top, served)
+	if shown != top || pr != nil && len(pr.fields) > 0 {
+		o.Message = serve(top, shown, pr)
+	}
 	return o, nil
 }
 
@@ -333,9 +345,10 @@ func (w *opener) decrypt(der []byte) (layer, bool) {
 }
 
 // serve builds the served message: top's header block, byte for byte, with
-// its content fields replaced by inner's, then inner's body, in top's line
-// break convention.
-func serve(top, inner *entity) []byte {
+// its content fields replaced by inner's and the fields pr promotes in place
+// of those of their names, then inner's body, in top's line break
+// convention (as it is when inner is top itself).
+func serve(top, inner *entity, pr *promotion) []byte {
 	crlf := usesCRLF(top.fields)
 	conv := func(b []byte) []byte {
 		if crlf {
@@ -359,10 +372,29 @@ func serve(top, inner *entity) []byte {
 			innerMIMEVer = innerMIMEVer || f.name == "Mime-Version"
 		}
 	}
+	var promoted [][]byte
+	if pr != nil {
+		for _, f := range pr.fields {
+			raw := conv(f.raw)
+			if !bytes.HasSuffix(raw, []byte("\n")) {
+				raw = append(raw[:len(raw):len(raw)], eol...)
+			}
+			promoted = append(promoted, raw)
+		}
+	}
 	var b bytes.Buffer
 	b.Grow(len(inner.body) + 4096)
-	inserted, mimeVer := false, innerMIMEVer
+	inserted, mimeVer, promotedIn := false, innerMIMEVer, false
 	for _, f := range top.fields {
+		if pr != nil && pr.replace[f.name] {
+			if !promotedIn {
+				for _, r := range promoted {
+					b.Write(r)
+				}
+				promotedIn = true
+			}
+			continue
+		}
 		replaced := isContentField(f.name) || f.name == "Mime-Version" && innerMIMEVer
 		if !replaced {
 			b.Write(f.raw)
@@ -379,6 +411,11 @@ func serve(top, inner *entity) []byte {
 			inserted = true
 		}
 	}
+	if !promotedIn {
+		for _, r := range promoted {
+			b.Write(r)
+		}
+	}
 	if !mimeVer {
 		b.WriteString("MIME-Version: 1.0" + eol)
 	}
@@ -388,7 +425,10 @@ func serve(top, inner *entity) []byte {
 		}
 	}
 	b.WriteString(eol)
-	body := conv(inner.body)
+	body := inner.body // a multipart/signed kept as it came: not a byte of it changes
+	if inner != top {
+		body = conv(inner.body)
+	}
 	b.Write(body)
 	// Content that ends in a lone CR (NSS signs such HTML) would end the
 	// message inside a line break, which IMAP servers count one byte short.
@@ -396,47 +436,6 @@ func serve(top, inner *entity) []byte {
 		b.WriteByte('\n')
 	}
 	return b.Bytes()
-}
-
-// headerProtection reports the protected header fields of the innermost
-// entity l (RFC 9788, and draft-autocrypt protected-headers="v1"). The top
-// level's own fields are never protected ones.
-func (w *opener) headerProtection(top *entity, l layer) {
-	// Within a kept multipart/signed, the protected fields sit on its first part.
-	for range maxLayers {
-		if k := Classify(l.e.header); k != Signed && k != PGPSigned {
-			break
-		}
-		first, _, ok := signedParts(l)
-		if !ok {
-			return
-		}
-		e, err := parseEntity(l.buf[first.Start:first.rfcEnd], w.lim.MaxHeaderBytes)
-		if err != nil {
-			return
-		}
-		l = layer{buf: l.buf, part: first, e: e}
-	}
-	e := l.e
-	if e == top {
-		return
-	}
-	_, params := mediaType(e.header)
-	mode := strings.ToLower(params["hp"])
-	if mode == "" && strings.EqualFold(params["protected-headers"], "v1") {
-		mode = "v1"
-	}
-	if mode == "" {
-		return
-	}
-	var fields []field
-	for _, f := range e.fields {
-		if !isContentField(f.name) && f.name != "Mime-Version" {
-			fields = append(fields, f)
-		}
-	}
-	w.o.HeaderProtection = mode
-	w.o.ProtectedHeaders = headerOf(fields)
 }
 
 // fromAddresses returns the addresses in h's From field, lower case.

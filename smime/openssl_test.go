@@ -228,3 +228,37 @@ func TestOpenSSLEncryptedOpenedByUs(t *testing.T) {
 		})
 	}
 }
+
+// TestOpenSSLReadsProtected: openssl cms decrypts and verifies what we send
+// with header protection, and the content it gets holds the protected
+// header: the real Subject, and the Legacy Display Element when encrypted.
+func TestOpenSSLReadsProtected(t *testing.T) {
+	o := newPeer(t, "openssl")
+	p := newPKI(t)
+	caFile := o.write(t, "ca.pem", testpki.CertPEM(p.ca.Cert))
+	cert, key, _ := o.writeIdentity(t, "bob", p.bob)
+	msg := testMessage(t, "plain.eml")
+	for _, way := range protectWays {
+		t.Run(way.name, func(t *testing.T) {
+			in := o.write(t, "in.eml", way.make(t, p, msg))
+			if way.encrypt {
+				o.run(t, nil, "cms", "-decrypt", "-in", in, "-recip", cert, "-inkey", key, "-out", "dec.eml")
+				in = "dec.eml"
+			}
+			content := o.read(t, in)
+			if way.name != "encrypted" {
+				o.run(t, nil, "cms", "-verify", "-in", in, "-CAfile", caFile, "-out", "content.out")
+				content = o.read(t, "content.out")
+			}
+			want := []string{"Subject: Plain ASCII\r\n", "From: Alice <alice@example.com>\r\n", "hp=\"clear\""}
+			if way.encrypt {
+				want = []string{"Subject: Plain ASCII\r\n", "HP-Outer: Subject: [...]\r\n", "hp=\"cipher\"", "\r\n\r\nSubject: Plain ASCII\r\n\r\nHello Bob,"}
+			}
+			for _, s := range want {
+				if !bytes.Contains(content, []byte(s)) {
+					t.Errorf("openssl got content without %q:\n%s", s, content)
+				}
+			}
+		})
+	}
+}

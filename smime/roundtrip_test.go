@@ -494,7 +494,8 @@ func TestStatusString(t *testing.T) {
 }
 
 // TestHeaderProtection: the innermost entity's protected header fields
-// (RFC 9788 hp="cipher") are reported, and the outer header is left alone.
+// (RFC 9788 hp="cipher") are reported, and served in place of the outer
+// ones.
 func TestHeaderProtection(t *testing.T) {
 	p := newPKI(t)
 	inner := "Content-Type: text/plain; charset=us-ascii; hp=\"cipher\"\r\n" +
@@ -517,7 +518,7 @@ func TestHeaderProtection(t *testing.T) {
 		t.Error("Content-Type among the protected headers")
 	}
 	hdr, body := split(t, o.Message)
-	if headerValue(hdr, "Subject") != "[...]" || string(body) != "Secret.\r\n" {
+	if headerValue(hdr, "Subject") != "The real subject" || string(body) != "Secret.\r\n" {
 		t.Errorf("served:\n%s", o.Message)
 	}
 	if _, params := mediaType(t, hdr); params["hp"] != "cipher" {

@@ -37,6 +37,11 @@ type SignOptions struct {
 	// be past them once signed (multipart/signed adds a level) is refused
 	// with a *LimitError.
 	Limits *Limits
+	// HeaderProtection puts the header fields inside the signature too
+	// (RFC 9788): ProtectClear for mail that is only signed, ProtectCipher
+	// for mail that Encrypt wraps next (whose outer header Sign then
+	// obscures already). Content that is already S/MIME cannot have it.
+	HeaderProtection HeaderProtection
 }
 
 // micalgs names the hashes for multipart/signed (RFC 8551 3.5.3.2).
@@ -78,9 +83,9 @@ func Sign(msg []byte, id *Identity, opts *SignOptions) ([]byte, error) {
 	if opts.Opaque {
 		wrap = 0
 	}
-	p, err := prepare(msg, opts.Limits, wrap)
+	p, err := prepare(msg, opts.Limits, wrap, opts.HeaderProtection)
 	if err != nil {
-		return nil, err // ErrMalformed or a *LimitError, which name the package already
+		return nil, err // ErrMalformed, a *LimitError or errProtectedContent, which name the package already
 	}
 	copts := &cms.SignOptions{
 		Hash:         hash,

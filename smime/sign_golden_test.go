@@ -42,6 +42,32 @@ func TestSignGolden(t *testing.T) {
 		{"plain.encrypted-gcm", "plain.eml", func(m []byte) ([]byte, error) {
 			return Encrypt(m, []*x509.Certificate{alice.Cert}, &EncryptOptions{Cipher: cms.AES256GCM})
 		}},
+		// Header protection: inside the signature only; inside the
+		// encryption, signed and not; a multipart/alternative whose two
+		// alternatives get the Legacy Display Element; 8-bit text that
+		// needs quoted-printable once it has one; no MIME at all.
+		{"plain.detached-hp-clear", "plain.eml", func(m []byte) ([]byte, error) {
+			return Sign(m, id, &SignOptions{Time: at, HeaderProtection: ProtectClear})
+		}},
+		{"plain.signed-encrypted-hp", "plain.eml", func(m []byte) ([]byte, error) {
+			s, err := Sign(m, id, &SignOptions{Time: at, Opaque: true, HeaderProtection: ProtectCipher})
+			if err != nil {
+				return nil, err
+			}
+			return Encrypt(s, []*x509.Certificate{alice.Cert}, nil)
+		}},
+		{"nested.encrypted-hp", "nested.eml", func(m []byte) ([]byte, error) {
+			return Encrypt(m, []*x509.Certificate{alice.Cert}, &EncryptOptions{ProtectHeaders: true})
+		}},
+		{"8bit.encrypted-hp", "8bit.eml", func(m []byte) ([]byte, error) {
+			return Encrypt(m, []*x509.Certificate{alice.Cert}, &EncryptOptions{ProtectHeaders: true})
+		}},
+		{"no-mime.encrypted-hp", "no-mime.eml", func(m []byte) ([]byte, error) {
+			return Encrypt(m, []*x509.Certificate{alice.Cert}, &EncryptOptions{ProtectHeaders: true})
+		}},
+		{"attachment.encrypted-hp", "attachment.eml", func(m []byte) ([]byte, error) {
+			return Encrypt(m, []*x509.Certificate{alice.Cert}, &EncryptOptions{ProtectHeaders: true})
+		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -50,12 +76,12 @@ func TestSignGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			golden(t, "sign/"+tc.name+".golden", describeCMS(t, out))
+			golden(t, "sign/"+tc.name+".golden", describeCMS(t, out, alice))
 		})
 	}
 }
 
-func readTestdata(t *testing.T, name string) []byte {
+func readTestdata(t testing.TB, name string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("testdata", name))
 	if err != nil {
@@ -65,8 +91,9 @@ func readTestdata(t *testing.T, name string) []byte {
 }
 
 // describeCMS replaces every base64 CMS body in msg by a line saying what it
-// holds (and, for signed-data with content, that content).
-func describeCMS(t *testing.T, msg []byte) []byte {
+// holds (and, for signed-data with content and enveloped data that reader
+// decrypts, that content, described in turn).
+func describeCMS(t *testing.T, msg []byte, reader *testpki.Identity) []byte {
 	t.Helper()
 	e, err := parseEntity(msg, DefaultLimits.MaxHeaderBytes)
 	if err != nil {
@@ -112,6 +139,11 @@ func describeCMS(t *testing.T, msg []byte) []byte {
 				t.Fatal(err)
 			}
 			desc = fmt.Sprintf("[Envelope: authenticated %v, %v, %d recipient]", env.Authenticated, env.Cipher, len(env.Recipients))
+			content, err := env.Decrypt(reader.Cert, reader.Key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			desc += "\r\n[content:]\r\n" + string(describeCMS(t, content, reader))
 		default:
 			t.Fatalf("unexpected CMS type %v", typ)
 		}

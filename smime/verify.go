@@ -67,7 +67,16 @@ type Signature struct {
 	Capabilities   []cms.Capability
 	SigningTime    time.Time
 	Hash           crypto.Hash
+
+	// fromChecked: the signer was checked against the From address, which
+	// header protection may change.
+	fromChecked bool
 }
+
+const (
+	reasonVerified        = "signature verified"
+	reasonAddressMismatch = "certificate does not name the From address"
+)
 
 // verifier checks the signatures of one message.
 type verifier struct {
@@ -116,11 +125,12 @@ func (v *verifier) check(sd *cms.SignedData, s *cms.Signer, content []byte, addr
 		sig.Status, sig.Reason = StatusWeak, strings.ToUpper(s.Hash.String())+" signature"
 		return sig
 	}
+	sig.fromChecked = addressCheck
 	if addressCheck && len(v.from) > 0 && !namesAll(cert, v.from) {
-		sig.Status, sig.Reason = StatusAddressMismatch, "certificate does not name the From address"
+		sig.Status, sig.Reason = StatusAddressMismatch, reasonAddressMismatch
 		return sig
 	}
-	sig.Status, sig.Reason = StatusValid, "signature verified"
+	sig.Status, sig.Reason = StatusValid, reasonVerified
 	return sig
 }
 

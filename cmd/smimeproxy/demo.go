@@ -228,8 +228,8 @@ func (d *demoRun) selfTest(ctx context.Context, w io.Writer) error {
 	fmt.Fprintf(w, "Looking at what the mail server stored for %s.\n", bob)
 	stored, err := fetchLast(ctx, d.upstream.IMAPAddr, bob, d.passwords[bob])
 	if step("the mail server holds a message for bob", err) {
-		step("it is encrypted on the server (application/pkcs7-mime, enveloped)", expect(stored,
-			[]string{"application/pkcs7-mime", "enveloped-data"}, []string{"Hello Bob", marker}))
+		step("it is encrypted on the server (application/pkcs7-mime)", expect(stored,
+			[]string{"application/pkcs7-mime"}, []string{"Hello Bob", marker}))
 	}
 
 	fmt.Fprintf(w, "Reading it as %s through the IMAP proxy at %s.\n", bob, d.imapAddr())

@@ -24,14 +24,19 @@ type userKey struct {
 }
 
 // authResults is the value of the Authentication-Results field for what Open
-// found: the smime results, then, for an encrypted message, a comment saying
-// so, with which cipher and to whom. noKeys, when set, says why no key was
-// tried at all, and so explains a message that
-// could not be decrypted because no key was available at all.
+// found: the smime results, then a comment saying whether the message was
+// encrypted, with which cipher and to whom, and whether its header was
+// protected (RFC 9788). noKeys, when set, says why no key was tried at all,
+// and so explains a message that could not be decrypted because no key was
+// available at all.
 func authResults(authservID string, o *smime.Opened, keys []userKey, noKeys string) string {
 	v := o.AuthenticationResults(authservID)
+	hp := headerProtection(o.HeaderProtection)
 	if !o.Encrypted {
-		return v
+		if hp == "" {
+			return v
+		}
+		return v + " " + comment(hp)
 	}
 	var mine []string
 	others := 0
@@ -69,7 +74,22 @@ func authResults(authservID string, o *smime.Opened, keys []userKey, noKeys stri
 			c.WriteString(": " + noKeys)
 		}
 	}
+	if hp != "" {
+		c.WriteString("; " + hp)
+	}
 	return v + " " + comment(c.String())
+}
+
+// headerProtection says in words how the header was protected, by the
+// parameter of the message's innermost part: "" when it was not.
+func headerProtection(hp string) string {
+	switch hp {
+	case "cipher", "clear":
+		return "header protected, hp=" + hp
+	case "v1":
+		return "header protected, protected-headers=v1"
+	}
+	return ""
 }
 
 func plural(n int, word string) string {

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+
+	"smimeproxy/smime"
 )
 
 func TestFoldField(t *testing.T) {
@@ -103,6 +105,28 @@ func TestClassifyHeader(t *testing.T) {
 	} {
 		if got := classifyHeader([]byte(tc.header), "proxy.test"); got != tc.want {
 			t.Errorf("classifyHeader(%q) = %v, want %v", tc.header, got, tc.want)
+		}
+	}
+}
+
+// TestAuthResultsHeaderProtection: the comment says the header was
+// protected, encrypted or not, and names only the values RFC 9788 and the
+// older scheme define.
+func TestAuthResultsHeaderProtection(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		o    smime.Opened
+		want string
+	}{
+		{"encrypted", smime.Opened{Encrypted: true, Decrypted: true, HeaderProtection: "cipher"},
+			"proxy.test; smime=none (encrypted; header protected, hp=cipher)"},
+		{"signed only", smime.Opened{HeaderProtection: "clear"}, "proxy.test; smime=none (header protected, hp=clear)"},
+		{"older scheme", smime.Opened{HeaderProtection: "v1"}, "proxy.test; smime=none (header protected, protected-headers=v1)"},
+		{"none", smime.Opened{}, "proxy.test; smime=none"},
+		{"not decrypted", smime.Opened{Encrypted: true}, "proxy.test; smime=none reason=\"not decrypted\" (encrypted; not decrypted)"},
+	} {
+		if got := authResults("proxy.test", &tc.o, nil, ""); got != tc.want {
+			t.Errorf("authResults(%s) = %q, want %q", tc.name, got, tc.want)
 		}
 	}
 }

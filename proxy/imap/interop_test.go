@@ -63,6 +63,7 @@ func TestLabConsistentWithDovecot(t *testing.T) {
 		{"project encrypted", encrypted(t, plainMsg("project encrypted", "secret text"), p.bob), []string{"encrypted with aes-256"}},
 		{"project signed then encrypted", encrypted(t, signed(t, p.alice, multipartMsg("project both")), p.bob), []string{"smime=pass"}},
 		{"not for bob", encrypted(t, plainMsg("not for bob", "x"), p.alice), []string{"not decrypted"}},
+		{"project header protected", protected(t, p.alice, multipartMsg("project protected"), p.bob), []string{"smime=pass", "header protected, hp=cipher"}},
 	}
 	if interop != "" {
 		b, err := os.ReadFile(filepath.Join(interop, "thunderbird", "smime", "Bob.p12"))

@@ -94,7 +94,8 @@ func TestLabEndToEnd(t *testing.T) {
 		if _, err := ic.Select("INBOX", nil).Wait(); err != nil {
 			t.Fatal(err)
 		}
-		found, err := ic.UIDSearch(&imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: "Subject", Value: subject}}}, nil).Wait()
+		// By Message-ID: the server sees only "[...]" as the Subject of encrypted mail.
+		found, err := ic.UIDSearch(&imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: "Message-ID", Value: msgID(subject)}}}, nil).Wait()
 		if err != nil || len(found.AllUIDs()) != 1 {
 			t.Fatalf("SEARCH for %q in %s's INBOX: %v, %v", subject, u.Address, err, found)
 		}
@@ -109,16 +110,18 @@ func TestLabEndToEnd(t *testing.T) {
 
 	t.Run("colleagues", func(t *testing.T) {
 		send(alice, bob, "hello "+marker, "Hi Bob, this is Alice.")
-		stored := l.WaitMessage(t, bob.Address, "hello "+marker)
-		if !bytes.Contains(stored, []byte("application/pkcs7-mime")) || bytes.Contains(stored, []byte("this is Alice")) {
-			t.Fatalf("alice's first message to her colleague reached his mailbox not encrypted:\n%s", stored)
+		stored := l.WaitMessage(t, bob.Address, msgID("hello "+marker))
+		if !bytes.Contains(stored, []byte("application/pkcs7-mime")) || bytes.Contains(stored, []byte("this is Alice")) ||
+			!bytes.Contains(stored, []byte("\nSubject: [...]\n")) || bytes.Contains(stored, []byte("Subject: hello")) {
+			t.Fatalf("alice's first message to her colleague reached his mailbox not encrypted, its Subject hidden:\n%s", stored)
 		}
 		if got := open(t, p, stored, ids.bob); !got.Decrypted || !bytes.Contains(got.Message, []byte("this is Alice")) {
 			t.Fatalf("bob's key does not open what reached his mailbox: decrypted %v, %v", got.Decrypted, got.DecryptErr)
 		}
 		got := read(bob, "hello "+marker)
-		if !bytes.Contains(got, []byte("this is Alice")) || !bytes.Contains(got, []byte("smime=pass")) {
-			t.Fatalf("bob read alice's message not decrypted and verified:\n%s", got)
+		if !bytes.Contains(got, []byte("this is Alice")) || !bytes.Contains(got, []byte("smime=pass")) ||
+			!bytes.Contains(got, []byte("Subject: hello "+marker+"\r\n")) {
+			t.Fatalf("bob read alice's message not decrypted and verified, with its Subject:\n%s", got)
 		}
 	})
 
@@ -127,7 +130,7 @@ func TestLabEndToEnd(t *testing.T) {
 			t.Fatal("carol's certificate is in the cache before anyone read her mail")
 		}
 		send(alice, carol, "first "+marker, "Hello Carol, we have not met.")
-		stored := l.WaitMessage(t, carol.Address, "first "+marker)
+		stored := l.WaitMessage(t, carol.Address, msgID("first "+marker))
 		if !bytes.Contains(stored, []byte("application/pkcs7-signature")) || bytes.Contains(stored, []byte("application/pkcs7-mime")) {
 			t.Fatalf("alice's first message to carol (certificate unknown) reached her mailbox not as signed only:\n%s", stored)
 		}
@@ -147,7 +150,7 @@ func TestLabEndToEnd(t *testing.T) {
 		}
 
 		send(alice, carol, "second "+marker, "Glad you wrote back, Carol.")
-		stored = l.WaitMessage(t, carol.Address, "second "+marker)
+		stored = l.WaitMessage(t, carol.Address, msgID("second "+marker))
 		if !bytes.Contains(stored, []byte("application/pkcs7-mime")) || bytes.Contains(stored, []byte("Glad you wrote back")) {
 			t.Fatalf("alice's message to carol after harvesting her certificate reached her mailbox not encrypted:\n%s", stored)
 		}
@@ -159,6 +162,11 @@ func TestLabEndToEnd(t *testing.T) {
 
 // e2eMessage is a plain message from one lab user to another.
 func e2eMessage(from, to lab.User, subject, body string) string {
-	return "From: " + from.Address + "\r\nTo: " + to.Address + "\r\nSubject: " + subject +
+	return "From: " + from.Address + "\r\nTo: " + to.Address + "\r\nSubject: " + subject + "\r\nMessage-ID: " + msgID(subject) +
 		"\r\nDate: " + time.Now().Format(time.RFC1123Z) + "\r\n\r\n" + body + "\r\n"
+}
+
+// msgID is the Message-ID of the message with this subject.
+func msgID(subject string) string {
+	return "<" + strings.ReplaceAll(subject, " ", ".") + "@example.test>"
 }

@@ -23,6 +23,7 @@ import (
 	"smimeproxy/cms"
 	"smimeproxy/internal/mailaddr"
 	"smimeproxy/policy"
+	"smimeproxy/proxy"
 	"smimeproxy/smime"
 )
 
@@ -77,6 +78,8 @@ type msgCopy struct {
 	cipher string
 	certs  []*x509.Certificate // to encrypt to; nil: msg goes as it is
 	alg    cms.Cipher
+	// protect: Encrypt protects the header (RFC 9788) of unsigned content.
+	protect bool
 }
 
 // failedCopy is a Bcc copy the upstream did not take.
@@ -231,7 +234,7 @@ func (s *session) plan(raw []byte, held int64, txn *transaction) (*plan, error) 
 			return p, &keyError{addr: from, purpose: "signing", err: err}
 		}
 		id := &smime.Identity{Cert: sg.Cert, Key: sg.Key, Chain: sg.Chain, EncryptionCert: sg.EncryptionCert}
-		if content, err = smime.Sign(edited, id, &smime.SignOptions{Opaque: g.policy.Opaque, Time: now}); err != nil {
+		if content, err = smime.Sign(edited, id, &smime.SignOptions{Opaque: g.policy.Opaque, Time: now, HeaderProtection: signProtection(d)}); err != nil {
 			return p, transformError(err)
 		}
 	}
@@ -258,6 +261,7 @@ func (s *session) plan(raw []byte, held int64, txn *transaction) (*plan, error) 
 		}
 		grp.alg = g.policy.ContentCipher(caps)
 		grp.cipher = grp.alg.String()
+		grp.protect = d.ProtectHeaders && !d.Sign // signed content is protected inside its signature
 		p.copies = append(p.copies, grp)
 	}
 	p.cipher = p.copies[0].cipher
@@ -274,24 +278,56 @@ func (s *session) plan(raw []byte, held int64, txn *transaction) (*plan, error) 
 // recipientCert finds the certificate to encrypt to r: a user of this
 // proxy's own has theirs in the keystore from the start, so mail between
 // colleagues is encrypted from the first message; anyone else's comes from
-// the certificate cache (harvested, imported, or from a directory).
+// the certificate cache (harvested, imported, or from a directory). An own
+// certificate that was revoked is passed over for what the cache holds, and
+// named in the error when that is nothing.
 func (s *session) recipientCert(r string) (*certcache.Entry, error) {
 	g := s.gen
-	if cert, err := g.opts.Keys.EncryptionCert(r, g.opts.Time()); err == nil {
-		// The proxy reads whatever it encrypts for its own users.
-		return &certcache.Entry{Cert: cert, Capabilities: cms.DefaultCapabilities()}, nil
+	cert, err := g.opts.Keys.EncryptionCert(r, g.opts.Time())
+	if err != nil {
+		return g.opts.Certs.Lookup(s.ctx, r)
 	}
-	return g.opts.Certs.Lookup(s.ctx, r)
+	var refused error
+	if rc, ok := g.opts.Certs.(proxy.RecipientChecker); ok {
+		refused = rc.CheckRecipient(s.ctx, r, cert)
+	}
+	if refused == nil {
+		// The proxy reads whatever it encrypts for its own users.
+		return &certcache.Entry{Cert: cert, Fingerprint: certcache.Fingerprint(cert), Capabilities: cms.DefaultCapabilities()}, nil
+	}
+	e, err := g.opts.Certs.Lookup(s.ctx, r)
+	var cached, own *certcache.NoValidCertError
+	switch {
+	case !errors.Is(err, certcache.ErrNoCert):
+		return e, err
+	case errors.As(err, &cached) && errors.As(refused, &own):
+		cached.Rejected = append(cached.Rejected, own.Rejected...)
+		return nil, cached
+	}
+	return nil, refused
 }
 
 // seal encrypts content into c.msg, for c's certificates.
 func (c *msgCopy) seal(content []byte) error {
-	msg, err := smime.Encrypt(content, c.certs, &smime.EncryptOptions{Cipher: c.alg})
+	msg, err := smime.Encrypt(content, c.certs, &smime.EncryptOptions{Cipher: c.alg, ProtectHeaders: c.protect})
 	if err != nil {
 		return err
 	}
 	c.msg = msg
 	return nil
+}
+
+// signProtection is how Sign protects the header (RFC 9788) as policy
+// decided: inside the encryption that follows, or inside the signature
+// alone.
+func signProtection(d policy.Decision) smime.HeaderProtection {
+	switch {
+	case !d.ProtectHeaders:
+		return smime.NoHeaderProtection
+	case d.Encrypt:
+		return smime.ProtectCipher
+	}
+	return smime.ProtectClear
 }
 
 // keepField keeps every field, for a pass of EditHeader that only checks.

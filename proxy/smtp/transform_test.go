@@ -72,6 +72,9 @@ func TestPolicy(t *testing.T) {
 				if len(o.Signatures) != 1 || o.Signatures[0].Status != smime.StatusValid || !o.Signatures[0].Signer.Equal(p.alice.Cert) {
 					t.Errorf("signatures %+v, want one valid by alice", o.Signatures)
 				}
+				if o.HeaderProtection != "" {
+					t.Errorf("signed-only mail has header protection %q by default", o.HeaderProtection)
+				}
 				if !strings.Contains(string(o.Message), "Gr=C3=BC=C3=9Fe") {
 					t.Errorf("the signed 8-bit body was not made 7-bit safe: %q", o.Message)
 				}
@@ -84,10 +87,22 @@ func TestPolicy(t *testing.T) {
 				if strings.Contains(string(got), "Hi Bob") {
 					t.Error("the body went in the clear")
 				}
+				// The header is protected: the Subject hidden outside, the rest as it was.
+				if f := headerField(got, "Subject"); f != "Subject: [...]\r\n" {
+					t.Errorf("outer Subject %q, want [...]", f)
+				}
+				for _, f := range []string{"Message-ID", "Date", "From", "To"} {
+					if a, b := headerField([]byte(in), f), headerField(got, f); a != b || a == "" {
+						t.Errorf("%s changed from %q to %q", f, a, b)
+					}
+				}
 				for _, reader := range []*testpki.Identity{p.bob, p.alice} {
 					o := open(t, p, got, reader)
 					if !o.Decrypted || o.Cipher != cms.AES256CBC || len(o.Signatures) != 1 || o.Signatures[0].Status != smime.StatusValid {
 						t.Errorf("opened by %s: decrypted %v (%v), cipher %v, signatures %+v", reader.Cert.EmailAddresses, o.Decrypted, o.DecryptErr, o.Cipher, o.Signatures)
+					}
+					if o.HeaderProtection != "cipher" || headerField(o.Message, "Subject") != "Subject: Hello\r\n" {
+						t.Errorf("opened by %s: header protection %q, Subject %q", reader.Cert.EmailAddresses, o.HeaderProtection, headerField(o.Message, "Subject"))
 					}
 				}
 				if o := open(t, p, got, p.carol); o.Decrypted {
@@ -125,8 +140,51 @@ func TestPolicy(t *testing.T) {
 			want: "554 5.7.1 Refused by policy: encryption is required but there is no usable certificate for bob@example.org (no certificate)"},
 		{name: "[encrypt] is stripped", subject: "[encrypt] Contract", certs: []*x509.Certificate{p.bob.Cert}, want: "250 *",
 			check: func(t *testing.T, in string, got []byte) {
-				if f := headerField(got, "Subject"); f != "Subject: Contract\r\n" {
+				if f := headerField(got, "Subject"); f != "Subject: [...]\r\n" {
+					t.Errorf("outer Subject %q, want [...]", f)
+				}
+				if f := headerField(open(t, p, got, p.bob).Message, "Subject"); f != "Subject: Contract\r\n" {
 					t.Errorf("Subject %q, want the tag removed", f)
+				}
+			}},
+		{name: "encrypted unsigned: the header protected by the encryption", certs: []*x509.Certificate{p.bob.Cert}, want: "250 *",
+			policy: func(pol *policy.Policy) { pol.Default.Sign = policy.SignNever },
+			check: func(t *testing.T, in string, got []byte) {
+				if f := headerField(got, "Subject"); f != "Subject: [...]\r\n" {
+					t.Errorf("outer Subject %q, want [...]", f)
+				}
+				o := open(t, p, got, p.bob)
+				if len(o.Signatures) != 0 || o.HeaderProtection != "cipher" || headerField(o.Message, "Subject") != "Subject: Hello\r\n" {
+					t.Errorf("signatures %d, header protection %q, Subject %q", len(o.Signatures), o.HeaderProtection, headerField(o.Message, "Subject"))
+				}
+				if bytes.Contains(o.Message, []byte("legacy-display")) || !bytes.Contains(o.Message, []byte("\r\n\r\nHi Bob,")) {
+					t.Errorf("served with the Legacy Display Element:\n%s", o.Message)
+				}
+			}},
+		{name: "protect_headers never for the domain: the Subject stays outside", certs: []*x509.Certificate{p.bob.Cert}, want: "250 *",
+			policy: func(pol *policy.Policy) {
+				pol.Domains["example.org"] = policy.Rules{ProtectHeaders: policy.ProtectNever}
+			},
+			check: func(t *testing.T, in string, got []byte) {
+				if a, b := headerField([]byte(in), "Subject"), headerField(got, "Subject"); a != b {
+					t.Errorf("Subject changed from %q to %q", a, b)
+				}
+				if o := open(t, p, got, p.bob); !o.Decrypted || o.HeaderProtection != "" {
+					t.Errorf("decrypted %v, header protection %q, want none", o.Decrypted, o.HeaderProtection)
+				}
+			}},
+		{name: "protect_headers always: signed-only mail carries it inside its signature", want: "250 *", extra: []string{dkim},
+			policy: func(pol *policy.Policy) { pol.Default.ProtectHeaders = policy.ProtectAlways },
+			check: func(t *testing.T, in string, got []byte) {
+				for _, f := range []string{"DKIM-Signature", "Message-ID", "Date", "From", "To", "Subject"} {
+					if a, b := headerField([]byte(in), f), headerField(got, f); a != b || a == "" {
+						t.Errorf("%s changed from %q to %q", f, a, b)
+					}
+				}
+				o := open(t, p, got)
+				if len(o.Signatures) != 1 || o.Signatures[0].Status != smime.StatusValid || o.HeaderProtection != "clear" ||
+					o.ProtectedHeaders.Get("Subject") != "Hello" || o.ProtectedHeaders.Has("DKIM-Signature") {
+					t.Errorf("signatures %+v, header protection %q, protected %v", o.Signatures, o.HeaderProtection, o.ProtectedHeaders)
 				}
 			}},
 		{name: "[plain] sends it as it is, without the tag", subject: "Re: [plain] Newsletter [v2]", certs: []*x509.Certificate{p.bob.Cert}, want: "250 *",
