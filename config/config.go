@@ -186,6 +186,8 @@ type IMAP struct {
 	Sent Copies `yaml:"sent"`
 	// Drafts keeps drafts encrypted to the user.
 	Drafts Copies `yaml:"drafts"`
+	// Search bounds the work of a SEARCH or SORT inside S/MIME messages.
+	Search Search `yaml:"search"`
 }
 
 // Copies are the mailboxes where the IMAP proxy protects what a client
@@ -197,6 +199,23 @@ type Copies struct {
 	// \Sent or \Drafts (RFC 6154), as the client names them. Default none.
 	Mailboxes []string `yaml:"mailboxes"`
 }
+
+// Search bounds how far the IMAP proxy looks inside S/MIME messages for a
+// client's SEARCH or SORT with text keys (BODY, TEXT, SUBJECT, FROM, ...);
+// messages past a bound keep the upstream's answer, and the client is told.
+type Search struct {
+	// MaxMessages is how many S/MIME messages one search opens or takes
+	// from the cache, newest first; 0 turns searching inside off. At most
+	// 5000 (the UIDs of their answers go upstream on one line). Default
+	// 1000.
+	MaxMessages int `yaml:"max_messages"`
+	// Timeout is how long one search may spend looking inside messages.
+	// Default 20s.
+	Timeout Duration `yaml:"timeout"`
+}
+
+// MaxSearchMessages is the largest imap.search.max_messages.
+const MaxSearchMessages = 5000
 
 // Verdict is what the IMAP proxy adds to the messages a person must look
 // at twice. Each word is put before the Subject of messages in that state;
@@ -369,6 +388,7 @@ func Default() *Config {
 				Untrusted:     "[Unverified signer] ",
 				Undecryptable: "[Not decrypted] ",
 			},
+			Search: Search{MaxMessages: 1000, Timeout: Duration(20 * time.Second)},
 		},
 		Policy: Policy{
 			Sign:           "always",
@@ -519,6 +539,12 @@ func (c *Config) Validate() error {
 	}
 	if c.IMAP.CacheMB < 0 {
 		bad("imap.cache_mb", "must not be negative")
+	}
+	if n := c.IMAP.Search.MaxMessages; n < 0 || n > MaxSearchMessages {
+		bad("imap.search.max_messages", "%d is out of range; use 0 (off) to %d", n, MaxSearchMessages)
+	}
+	if c.IMAP.Search.Timeout <= 0 {
+		bad("imap.search.timeout", "must be positive")
 	}
 	if c.Metrics.Listen != "" {
 		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {

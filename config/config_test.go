@@ -41,6 +41,7 @@ func TestLoadErrors(t *testing.T) {
 		{"database URL with a password", "storage:\n  postgres: {url: \"postgres://u:secret@db/x\"}\n", []string{"storage.postgres.url", "password_file"}},
 		{"database URL of another scheme", "storage:\n  postgres: {url: \"mysql://db/x\"}\n", []string{"storage.postgres.url", "postgres://USER@HOST/DATABASE"}},
 		{"database URL without a database", "storage:\n  postgres: {url: \"postgres://u@db\"}\n", []string{"storage.postgres.url", "names no database"}},
+		{"search bounds", "imap:\n  search: {max_messages: 5001, timeout: 0s}\n", []string{"imap.search.max_messages", "0 (off) to 5000", "imap.search.timeout"}},
 		{"database timings", "storage:\n  postgres: {poll_interval: 0s, timeout: 0s}\n", []string{"storage.postgres.poll_interval", "storage.postgres.timeout"}},
 		{"directory URL", "directories:\n  - {url: \"http://ldap.example.com\", base: \"dc=x\"}\n", []string{"directories[0].url", "ldaps://HOST"}},
 		{"directory without a base", "directories:\n  - {url: \"ldaps://ldap.example.com\"}\n", []string{"directories[0].base", "must be set"}},

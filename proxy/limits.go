@@ -135,8 +135,10 @@ func (l *Limiter) Guard(c net.Conn) *Guard {
 // by them fails with an error that is a timeout (net.Error) and matches
 // ErrPreAuthIdle or ErrPreAuthTime under errors.Is; the Guard then stops
 // enforcing them, so that the protocol can say goodbye under its own
-// deadlines. The protocol's own deadlines (SetDeadline and friends) keep
-// working throughout: the earlier deadline wins.
+// deadlines, and every later Read fails with the same error, so that a
+// limit that cut off a reply also ends the session. The protocol's own
+// deadlines (SetDeadline and friends) keep working throughout: the earlier
+// deadline wins.
 type Guard struct {
 	net.Conn
 	proto   string
@@ -149,6 +151,7 @@ type Guard struct {
 	idleEnd time.Time // of the read in progress
 	readDL  time.Time // the protocol's own deadlines
 	writeDL time.Time
+	cut     error // the limit that ended the connection
 }
 
 // Authenticated lifts the pre-login limits: the upstream accepted a login.
@@ -170,6 +173,10 @@ func (g *Guard) disarm() {
 
 func (g *Guard) Read(p []byte) (int, error) {
 	g.mu.Lock()
+	if g.cut != nil {
+		defer g.mu.Unlock()
+		return 0, g.cut
+	}
 	armed := g.armed
 	if armed {
 		g.idleEnd = time.Time{}
@@ -228,7 +235,8 @@ func (g *Guard) cutOff(err error, read bool) error {
 	}
 	g.metrics.ConnectionsRefused.WithLabelValues(g.proto, reason).Inc()
 	g.disarm()
-	return &limitError{limit: limit, err: err}
+	g.cut = &limitError{limit: limit, err: err}
+	return g.cut
 }
 
 func (g *Guard) SetDeadline(t time.Time) error {

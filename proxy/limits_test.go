@@ -163,6 +163,13 @@ func TestGuardWriteTime(t *testing.T) {
 	if _, err := g.Write([]byte("* OK hello\r\n")); !errors.Is(err, proxy.ErrPreAuthTime) {
 		t.Fatalf("Write to a client that does not read = %v, want ErrPreAuthTime", err)
 	}
+	// The session ends there: a read, which the lifted limits would let
+	// wait for the protocol's own deadline, fails at once for the same
+	// reason, and the protocol's goodbye names it.
+	_ = g.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := g.Read(make([]byte, 1)); !errors.Is(err, proxy.ErrPreAuthTime) {
+		t.Fatalf("Read after a write was cut off = %v, want ErrPreAuthTime", err)
+	}
 }
 
 // TestGuardOwnDeadline: the protocol's earlier deadline is its own timeout,

@@ -21,6 +21,11 @@ import (
 //
 //	CI=true go test -run '^$' -bench . -benchtime 5x ./proxy/imap
 //
+// BenchmarkSearch: SEARCH BODY in a mailbox of 1,000 messages, 200 of
+// them encrypted: directly at Dovecot (which cannot look inside the
+// encrypted ones), and through the proxy with the cache off (cold: each
+// search opens the 200) and on (warm).
+//
 // BenchmarkLoginSelect: a client's connect, LOGIN, SELECT and LOGOUT.
 // BenchmarkFetch: one FETCH of BODY.PEEK[] of 1,000 messages: plain
 // (direct and proxy), encrypted with the cache off (cold) and on (warm),
@@ -145,4 +150,51 @@ func BenchmarkFetch(b *testing.B) {
 			wg.Wait()
 		}
 	})
+}
+
+func BenchmarkSearch(b *testing.B) {
+	p := testPKI(b)
+	const everyFifth = 5
+	// needle is in 100 encrypted messages and 100 plain ones.
+	mk := func(i int) string {
+		body := benchBody
+		if i%10 < 2 {
+			body += " needle"
+		}
+		msg := plainMsg(fmt.Sprintf("message %d", i), body)
+		if i%everyFifth != 0 {
+			return msg
+		}
+		out, err := smime.Encrypt([]byte(msg), []*x509.Certificate{p.alice.Cert}, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return string(out)
+	}
+	warm := newEnv(b, envOptions{roots: []*x509.Certificate{p.ca.Root()}})
+	warm.keys.add("alice@example.test", keystore.KeyPair{KeyID: "alice", Cert: p.alice.Cert, Key: p.alice.Key})
+	cold := newEnv(b, envOptions{roots: []*x509.Certificate{p.ca.Root()}, configure: func(c *config.Config) { c.IMAP.CacheMB = 0 }})
+	cold.keys.add("alice@example.test", keystore.KeyPair{KeyID: "alice", Cert: p.alice.Cert, Key: p.alice.Key})
+	box := fill(b, warm, "alice", benchMessages, mk)
+	run := func(b *testing.B, e *env, direct bool, want int) {
+		u := e.lab.User(b, "alice")
+		var c *client
+		if direct {
+			c = dialDirect(b, e.lab, u)
+		} else {
+			c = e.dialProxy(b, u)
+		}
+		c.cmd("a EXAMINE "+box, "")
+		// The first search fills the cache, when there is one.
+		c.cmd("w SEARCH BODY needle", "")
+		for b.Loop() {
+			got := c.cmd("s SEARCH BODY needle", "")
+			if n := len(strings.Fields(got[0])) - 2; n != want {
+				b.Fatalf("SEARCH found %d messages, want %d: %.200q", n, want, got[0])
+			}
+		}
+	}
+	b.Run("direct", func(b *testing.B) { run(b, warm, true, 100) })
+	b.Run("proxy/cold", func(b *testing.B) { run(b, cold, false, 200) })
+	b.Run("proxy/warm", func(b *testing.B) { run(b, warm, false, 200) })
 }

@@ -21,6 +21,8 @@ var removedCaps = []struct {
 	{"UNAUTHENTICATE", "the upstream connection would change user under the relay, which decrypts with the first user's keys"},
 	{"LOGIN-REFERRALS", "a referral would send the client past the proxy"},
 	{"MAILBOX-REFERRALS", "a referral would send the client past the proxy"},
+	{"CONTEXT=SEARCH", "the upstream would update a search's results from the messages as stored, where the relay searches inside S/MIME ones"},
+	{"CONTEXT=SORT", "as CONTEXT=SEARCH"},
 }
 
 // refusedCommands are the commands of removed capabilities: a client that
@@ -35,6 +37,7 @@ var refusedCommands = map[string]string{
 	"STARTTLS":       "TLS can only be started before login",
 	"AUTHENTICATE":   "Already logged in",
 	"LOGIN":          "Already logged in",
+	"CANCELUPDATE":   "CONTEXT=SEARCH is not available through this proxy",
 }
 
 func removedCap(c string) bool {

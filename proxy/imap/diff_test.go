@@ -131,7 +131,7 @@ var timings = regexp.MustCompile(` \(\d+\.\d+( \+ \d+\.\d+)* secs\)`)
 
 // removedCaps are the capabilities the proxy does not pass on, by design
 // (see caps.go), of those the lab's Dovecot offers.
-var removedCaps = regexp.MustCompile(` (LOGIN-REFERRALS|URL-PARTIAL|CATENATE|NOTIFY)\b`)
+var removedCaps = regexp.MustCompile(` (LOGIN-REFERRALS|URL-PARTIAL|CATENATE|NOTIFY|CONTEXT=SEARCH)\b`)
 
 func TestDiffPlain(t *testing.T) {
 	e := newEnv(t, envOptions{})
@@ -216,6 +216,32 @@ func TestDiffPlain(t *testing.T) {
 			{cmd: "f UID SEARCH RETURN (SAVE) SUBJECT two"},
 			{cmd: "g FETCH $ (UID ENVELOPE)"},
 			{cmd: "h SEARCH CHARSET UTF-8 SUBJECT " + lit("thr")},
+		}},
+		{name: "search with text keys", sessions: 1, fixtures: append(three, routed), steps: []step{
+			{cmd: "a SEARCH BODY message"},
+			{cmd: "b SELECT {box}"},
+			{cmd: "c SEARCH BODY message"},
+			{cmd: "d UID SEARCH TEXT \"third\" UNSEEN"},
+			{cmd: "e SEARCH OR SUBJECT one NOT (FROM alice BODY second)"},
+			{cmd: "f SEARCH HEADER Message-ID routed TO bob CC \"\" BCC x"},
+			{cmd: "g SEARCH CHARSET UTF-8 SUBJECT " + lit("café")},
+			{cmd: "h SEARCH CHARSET KOI8-R BODY x"},
+			{cmd: "i SEARCH CHARSET NO-SUCH BODY x"},
+			{cmd: "j UID SEARCH RETURN (MIN MAX COUNT ALL) BODY message"},
+			{cmd: "k SEARCH RETURN (SAVE) TEXT first"},
+			{cmd: "l FETCH $ (UID FLAGS)"},
+			{cmd: "m SORT (REVERSE SUBJECT) UTF-8 BODY message"},
+			{cmd: "n UID SORT RETURN (COUNT) (ARRIVAL) US-ASCII OR BODY first TEXT third"},
+			{cmd: "o SEARCH 2:* FUZZY BODY message"},
+			{cmd: "p SEARCH MODSEQ 1 BODY message"},
+			{cmd: "q SEARCH BODY"},
+			{cmd: "r SEARCH BODY message)"},
+			{cmd: "s SEARCH (BODY message"},
+			{cmd: "t SEARCH NOSUCHKEY message"},
+			{cmd: "u SORT (SUBJECT) BODY message"},
+			{cmd: "v SEARCH RETURN (PARTIAL 1:2) BODY message"},
+			{cmd: "w SEARCH SUBJECT " + litPlus("thr") + " BODY " + lit("third")},
+			{cmd: "x SEARCH YOUNGER 100000000 SENTBEFORE \"1-Jan-2030\" BODY message"},
 		}},
 		{name: "idle while another session appends and expunges", sessions: 2, fixtures: three, steps: []step{
 			{s: 0, cmd: "a SELECT {box}"},

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"smimeproxy/proxy"
 	"smimeproxy/proxy/imap/imapmsg"
@@ -59,6 +60,8 @@ type fetchRun struct {
 	byUID  map[uint32]*entry
 	bySeq  map[uint32]*entry
 	order  []*entry
+	// until ends the waits for memory; zero: imap.timeouts.data from each.
+	until time.Time
 }
 
 func (r *relay) fetch(tag, name string, raw []byte, f *fetchCmd) error {
@@ -215,7 +218,11 @@ func (run *fetchRun) nextSegment(i int) (segment, error) {
 				if len(seg.entries) > 0 {
 					break
 				}
-				ctx, cancel := context.WithTimeout(r.s.ctx, r.s.opts.Config.IMAP.Timeouts.Data.D())
+				until := run.until
+				if until.IsZero() {
+					until = time.Now().Add(r.s.opts.Config.IMAP.Timeouts.Data.D())
+				}
+				ctx, cancel := context.WithDeadline(r.s.ctx, until)
 				err := budget.Acquire(ctx, cost)
 				cancel()
 				if errors.Is(err, proxy.ErrOverBudget) {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"testing"
 
 	"smimeproxy/config"
@@ -59,6 +60,38 @@ func FuzzUpstream(f *testing.F) {
 	})
 }
 
+// FuzzUpstreamSearch feeds the relay's pump what a hostile or broken
+// upstream might send while the proxy's own SEARCH runs: whatever it is,
+// the relay must not panic.
+func FuzzUpstreamSearch(f *testing.F) {
+	for _, s := range []string{
+		"* SEARCH 1 2 3\r\nspx1 OK done\r\n",
+		"* SEARCH 2 (MODSEQ 9)\r\n* 3 FETCH (FLAGS (\\Seen))\r\n* ESEARCH (TAG \"spx1\") UID ALL 1:3,5\r\n",
+		"* 5 SEARCH x\r\n* ESEARCH ALL\r\n* ESEARCH (TAG \"x\") ALL 4294967295:1\r\n* 2 EXPUNGE\r\n* SEARCH 99999999999\r\n",
+		"* ESEARCH ALL " + strings.Repeat("1:1048576,", 1000) + "1\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		client, far := net.Pipe()
+		go io.Copy(io.Discard, far)
+		defer far.Close()
+		s := &session{
+			opts: proxy.Options{Config: config.Default(), Metrics: proxy.NewMetrics(nil)},
+			p:    &Proxy{cache: newMsgCache(0, proxy.NewMetrics(nil)), kinds: newKindCache(10)},
+			ctx:  context.Background(),
+			log:  slog.New(slog.DiscardHandler), conn: client,
+			up: &proxy.Upstream{},
+		}
+		s.bw = bufio.NewWriter(s.writer(client))
+		up := &upConn{br: bufio.NewReader(bytes.NewReader(in)), bw: bufio.NewWriter(io.Discard), conn: client}
+		r := newRelay(s, up, "alice@example.test", false)
+		r.icpt = &searchAnswer{r: r}
+		r.register("spx1", "", true)
+		r.pump()
+	})
+}
+
 // scanTest makes a scanner over a whole command or response.
 func scanTest(s string) (*scanner, error) {
 	br := bufio.NewReader(bytes.NewReader([]byte(s)))
@@ -78,6 +111,7 @@ func FuzzClient(f *testing.F) {
 		"a APPEND INBOX {3}\r\nabc\r\nb IDLE\r\nDONE\r\nc UID FETCH 1:* BODY[]\r\n",
 		"a COMPRESS DEFLATE\r\nb NOOP\r\nc FETCH 1 (BODY[\r\nd UID\r\n\r\n",
 		"a FETCH $ (BODY[]<0.0>)\r\nb FETCH 1 BODY[] (CHANGEDSINCE 1)\r\nc LOGOUT\r\n",
+		"a SELECT x\r\nb SEARCH CHARSET UTF-8 BODY {3}\r\nabc\r\nc UID SORT (DATE) UTF-8 OR TEXT x SEEN\r\nd SEARCH RETURN (UPDATE) BODY y\r\ne SEARCH BODY {99999+}\r\nx\r\n",
 	} {
 		f.Add([]byte(s))
 	}

@@ -52,6 +52,7 @@ func TestHostileMail(t *testing.T) {
 		}
 		t.Logf("%s (%d bytes): slowest item %v", hc.Name, len(hc.Msg), slowest.Round(time.Millisecond))
 	}
+	mustMatch(t, "a search inside every hostile message", c.cmd("s SEARCH OR TEXT needle SUBJECT needle", ""), `(?m)^s OK`)
 	mustMatch(t, "the session after every hostile message", c.cmd("z NOOP", ""), `^z OK`)
 
 	// A client that asks for everything and goes: the proxy stops working

@@ -12,7 +12,9 @@
 // logged-in user's keys, verifies, harvests the signer's certificate) and
 // answers every content item from the opened message, with an
 // Authentication-Results field at its top, inside the FETCH response the
-// upstream produced for it.
+// upstream produced for it. A SEARCH or SORT with text keys is answered
+// for the S/MIME messages from the opened messages too (search.go), and
+// merged with the upstream's answer for the rest.
 //
 // # Upstream connections
 //

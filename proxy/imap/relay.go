@@ -212,6 +212,8 @@ func (r *relay) commands() error {
 			err = r.whole(tag, name, line)
 		case "APPEND":
 			err = r.appendCmd(tag, name, line)
+		case "SEARCH", "UID SEARCH", "SORT", "UID SORT":
+			err = r.search(tag, name, line)
 		default:
 			err = r.passthrough(tag, name, line)
 		}
@@ -317,14 +319,23 @@ const maxWhole = 1 << 20
 // readWhole reads the rest of a command into memory, answering
 // synchronising literals itself. The result is the command as the client
 // sent it, literals included.
-func (r *relay) readWhole(line []byte) ([]byte, error) {
+func (r *relay) readWhole(line []byte) ([]byte, error) { return r.readWholeMax(line, maxWhole) }
+
+// readWholeMax is readWhole for a command of at most max bytes. A literal
+// past it is refused before the client sends it, or, when the client sends
+// it without waiting (LITERAL+), read and thrown away with the rest of the
+// command, so that its bytes are not taken for commands.
+func (r *relay) readWholeMax(line []byte, max int) ([]byte, error) {
 	raw := append([]byte(nil), line...)
 	for {
 		l, ok := literalAt(line)
 		if !ok {
 			return raw, nil
 		}
-		if int64(len(raw))+l.n > maxWhole {
+		if int64(len(raw))+l.n > int64(max) {
+			if err := r.skipLiterals(l); err != nil {
+				return nil, err
+			}
 			return nil, errLiteralTooLong
 		}
 		if err := r.s.continueLiteral(l); err != nil {
@@ -339,11 +350,35 @@ func (r *relay) readWhole(line []byte) ([]byte, error) {
 		if line, err = readLine(r.s.br, r.maxLine); err != nil {
 			return nil, err
 		}
-		if len(raw)+len(line) > maxWhole {
+		if len(raw)+len(line) > max {
+			if l, ok := literalAt(line); ok {
+				if err := r.skipLiterals(l); err != nil {
+					return nil, err
+				}
+			}
 			return nil, errLineTooLong
 		}
 		raw = append(raw, line...)
 	}
+}
+
+// skipLiterals throws away the rest of a command from its literal l, as
+// far as the client sends it without waiting for a continuation request.
+func (r *relay) skipLiterals(l literal) error {
+	for !l.sync {
+		if err := copyN(io.Discard, r.s.br, l.n); err != nil {
+			return err
+		}
+		line, err := readLine(r.s.br, r.maxLine)
+		if err != nil {
+			return unexpectedEOF(err)
+		}
+		var ok bool
+		if l, ok = literalAt(line); !ok {
+			break
+		}
+	}
+	return nil
 }
 
 // whole handles a command that is read whole first: FETCH, to see whether
@@ -623,7 +658,7 @@ func (r *relay) untagged(first []byte, whole bool) error {
 	}
 	r.mu.Unlock()
 	switch kind {
-	case "FETCH", "EXPUNGE", "VANISHED", "EXISTS", "LIST":
+	case "FETCH", "EXPUNGE", "VANISHED", "EXISTS", "LIST", "SEARCH", "ESEARCH":
 		if icpt == nil {
 			break
 		}

@@ -3,7 +3,8 @@
 // BODY, RFC822.SIZE, BODY[section], BINARY[section], BINARY.SIZE, PREVIEW)
 // in IMAP wire syntax, as Dovecot 2.3 writes it for the same bytes, so
 // that the IMAP proxy can serve an opened S/MIME message in the answer
-// Dovecot produced for the rest.
+// Dovecot produced for the rest; and matches SEARCH's text keys against a
+// message as Dovecot does (Searcher).
 //
 // It reads the message's structure with smime.Walk, the proxy's one MIME
 // walker, which reads MIME as Dovecot's message parser does, within
