@@ -298,6 +298,10 @@ type UserRules struct {
 type Metrics struct {
 	// Listen is host:port; "" turns the listener off. Default 127.0.0.1:9464.
 	Listen string `yaml:"listen"`
+	// Pprof serves Go's profiler under /debug/pprof/ on the same listener,
+	// for finding where the proxy spends its time. Default false: profiles
+	// show function names and timings to whoever reaches the listener.
+	Pprof bool `yaml:"pprof"`
 }
 
 // Keystore says where our users' keys live and how to unlock them.

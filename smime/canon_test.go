@@ -35,6 +35,43 @@ func golden(t *testing.T, name string, got []byte) {
 	}
 }
 
+// sevenBitSafeBytewise is sevenBitSafe as it was, a byte at a time: the
+// reference FuzzSevenBitSafe holds the faster one to.
+func sevenBitSafeBytewise(b []byte) bool {
+	lineLen := 0
+	for i, c := range b {
+		switch {
+		case c >= 0x80 || c == 0:
+			return false
+		case c == '\r':
+			if i+1 >= len(b) || b[i+1] != '\n' {
+				return false
+			}
+		case c == '\n':
+			lineLen = 0
+			continue
+		}
+		if c != '\r' {
+			lineLen++
+			if lineLen > maxLine {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func FuzzSevenBitSafe(f *testing.F) {
+	for _, s := range []string{"", "a\r\nb", "a\rb", "\r", "gr\xc3\xbc\r\n", "a\x00", strings.Repeat("x", 998) + "\r\n", strings.Repeat("y", 999) + "\n"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if got, want := sevenBitSafe(b), sevenBitSafeBytewise(b); got != want {
+			t.Fatalf("sevenBitSafe(%q) = %v, want %v", b, got, want)
+		}
+	})
+}
+
 func TestSevenBitSafe(t *testing.T) {
 	tests := []struct {
 		name string
@@ -51,6 +88,11 @@ func TestSevenBitSafe(t *testing.T) {
 		{"998 octets", strings.Repeat("x", 998) + "\r\n", true},
 		{"999 octets", strings.Repeat("x", 999) + "\r\n", false},
 		{"999 octets lf", strings.Repeat("x", 999) + "\n", false},
+		{"998 octets and a lone cr", strings.Repeat("x", 998) + "\r\r\n", false},
+		{"8-bit after 8 bytes", "abcdefgh\x80", false},
+		{"8-bit in a long line", strings.Repeat("abcdefgh", 20) + "\xff" + "\r\n", false},
+		{"cr lf cr lf", "\r\n\r\n", true},
+		{"del", "\x7f\r\n", true},
 	}
 	for _, tc := range tests {
 		if got := sevenBitSafe([]byte(tc.in)); got != tc.want {

@@ -2,6 +2,7 @@ package smime_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"smimeproxy/smime"
@@ -38,6 +39,11 @@ func TestEditHeader(t *testing.T) {
 		if err != nil || string(got) != tc.want {
 			t.Errorf("EditHeader(%s) = %q, %v; want %q", tc.name, got, err, tc.want)
 		}
+	}
+	// Unchanged, the message is not copied: a large one would cost its size again.
+	msg := []byte("From: a\r\nSubject: x\r\n\r\n" + strings.Repeat("body\r\n", 1000))
+	if got, err := smime.EditHeader(msg, drop("Bcc")); err != nil || &got[0] != &msg[0] || len(got) != len(msg) {
+		t.Errorf("EditHeader with nothing to change returned a copy (%v), want msg itself", err)
 	}
 	if _, err := smime.EditHeader([]byte("no colon here\r\n\r\n"), drop()); !errors.Is(err, smime.ErrMalformed) {
 		t.Errorf("EditHeader(no colon) error = %v, want ErrMalformed", err)

@@ -6,7 +6,6 @@ import (
 	"mime"
 	"slices"
 	"strings"
-	"unicode/utf8"
 )
 
 // Header protection (RFC 9788) puts a copy of the message's header fields
@@ -265,13 +264,4 @@ func (c *canon) legacyLeaf(e *entity, t string) (bool, error) {
 		c.join(fields, "quoted-printable", encodeQP(text), true)
 	}
 	return true, nil
-}
-
-func isASCII(b []byte) bool {
-	for _, c := range b {
-		if c >= utf8.RuneSelf {
-			return false
-		}
-	}
-	return true
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"time"
 
@@ -62,14 +63,15 @@ func (r *readiness) Collect(ch chan<- prometheus.Metric) {
 var readyDesc = prometheus.NewDesc("smimeproxy_ready",
 	"1 when the keystore is unlocked, the store can be reached and the upstream servers answer, else 0.", nil, nil)
 
-// opsServer serves /metrics, /healthz and /readyz.
+// opsServer serves /metrics, /healthz and /readyz, and /debug/pprof/ when
+// asked to.
 type opsServer struct {
 	srv *http.Server
 	ln  net.Listener
 	log *slog.Logger
 }
 
-func startOps(addr string, reg *prometheus.Registry, ready *readiness, log *slog.Logger) (*opsServer, error) {
+func startOps(addr string, reg *prometheus.Registry, ready *readiness, withPprof bool, log *slog.Logger) (*opsServer, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("metrics listener: %w", err)
@@ -88,6 +90,15 @@ func startOps(addr string, reg *prometheus.Registry, ready *readiness, log *slog
 		}
 		fmt.Fprintln(w, "ready")
 	})
+	if withPprof {
+		// Registered on this mux only: importing net/http/pprof also adds
+		// them to http.DefaultServeMux, which nothing here serves.
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	o := &opsServer{
 		srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)},
 		ln:  ln,

@@ -44,7 +44,7 @@ func TestOpsEndpoints(t *testing.T) {
 	}}
 	reg := newRegistry()
 	reg.MustRegister(ready)
-	o, err := startOps("127.0.0.1:0", reg, ready, testutil.Logger(t))
+	o, err := startOps("127.0.0.1:0", reg, ready, false, testutil.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,5 +201,35 @@ func TestCheckConfig(t *testing.T) {
 	bad := testpki.WriteFile(t, c.dir, "bad.yaml", []byte("smtp:\n  listen:\n    - {addr: \"0.0.0.0:25\", tls: none}\n"))
 	if code, _, errOut := c.run("check-config", "--config", bad); code != exitFailure || !strings.Contains(errOut, "insecure_plaintext") {
 		t.Errorf("check-config of a plaintext listener on the network: exit %d, %q", code, errOut)
+	}
+}
+
+// TestOpsPprof: the profiler is served only when metrics.pprof asks for it.
+func TestOpsPprof(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		ready := &readiness{check: func(context.Context) error { return nil }}
+		o, err := startOps("127.0.0.1:0", newRegistry(), ready, on, testutil.Logger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		base := "http://" + o.ln.Addr().String()
+		for _, path := range []string{"/debug/pprof/", "/debug/pprof/heap?debug=1", "/debug/pprof/symbol"} {
+			code, body := get(t, base+path)
+			switch {
+			case on && code != 200:
+				t.Errorf("with pprof on, %s = %d, want 200", path, code)
+			case !on && code != 404:
+				t.Errorf("with pprof off, %s = %d %q, want 404", path, code, body)
+			}
+		}
+		if on {
+			if _, body := get(t, base+"/debug/pprof/heap?debug=1"); !strings.Contains(body, "heap profile") {
+				t.Errorf("with pprof on, /debug/pprof/heap?debug=1 is not a heap profile:\n%.200s", body)
+			}
+		}
+		if code, _ := get(t, base+"/healthz"); code != 200 {
+			t.Errorf("pprof %v: /healthz = %d, want 200", on, code)
+		}
+		o.shutdown(context.Background())
 	}
 }

@@ -155,7 +155,7 @@ func start(ctx context.Context, c *config.Config, ks *keystore.Store, cc *certca
 	ready := &readiness{check: s.ready, maxAge: 5 * time.Second}
 	reg.MustRegister(s.expiry, ready)
 	if c.Metrics.Listen != "" {
-		if s.ops, err = startOps(c.Metrics.Listen, reg, ready, log); err != nil {
+		if s.ops, err = startOps(c.Metrics.Listen, reg, ready, c.Metrics.Pprof, log); err != nil {
 			s.shutdown()
 			return nil, err
 		}

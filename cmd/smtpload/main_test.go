@@ -3,8 +3,13 @@ package main
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
+	"math"
 	"net"
+	"os"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -75,6 +80,36 @@ func TestRun(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	if len(lines) != 3 || !strings.HasPrefix(lines[0], "direct") || !strings.Contains(lines[1], "40 sent, 0 failed") || !strings.HasPrefix(lines[2], "ratio   proxy/direct ") {
 		t.Errorf("output %q", out.String())
+	}
+}
+
+// TestRunCPU: -pid reports the CPU time of the given process per message;
+// here the proxy is this test process itself.
+func TestRunCPU(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("-pid reads /proc/PID/stat, which is Linux's")
+	}
+	proxied := &counter{}
+	args := []string{"-proxy", serve(t, proxied), "-proxy-tls", "none", "-pid", strconv.Itoa(os.Getpid()),
+		"-from", "alice@example.test", "-to", "bob@example.test", "-n", "200", "-c", "4", "-size", "20000"}
+	var out, errb bytes.Buffer
+	if code := run(t.Context(), args, &out, &errb, func(string) string { return "" }); code != 0 {
+		t.Fatalf("run = %d, stderr %q", code, errb.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	var pid int
+	var total, per float64
+	if len(lines) != 2 {
+		t.Fatalf("output %q, want the proxy's line and the cpu line", out.String())
+	}
+	if _, err := fmt.Sscanf(lines[1], "cpu process %d %fs in all, %f ms per message", &pid, &total, &per); err != nil || pid != os.Getpid() {
+		t.Fatalf("cpu line %q: %v", lines[1], err)
+	}
+	if want := total * 1000 / 200; math.Abs(per-want) > 0.001 {
+		t.Errorf("%.3f ms per message, want %.2fs / 200 = %.3f", per, total, want)
+	}
+	if code := run(t.Context(), []string{"-upstream", "x:1", "-pid", "1", "-from", "a", "-to", "b"}, &out, &errb, func(string) string { return "" }); code != 2 {
+		t.Errorf("-pid without -proxy = exit %d, want 2", code)
 	}
 }
 

@@ -108,6 +108,9 @@ func (p *Proc) started() bool {
 	return false
 }
 
+// PID is the process's ID.
+func (p *Proc) PID() int { return p.cmd.Process.Pid }
+
 // PeakRSS is the most memory the process has held resident so far, in
 // bytes (VmHWM).
 func (p *Proc) PeakRSS(t testing.TB) int64 {

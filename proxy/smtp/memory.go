@@ -2,6 +2,7 @@ package smtp
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 
@@ -106,7 +107,14 @@ func messageBody(msg []byte) []byte {
 	return nil
 }
 
+// has8bit reports whether b has a byte over 0x7f, eight bytes at a time.
 func has8bit(b []byte) bool {
+	for len(b) >= 8 {
+		if binary.LittleEndian.Uint64(b)&0x8080808080808080 != 0 {
+			return true
+		}
+		b = b[8:]
+	}
 	for _, c := range b {
 		if c >= 0x80 {
 			return true

@@ -231,3 +231,18 @@ func TestBudgetWhileReading(t *testing.T) {
 	c.cmd("QUIT", "221 *")
 	e.waitMetric(0, "smimeproxy_memory_budget_used_bytes")
 }
+
+func TestHas8bit(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want bool
+	}{
+		{"", false}, {"plain text\r\n", false}, {"\x7f\x00", false}, {"\x80", true},
+		{"abcdefg\x80", true}, {"abcdefgh\xff", true}, {strings.Repeat("abcdefgh", 9) + "\xc3\xbc", true},
+		{strings.Repeat("abcdefgh", 9) + "tail", false},
+	} {
+		if got := has8bit([]byte(tc.in)); got != tc.want {
+			t.Errorf("has8bit(%q) = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+}

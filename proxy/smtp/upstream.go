@@ -17,10 +17,6 @@ import (
 	"smimeproxy/proxy"
 )
 
-// goSMTPNoStartTLSText is the text of the error go-smtp's NewClientStartTLS
-// returns when the server offers no STARTTLS; it has no sentinel for it.
-const goSMTPNoStartTLSText = "smtp: server doesn't support STARTTLS"
-
 // upstream is one connection to the upstream submission server. Every
 // wait on it is bounded: the connect timeout covers the greeting, STARTTLS
 // and EHLO, the command timeout each command, the data timeout the message
@@ -28,6 +24,7 @@ const goSMTPNoStartTLSText = "smtp: server doesn't support STARTTLS"
 type upstream struct {
 	c        *gosmtp.Client
 	conn     net.Conn // under c: closing it ends every wait at once
+	plain    net.Conn // what c writes its plaintext to: conn, or TLS over it
 	timeouts config.Timeouts
 	stop     func() bool // undoes closing conn when the session's context ends
 	broken   bool
@@ -50,7 +47,7 @@ func dialSMTPUpstream(ctx context.Context, g *gen) (*upstream, error) {
 	setup, cancel := context.WithTimeout(ctx, g.timeouts.Connect.D())
 	defer cancel()
 	stopSetup := context.AfterFunc(setup, func() { conn.Close() })
-	c, stage, err := handshake(conn, g)
+	c, plain, stage, err := handshake(setup, conn, g)
 	if !stopSetup() { // the timer closed the connection, maybe just as the handshake ended
 		if err == nil {
 			err, stage = setup.Err(), stageConnect
@@ -66,37 +63,33 @@ func dialSMTPUpstream(ctx context.Context, g *gen) (*upstream, error) {
 	g.metrics.UpstreamSeconds.WithLabelValues("smtp", "connect").Observe(time.Since(start).Seconds())
 	c.CommandTimeout = g.timeouts.Command.D()
 	c.SubmissionTimeout = g.timeouts.Data.D()
-	u := &upstream{c: c, conn: conn, timeouts: g.timeouts, metrics: g.metrics}
+	u := &upstream{c: c, conn: conn, plain: plain, timeouts: g.timeouts, metrics: g.metrics}
 	u.stop = context.AfterFunc(ctx, func() { abort(conn) })
 	return u, nil
 }
 
 // handshake reads the greeting and says EHLO, with STARTTLS between
-// them when the upstream is configured for it. It returns the stage that
+// them when the upstream is configured for it. It returns the client and
+// the plaintext side of its connection (see writeBody), or the stage that
 // failed, for the metric.
-func handshake(conn net.Conn, g *gen) (*gosmtp.Client, string, error) {
-	var c *gosmtp.Client
+func handshake(ctx context.Context, conn net.Conn, g *gen) (*gosmtp.Client, net.Conn, string, error) {
+	plain := conn
 	if g.up.Mode == config.TLSStartTLS {
-		var err error
-		c, err = gosmtp.NewClientStartTLS(conn, g.up.TLS)
-		if err != nil && err.Error() == goSMTPNoStartTLSText {
-			return nil, stageTLS, errSMTPNoStartTLS
-		} else if err != nil {
-			return nil, stageConnect, err
+		tc, stage, err := startTLS(ctx, conn, g.up.TLS, g.name)
+		if err != nil {
+			return nil, nil, stage, err
 		}
-	} else {
-		c = gosmtp.NewClient(conn)
+		plain = newGreeted(tc)
 	}
-	// After STARTTLS this EHLO is the first thing sent over TLS, so a
-	// certificate that fails verification fails here.
+	c := gosmtp.NewClient(plain)
 	if err := c.Hello(g.name); err != nil {
 		var se *gosmtp.SMTPError
 		if g.up.Mode == config.TLSStartTLS && !errors.As(err, &se) {
-			return nil, stageTLS, err
+			return nil, nil, stageTLS, err
 		}
-		return nil, stageConnect, err
+		return nil, nil, stageConnect, err
 	}
-	return c, "", nil
+	return c, plain, "", nil
 }
 
 // fail records err: a reply from the upstream is returned as it is; any
@@ -192,7 +185,7 @@ func (u *upstream) data(msg []byte) (*gosmtp.SMTPError, error) {
 	if err := u.conn.SetDeadline(time.Now().Add(u.timeouts.Data.D())); err != nil {
 		return nil, u.fail(stageData, err)
 	}
-	if _, err := w.Write(msg); err != nil {
+	if err := writeBody(u.plain, w, msg); err != nil {
 		return nil, u.fail(stageData, err)
 	}
 	resp, err := w.CloseWithResponse()

@@ -1,0 +1,204 @@
+package smtp
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/textproto"
+	"strings"
+	"sync"
+
+	gosmtp "github.com/emersion/go-smtp"
+)
+
+// go-smtp's client writes a message body one byte at a time through
+// net/textproto's dot writer, in 4 KiB writes: for a large message that
+// is most of the proxy's own cost. The proxy writes the body itself,
+// dot-stuffed in large writes, onto the plaintext side of the upstream
+// connection, so it needs that connection: with STARTTLS it says the
+// plaintext EHLO and STARTTLS itself and hands go-smtp the TLS connection.
+
+// startTLS reads the greeting on conn, says EHLO as name, asks for
+// STARTTLS and completes a handshake verified with tc. It returns the TLS
+// connection, with the stage that failed and why otherwise. Like go-smtp,
+// it fails, never downgrades, when the server does not offer STARTTLS.
+func startTLS(ctx context.Context, conn net.Conn, tc *tls.Config, name string) (*tls.Conn, string, error) {
+	br := bufio.NewReader(conn)
+	r := textproto.NewReader(br)
+	if _, _, err := r.ReadResponse(220); err != nil {
+		return nil, stageConnect, replyError(err)
+	}
+	if _, err := fmt.Fprintf(conn, "EHLO %s\r\n", name); err != nil {
+		return nil, stageConnect, err
+	}
+	_, msg, err := r.ReadResponse(250)
+	var te *textproto.Error
+	switch {
+	case errors.As(err, &te) && (te.Code == 500 || te.Code == 502):
+		return nil, stageTLS, errSMTPNoStartTLS // no EHLO, so no extensions
+	case err != nil:
+		return nil, stageConnect, replyError(err)
+	case !offers(msg, "STARTTLS"):
+		return nil, stageTLS, errSMTPNoStartTLS
+	}
+	if _, err := io.WriteString(conn, "STARTTLS\r\n"); err != nil {
+		return nil, stageConnect, err
+	}
+	if _, _, err := r.ReadResponse(220); err != nil {
+		return nil, stageConnect, replyError(err)
+	}
+	if br.Buffered() > 0 {
+		// Whatever came before the handshake would be read as if it came
+		// over TLS (the STARTTLS injection of CVE-2011-0411).
+		return nil, stageTLS, errors.New("the upstream sent data after its STARTTLS reply, before TLS")
+	}
+	tlsConn := tls.Client(conn, tc)
+	if err := tlsConn.HandshakeContext(ctx); err != nil {
+		return nil, stageTLS, err
+	}
+	return tlsConn, "", nil
+}
+
+// replyError makes a reply the server refused with an *smtp.SMTPError, as
+// go-smtp's client returns it; other errors stay as they are.
+func replyError(err error) error {
+	var te *textproto.Error
+	if errors.As(err, &te) {
+		return &gosmtp.SMTPError{Code: te.Code, Message: te.Msg}
+	}
+	return err
+}
+
+// offers reports whether an EHLO reply (its lines after the first) names
+// the extension ext.
+func offers(ehlo, ext string) bool {
+	lines := strings.Split(ehlo, "\n")
+	for _, l := range lines[1:] {
+		if kw, _, _ := strings.Cut(l, " "); strings.EqualFold(kw, ext) {
+			return true
+		}
+	}
+	return false
+}
+
+// greeted is the TLS connection after a STARTTLS that startTLS made:
+// go-smtp's client, new on it, first waits for a greeting, so it reads one
+// before the server's replies. The server's greeting came before TLS.
+type greeted struct {
+	net.Conn
+	pending []byte
+}
+
+func newGreeted(c net.Conn) *greeted {
+	return &greeted{Conn: c, pending: []byte("220 greeted before STARTTLS\r\n")}
+}
+
+func (g *greeted) Read(p []byte) (int, error) {
+	if len(g.pending) > 0 {
+		n := copy(p, g.pending)
+		g.pending = g.pending[n:]
+		return n, nil
+	}
+	return g.Conn.Read(p)
+}
+
+// stuffChunk is how much dot-stuffed body is written at once: a few TLS
+// records, in one system call.
+const stuffChunk = 64 << 10
+
+var stuffBufs = sync.Pool{New: func() any { b := make([]byte, 0, stuffChunk+stuffChunk/2); return &b }}
+
+// writeBody writes msg as DATA's content: the body as net/textproto's dot
+// writer would write it (a leading dot doubled, a bare LF made CRLF),
+// byte for byte, but in large writes to raw, the plaintext side of the
+// connection under go-smtp's client; then its last line through the
+// client's writer w, which is left as if it had written all of msg, so
+// that closing it ends the message as go-smtp does. go-smtp's buffered
+// writer is empty here: DATA and its reply have been flushed and read.
+func writeBody(raw io.Writer, w io.Writer, msg []byte) error {
+	if len(msg) == 0 {
+		return nil
+	}
+	// The raw part ends just after a LF, where the dot writer's state is
+	// "beginning of a line", as it is at its start: the last line goes to
+	// w in the same state as it would have.
+	cut := bytes.LastIndexByte(msg[:len(msg)-1], '\n') + 1
+	if cut > 0 {
+		bp := stuffBufs.Get().(*[]byte)
+		defer stuffBufs.Put(bp)
+		d := dotStuffer{out: (*bp)[:0], state: stuffBeginLine}
+		for rest := msg[:cut]; len(rest) > 0; {
+			n := min(len(rest), stuffChunk)
+			d.write(rest[:n])
+			rest = rest[n:]
+			if _, err := raw.Write(d.out); err != nil {
+				return err
+			}
+			d.out = d.out[:0]
+		}
+	}
+	_, err := w.Write(msg[cut:])
+	return err
+}
+
+// States of dotStuffer, those of net/textproto's dotWriter.
+const (
+	stuffBeginLine = iota
+	stuffData
+	stuffCR
+)
+
+// dotStuffer appends to out what net/textproto's dotWriter writes for its
+// input, and in the same states, copying the runs between CRs and LFs
+// whole. Its quirks are kept on purpose, so that the bytes upstream are
+// those go-smtp would send: a CR followed by anything but LF ends the
+// look for a CR, so "\r\r\n" becomes "\r\r\r\n".
+type dotStuffer struct {
+	out   []byte
+	state int
+}
+
+func (d *dotStuffer) write(b []byte) {
+	for len(b) > 0 {
+		switch d.state {
+		case stuffBeginLine:
+			if b[0] == '.' {
+				d.out = append(d.out, '.')
+			}
+			d.state = stuffData
+		case stuffCR:
+			d.state = stuffData
+			if b[0] == '\n' {
+				d.state = stuffBeginLine
+			}
+			d.out = append(d.out, b[0])
+			b = b[1:]
+			continue
+		}
+		// stuffData: copy up to the next CR or LF. Two byte searches
+		// are much faster than bytes.IndexAny, which goes byte by byte.
+		run := b
+		if i := bytes.IndexByte(b, '\r'); i >= 0 {
+			run = b[:i]
+		}
+		if i := bytes.IndexByte(run, '\n'); i >= 0 {
+			d.out = append(d.out, b[:i]...)
+			d.out = append(d.out, '\r', '\n')
+			d.state = stuffBeginLine
+			b = b[i+1:]
+			continue
+		}
+		d.out = append(d.out, run...)
+		if len(run) == len(b) {
+			return
+		}
+		d.out = append(d.out, '\r')
+		d.state = stuffCR
+		b = b[len(run)+1:]
+	}
+}
