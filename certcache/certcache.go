@@ -137,6 +137,9 @@ type state struct {
 	pool    *x509.CertPool // intermediates
 	// statuses are the revocation checks, by fingerprint.
 	statuses map[string]*Status
+	// valid holds the paths that validated, by fingerprint (see
+	// state.check); a new state starts without them.
+	valid sync.Map
 }
 
 // fileRec is one document as parsed, for incremental rescans.

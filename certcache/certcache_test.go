@@ -71,7 +71,52 @@ func TestStores(t *testing.T) {
 		{Name: "Harvest", Run: testHarvest},
 		{Name: "Judge", Run: testJudge},
 		{Name: "Status", Run: testStatus},
+		{Name: "ValidatedPathHolds", Run: testValidatedPathHolds},
 	})
+}
+
+// testValidatedPathHolds: a path that validated is not built again for
+// every message, but it is no longer used once a certificate on it has
+// expired or the intermediate it went through is removed.
+func testValidatedPathHolds(t *testing.T, k storetest.Kind) {
+	p := newPKI(t)
+	now := time.Now()
+	st := k.New(t, "certcache", certcache.Layout)
+	c, err := certcache.OpenDocs(st, &certcache.Options{NoSystemRoots: true, RecheckInterval: -1, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Trust(p.root.Cert); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.AddIntermediates(p.inter.Cert); err != nil {
+		t.Fatal(err)
+	}
+	// The leaf outlives its intermediate.
+	leaf := p.inter.Issue(t, "bob@example.com", &testpki.Options{Key: "p256", NotAfter: p.inter.Cert.NotAfter.Add(365 * 24 * time.Hour)}).Cert
+	if _, err := c.Add(leaf, &certcache.AddOptions{Source: certcache.SourceHarvested, SigningTime: now}); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if _, err := c.Lookup(context.Background(), "bob@example.com"); err != nil {
+			t.Fatalf("Lookup while the path holds: %v", err)
+		}
+	}
+	now = p.inter.Cert.NotAfter.Add(time.Hour)
+	var nv *certcache.NoValidCertError
+	if _, err := c.Lookup(context.Background(), "bob@example.com"); !errors.As(err, &nv) || nv.Rejected[0].Reason != certcache.ReasonExpired {
+		t.Fatalf("Lookup after the intermediate expired = %v, want its chain expired", err)
+	}
+	now = time.Now()
+	if _, err := c.Lookup(context.Background(), "bob@example.com"); err != nil {
+		t.Fatalf("Lookup back within the path's time: %v", err)
+	}
+	if _, err := c.Remove(certcache.Fingerprint(p.inter.Cert)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Lookup(context.Background(), "bob@example.com"); !errors.As(err, &nv) || nv.Rejected[0].Reason != certcache.ReasonUntrusted {
+		t.Fatalf("Lookup after its intermediate was removed = %v, want untrusted", err)
+	}
 }
 
 var (

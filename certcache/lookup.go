@@ -118,7 +118,7 @@ func (c *Cache) ForAddress(addr string) []Candidate {
 	var out []Candidate
 	for _, e := range sortedNewest(st.byAddr[addr]) {
 		cd := Candidate{Entry: *e.clone()}
-		cd.Chain, cd.Err = check(e, now, st.roots, st.pool)
+		cd.Chain, cd.Err = st.check(e, now)
 		out = append(out, cd)
 	}
 	best := -1
@@ -191,6 +191,40 @@ func (c *Cache) Judge(addr string, cert *x509.Certificate, intermediates []*x509
 	}
 	cd.Chain, cd.Err = check(e, c.now(), st.roots, pool)
 	return cd
+}
+
+// validated is a path that validated, and the span of time it holds for:
+// where the validity periods of every certificate on it overlap.
+type validated struct {
+	chain       []*x509.Certificate
+	from, until time.Time
+}
+
+// check is check with the state's anchors and intermediates, remembering
+// the paths that validated: a path holds for as long as the state and its
+// certificates' validity periods, so that building it, with a signature
+// check per link, is done once per certificate and not on every message.
+// A certificate that does not validate is checked again each time.
+func (st *state) check(e *Entry, at time.Time) ([]*x509.Certificate, *InvalidError) {
+	if v, ok := st.valid.Load(e.Fingerprint); ok {
+		if v := v.(*validated); !at.Before(v.from) && !at.After(v.until) {
+			return v.chain, nil
+		}
+	}
+	chain, err := check(e, at, st.roots, st.pool)
+	if err == nil {
+		v := &validated{chain: slices.Clip(chain), from: chain[0].NotBefore, until: chain[0].NotAfter}
+		for _, c := range chain[1:] {
+			if c.NotBefore.After(v.from) {
+				v.from = c.NotBefore
+			}
+			if c.NotAfter.Before(v.until) {
+				v.until = c.NotAfter
+			}
+		}
+		st.valid.Store(e.Fingerprint, v)
+	}
+	return chain, err
 }
 
 // check decides whether e, found by its address, can be encrypted to at a
