@@ -6,7 +6,6 @@ package lab
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -15,11 +14,9 @@ import (
 	"maps"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -31,8 +28,6 @@ import (
 )
 
 const (
-	// startTimeout covers a first start that installs the Debian packages.
-	startTimeout = 5 * time.Minute
 	// waitTimeout bounds the wait for a message to reach a mailbox: Postfix
 	// and Dovecot may be busy with other tests' load.
 	waitTimeout = time.Minute
@@ -61,53 +56,13 @@ type Lab struct {
 	Users       []User // LAB_USER lines, in order
 }
 
-var (
-	startOnce sync.Once
-	started   *Lab
-	startErr  error
-	notRoot   bool
-)
+var peer = testutil.Peer[*Lab]{Dir: "lab", Name: "the lab", Parse: parse}
 
 // Start returns the lab, starting it the first time a test of this binary
-// asks (deploy/lab/start uses a lab that already runs). As root it starts the
-// lab, installing its packages if need be; otherwise it uses a running lab and
-// skips the test when there is none (failing it in CI). It also skips unless
-// integration tests are enabled.
+// asks (see testutil.Peer).
 func Start(t testing.TB) *Lab {
 	t.Helper()
-	testutil.Integration(t)
-	root := testutil.ModuleRoot(t)
-	startOnce.Do(func() {
-		notRoot = os.Geteuid() != 0
-		script := "start"
-		if notRoot {
-			script = "env"
-		}
-		started, startErr = run(root, script)
-	})
-	switch {
-	case startErr != nil && notRoot:
-		testutil.Absent(t, fmt.Sprintf("%v; starting the lab needs root (sudo deploy/lab/start)", startErr))
-	case startErr != nil:
-		t.Fatal(startErr)
-	}
-	return started
-}
-
-// run runs deploy/lab/start or deploy/lab/env and parses what it printed.
-func run(root, script string) (*Lab, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
-	defer cancel()
-	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, filepath.Join(root, "deploy", "lab", script))
-	cmd.Stdout = &stdout
-	cmd.Stderr = &stderr
-	// A server that kept the script's stdout would otherwise hold Run forever.
-	cmd.WaitDelay = time.Second
-	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("deploy/lab/%s: %w: %s", script, err, bytes.TrimSpace(stderr.Bytes()))
-	}
-	return parse(&stdout)
+	return peer.Start(t)
 }
 
 // parse reads the KEY=VALUE lines that deploy/lab/start prints.

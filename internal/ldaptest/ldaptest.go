@@ -6,20 +6,15 @@ package ldaptest
 
 import (
 	"bufio"
-	"bytes"
-	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/go-ldap/ldap/v3"
 
@@ -39,53 +34,22 @@ type Server struct {
 	adminPassword string
 }
 
-var (
-	startOnce sync.Once
-	started   *Server
-	startErr  error
-	notRoot   bool
-)
+var peer = testutil.Peer[*Server]{Dir: "ldap", Name: "slapd", Parse: parse}
 
 // Start returns the server, starting it the first time a test of this
-// binary asks. As root it starts it, installing the packages if need be;
-// otherwise it uses a running one and skips the test when there is none
-// (failing it in CI). It also skips unless integration tests are enabled.
+// binary asks (see testutil.Peer).
 func Start(t testing.TB) *Server {
 	t.Helper()
-	testutil.Integration(t)
-	root := testutil.ModuleRoot(t)
-	startOnce.Do(func() {
-		notRoot = os.Geteuid() != 0
-		script := "start"
-		if notRoot {
-			script = "env"
-		}
-		started, startErr = run(root, script)
-	})
-	switch {
-	case startErr != nil && notRoot:
-		testutil.Absent(t, fmt.Sprintf("%v; starting slapd needs root (sudo deploy/ldap/start)", startErr))
-	case startErr != nil:
-		t.Fatal(startErr)
-	}
-	return started
+	return peer.Start(t)
 }
 
-func run(root, script string) (*Server, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, filepath.Join(root, "deploy", "ldap", script))
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	cmd.WaitDelay = time.Second
-	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("deploy/ldap/%s: %w: %s", script, err, bytes.TrimSpace(stderr.Bytes()))
-	}
+// parse reads the KEY=VALUE lines that deploy/ldap/start prints.
+func parse(r io.Reader) (*Server, error) {
 	s := &Server{}
 	var adminFile string
 	fields := map[string]*string{"LDAP_URL": &s.URL, "LDAPS_URL": &s.LDAPSURL, "LDAP_CA": &s.CA, "LDAP_SUFFIX": &s.Suffix,
 		"LDAP_BIND_DN": &s.BindDN, "LDAP_BIND_PASSWORD_FILE": &s.BindPassFile, "LDAP_ADMIN_DN": &s.adminDN, "LDAP_ADMIN_PASSWORD_FILE": &adminFile}
-	sc := bufio.NewScanner(&stdout)
+	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		if k, v, ok := strings.Cut(sc.Text(), "="); ok && fields[k] != nil {
 			*fields[k] = v
@@ -93,7 +57,7 @@ func run(root, script string) (*Server, error) {
 	}
 	for k, p := range fields {
 		if *p == "" {
-			return nil, fmt.Errorf("deploy/ldap/%s printed no %s", script, k)
+			return nil, fmt.Errorf("deploy/ldap printed no %s", k)
 		}
 	}
 	for _, f := range []struct {

@@ -6,17 +6,14 @@ package pgtest
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -34,51 +31,20 @@ type Server struct {
 	Password     string
 }
 
-var (
-	startOnce sync.Once
-	started   *Server
-	startErr  error
-	notRoot   bool
-)
+var peer = testutil.Peer[*Server]{Dir: "postgres", Name: "PostgreSQL", Parse: parse}
 
 // Start returns the server, starting it the first time a test of this
-// binary asks. As root it starts it, installing the package if need be;
-// otherwise it uses a running one and skips the test when there is none
-// (failing it in CI). It also skips unless integration tests are enabled.
+// binary asks (see testutil.Peer).
 func Start(t testing.TB) *Server {
 	t.Helper()
-	testutil.Integration(t)
-	root := testutil.ModuleRoot(t)
-	startOnce.Do(func() {
-		notRoot = os.Geteuid() != 0
-		script := "start"
-		if notRoot {
-			script = "env"
-		}
-		started, startErr = run(root, script)
-	})
-	switch {
-	case startErr != nil && notRoot:
-		testutil.Absent(t, fmt.Sprintf("%v; starting PostgreSQL needs root (sudo deploy/postgres/start)", startErr))
-	case startErr != nil:
-		t.Fatal(startErr)
-	}
-	return started
+	return peer.Start(t)
 }
 
-func run(root, script string) (*Server, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, filepath.Join(root, "deploy", "postgres", script))
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	cmd.WaitDelay = time.Second
-	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("deploy/postgres/%s: %w: %s", script, err, bytes.TrimSpace(stderr.Bytes()))
-	}
+// parse reads the KEY=VALUE lines that deploy/postgres/start prints.
+func parse(r io.Reader) (*Server, error) {
 	s := &Server{}
 	fields := map[string]*string{"PG_ADDR": &s.Addr, "PG_URL": &s.URL, "PG_PASSWORD_FILE": &s.PasswordFile}
-	sc := bufio.NewScanner(&stdout)
+	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		if k, v, ok := strings.Cut(sc.Text(), "="); ok && fields[k] != nil {
 			*fields[k] = v
@@ -86,7 +52,7 @@ func run(root, script string) (*Server, error) {
 	}
 	for k, p := range fields {
 		if *p == "" {
-			return nil, fmt.Errorf("deploy/postgres/%s printed no %s", script, k)
+			return nil, fmt.Errorf("deploy/postgres printed no %s", k)
 		}
 	}
 	pw, err := os.ReadFile(s.PasswordFile)
