@@ -147,11 +147,7 @@ func (run *fetchRun) part(verb, tag, name string, seg segment, last bool) (statu
 	if !last || len(seg.entries) != len(run.order) {
 		var nums []uint32
 		for _, e := range seg.entries {
-			if run.f.uid {
-				nums = append(nums, e.uid)
-			} else {
-				nums = append(nums, e.seq)
-			}
+			nums = append(nums, run.num(e))
 		}
 		if !last {
 			partTag = r.up.tag()
@@ -388,11 +384,7 @@ func (run *fetchRun) classify(verb string) (bool, error) {
 				continue
 			}
 		}
-		if run.f.uid {
-			unknown = append(unknown, e.uid)
-		} else {
-			unknown = append(unknown, e.seq)
-		}
+		unknown = append(unknown, run.num(e))
 	}
 	if len(unknown) == 0 {
 		return true, nil
@@ -410,6 +402,15 @@ func (run *fetchRun) classify(verb string) (bool, error) {
 		}
 	}
 	return true, nil
+}
+
+// num is e's number as the client's command numbers messages: its UID
+// for a UID FETCH, else its sequence number.
+func (run *fetchRun) num(e *entry) uint32 {
+	if run.f.uid {
+		return e.uid
+	}
+	return e.seq
 }
 
 // kindKey is the kind cache's key of a message of this run; ok is false
@@ -575,11 +576,7 @@ func (run *fetchRun) open(verb string, entries []*entry) error {
 		if e.kind == kindPlain || e.msg != nil || e.size > run.r.maxOpen {
 			continue
 		}
-		if run.f.uid {
-			need = append(need, e.uid)
-		} else {
-			need = append(need, e.seq)
-		}
+		need = append(need, run.num(e))
 	}
 	if len(need) == 0 {
 		return nil
