@@ -249,7 +249,16 @@ func decodeBase64(b []byte) ([]byte, error) {
 // decodeQP decodes quoted-printable as Dovecot's binary fetch does: white
 // space before a line break goes, a soft line break may have white space
 // after its "=", line breaks become CRLF; a broken escape is an error.
-func decodeQP(b []byte) ([]byte, error) {
+func decodeQP(b []byte) ([]byte, error) { return qp(b, false) }
+
+// decodeQPLenient decodes quoted-printable as Dovecot's message decoder
+// does for search and previews: a broken escape stays as it is.
+func decodeQPLenient(b []byte) []byte {
+	out, _ := qp(b, true)
+	return out
+}
+
+func qp(b []byte, lenient bool) ([]byte, error) {
 	out := make([]byte, 0, len(b))
 	for len(b) > 0 {
 		line, rest, hasBreak := bytes.Cut(b, []byte("\n"))
@@ -263,8 +272,10 @@ func decodeQP(b []byte) ([]byte, error) {
 			case i+2 < len(line) && isHex(line[i+1]) && isHex(line[i+2]):
 				out = append(out, unhex(line[i+1])<<4|unhex(line[i+2]))
 				i += 2
-			case i == len(line)-1 && hasBreak:
+			case i == len(line)-1 && (hasBreak || lenient):
 				soft = true
+			case lenient:
+				out = append(out, c)
 			default:
 				return nil, ErrInvalidData
 			}
@@ -275,36 +286,6 @@ func decodeQP(b []byte) ([]byte, error) {
 		b = rest
 	}
 	return out, nil
-}
-
-// decodeQPLenient decodes quoted-printable as Dovecot's message decoder
-// does for search and previews: a broken escape stays as it is.
-func decodeQPLenient(b []byte) []byte {
-	out := make([]byte, 0, len(b))
-	for len(b) > 0 {
-		line, rest, hasBreak := bytes.Cut(b, []byte("\n"))
-		line = bytes.TrimRight(bytes.TrimSuffix(line, []byte("\r")), " \t")
-		soft := false
-		for i := 0; i < len(line); i++ {
-			c := line[i]
-			switch {
-			case c != '=':
-				out = append(out, c)
-			case i+2 < len(line) && isHex(line[i+1]) && isHex(line[i+2]):
-				out = append(out, unhex(line[i+1])<<4|unhex(line[i+2]))
-				i += 2
-			case i == len(line)-1:
-				soft = true
-			default:
-				out = append(out, c)
-			}
-		}
-		if hasBreak && !soft {
-			out = append(out, '\r', '\n')
-		}
-		b = rest
-	}
-	return out
 }
 
 func isHex(c byte) bool {
