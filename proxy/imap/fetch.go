@@ -420,6 +420,22 @@ func (run *fetchRun) kindKey(uid uint32) (kindKey, bool) {
 		run.mbox.uidValidity != 0 && uid != 0
 }
 
+// mailboxChange passes on an EXPUNGE, VANISHED or EXISTS that arrives
+// during one of the run's commands, keeping the run's entries in step with
+// it; ok is false for any other response, which is the caller's.
+func (run *fetchRun) mailboxChange(kind string, num uint32, line []byte) (ok bool, err error) {
+	switch kind {
+	case "EXPUNGE":
+		run.expunged(num)
+	case "VANISHED":
+		run.vanished(line)
+	case "EXISTS":
+	default:
+		return false, nil
+	}
+	return true, run.r.forwardRenumbering(line)
+}
+
 // classifier reads the answers to the classifying FETCHes: first the UIDs,
 // then, with headers, the size and classifying fields of messages met in
 // the first.
@@ -430,16 +446,11 @@ type classifier struct {
 
 func (c classifier) untagged(kind string, num uint32, line []byte) error {
 	run := c.run
-	switch kind {
-	case "EXPUNGE":
-		run.expunged(num)
-		return run.r.forwardRenumbering(line)
-	case "VANISHED":
-		run.vanished(line)
-		return run.r.forwardRenumbering(line)
-	case "EXISTS":
+	if kind == "EXISTS" {
 		run.grew = true
-		return run.r.forwardRenumbering(line)
+	}
+	if ok, err := run.mailboxChange(kind, num, line); ok {
+		return err
 	}
 	var (
 		size   int64
@@ -613,15 +624,8 @@ func (p *prefetcher) work() {
 
 func (p *prefetcher) untagged(kind string, num uint32, line []byte) error {
 	run := p.run
-	switch kind {
-	case "EXPUNGE":
-		run.expunged(num)
-		return run.r.forwardRenumbering(line)
-	case "VANISHED":
-		run.vanished(line)
-		return run.r.forwardRenumbering(line)
-	case "EXISTS":
-		return run.r.forwardRenumbering(line)
+	if ok, err := run.mailboxChange(kind, num, line); ok {
+		return err
 	}
 	var raw []byte
 	got := false
@@ -656,15 +660,8 @@ type rewriter struct{ run *fetchRun }
 
 func (w rewriter) untagged(kind string, num uint32, line []byte) error {
 	run := w.run
-	switch kind {
-	case "EXPUNGE":
-		run.expunged(num)
-		return run.r.forwardRenumbering(line)
-	case "VANISHED":
-		run.vanished(line)
-		return run.r.forwardRenumbering(line)
-	case "EXISTS":
-		return run.r.forwardRenumbering(line)
+	if ok, err := run.mailboxChange(kind, num, line); ok {
+		return err
 	}
 	r := run.r
 	open := indexFold(line, " FETCH (")

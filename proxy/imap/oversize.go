@@ -203,15 +203,8 @@ type ownReader struct {
 }
 
 func (o ownReader) untagged(kind string, num uint32, line []byte) error {
-	switch kind {
-	case "EXPUNGE":
-		o.run.expunged(num)
-		return o.run.r.forwardRenumbering(line)
-	case "VANISHED":
-		o.run.vanished(line)
-		return o.run.r.forwardRenumbering(line)
-	case "EXISTS":
-		return o.run.r.forwardRenumbering(line)
+	if ok, err := o.run.mailboxChange(kind, num, line); ok {
+		return err
 	}
 	_, err := o.run.r.ownResponse(line, o.take)
 	return err
@@ -228,15 +221,8 @@ type oversizeRewriter struct {
 
 func (o *oversizeRewriter) untagged(kind string, num uint32, line []byte) error {
 	r := o.run.r
-	switch kind {
-	case "EXPUNGE":
-		o.run.expunged(num)
-		return r.forwardRenumbering(line)
-	case "VANISHED":
-		o.run.vanished(line)
-		return r.forwardRenumbering(line)
-	case "EXISTS":
-		return r.forwardRenumbering(line)
+	if ok, err := o.run.mailboxChange(kind, num, line); ok {
+		return err
 	}
 	open := indexFold(line, " FETCH (")
 	if open < 0 {
