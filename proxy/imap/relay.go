@@ -252,6 +252,23 @@ func (r *relay) awaitContinuation(c *command) {
 	r.mu.Unlock()
 }
 
+// continued sends what is buffered upstream and waits for the upstream's
+// continuation request for c (see awaitContinuation); refused is true
+// when the upstream ended c instead, and the client sends no more of it.
+func (r *relay) continued(c *command) (refused bool, err error) {
+	if err := r.flushUp(); err != nil {
+		return false, err
+	}
+	select {
+	case <-c.contc:
+		return false, nil
+	case <-c.done:
+		return true, nil
+	case <-r.upDone:
+		return false, errUpstreamGone
+	}
+}
+
 // passthrough streams a command upstream as the client sends it, literal
 // by literal; a synchronising literal waits for the upstream's
 // continuation request, which reaches the client.
@@ -267,15 +284,8 @@ func (r *relay) passthrough(tag, name string, line []byte) error {
 			break
 		}
 		if l.sync {
-			if err := r.flushUp(); err != nil {
-				return err
-			}
-			select {
-			case <-c.contc:
-			case <-c.done:
-				return nil // refused: the client sends no literal
-			case <-r.upDone:
-				return errUpstreamGone
+			if refused, err := r.continued(c); err != nil || refused {
+				return err // refused: the client sends no literal
 			}
 		}
 		if err := copyN(r.up.bw, r.s.br, l.n); err != nil {
@@ -291,15 +301,8 @@ func (r *relay) passthrough(tag, name string, line []byte) error {
 	}
 	// The line after IDLE's continuation request is the client's DONE.
 	r.awaitContinuation(c)
-	if err := r.flushUp(); err != nil {
+	if refused, err := r.continued(c); err != nil || refused {
 		return err
-	}
-	select {
-	case <-c.contc:
-	case <-c.done:
-		return nil
-	case <-r.upDone:
-		return errUpstreamGone
 	}
 	done, err := readLine(r.s.br, r.maxLine)
 	if err != nil {
@@ -460,15 +463,8 @@ func (r *relay) send(c *command, raw []byte) error {
 		}
 		if l.sync && !plus {
 			r.awaitContinuation(c)
-			if err := r.flushUp(); err != nil {
+			if refused, err := r.continued(c); err != nil || refused {
 				return err
-			}
-			select {
-			case <-c.contc:
-			case <-c.done:
-				return nil
-			case <-r.upDone:
-				return errUpstreamGone
 			}
 		}
 		r.up.bw.Write(raw[:l.n])
