@@ -191,31 +191,16 @@ func dropOwnResults(msg []byte, authservID string) []byte {
 	if end < 0 {
 		return msg
 	}
-	var out, field []byte
+	fields, _ := splitHeader(msg[:end])
+	var out []byte
 	dropped := false
-	flush := func() {
-		if field != nil && isOwnResults(field, authservID) {
+	for _, f := range fields {
+		if isOwnResults(f, authservID) {
 			dropped = true
-		} else {
-			out = append(out, field...)
-		}
-		field = nil
-	}
-	for rest := msg[:end]; len(rest) > 0; {
-		n := bytes.IndexByte(rest, '\n') + 1
-		if n == 0 {
-			n = len(rest)
-		}
-		line := rest[:n]
-		rest = rest[n:]
-		if (line[0] == ' ' || line[0] == '\t') && field != nil {
-			field = append(field, line...)
 			continue
 		}
-		flush()
-		field = append([]byte(nil), line...)
+		out = append(out, f...)
 	}
-	flush()
 	if !dropped {
 		return msg
 	}
