@@ -304,6 +304,19 @@ func lit(s string) string        { return fmt.Sprintf("{%d}\r\n%s", len(s), s) }
 func litPlus(s string) string    { return fmt.Sprintf("{%d+}\r\n%s", len(s), s) }
 func binLitPlus(s string) string { return fmt.Sprintf("~{%d+}\r\n%s", len(s), s) }
 
+// waitMetric waits until a metric of the proxy's has the value want: what
+// a session does as it ends happens after the client has seen it close.
+func (e *env) waitMetric(t testing.TB, want float64, name string, labels ...string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for got := e.metric(t, name, labels...); got != want; got = e.metric(t, name, labels...) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s %v = %v, want %v", name, labels, got, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // metric reads a counter of the proxy's metrics by its label values.
 func (e *env) metric(t testing.TB, name string, labels ...string) float64 {
 	t.Helper()

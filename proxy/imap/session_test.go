@@ -351,6 +351,8 @@ func TestConnectionLimits(t *testing.T) {
 	}
 	mustMatch(t, "busy but not logged in", got, `\* BYE Too long without logging in`)
 
+	// Both count against the address until their sessions have ended.
+	e.waitMetric(t, 0, "smimeproxy_sessions_open", "imap")
 	in := e.dialProxy(t, u)
 	time.Sleep(1500 * time.Millisecond)
 	mustMatch(t, "logged in, then quiet", in.cmd("a NOOP", ""), `^a OK`)
