@@ -21,24 +21,55 @@ const maxLine = 998
 // prepared is an outgoing message split for wrapping: the header fields that
 // stay outside, in CRLF form, and the canonical MIME entity that goes inside.
 type prepared struct {
-	outer        [][]byte
-	hasMIMEVer   bool
-	innerContent []byte
+	outer      [][]byte
+	hasMIMEVer bool
+	// inner is the canonical entity in pieces, size bytes in all: each
+	// caller writes them once where they are to go.
+	inner [][]byte
+	size  int
+}
+
+// content is the canonical entity in one slice.
+func (p *prepared) content() []byte { return bytes.Join(p.inner, nil) }
+
+// writeContent writes the canonical entity to b.
+func (p *prepared) writeContent(b *bytes.Buffer) {
+	for _, piece := range p.inner {
+		b.Write(piece)
+	}
+}
+
+// outerSize is how many bytes writeOuter writes besides the content fields.
+func (p *prepared) outerSize() int {
+	n := len("MIME-Version: 1.0\r\n\r\n")
+	for _, f := range p.outer {
+		n += len(f)
+	}
+	return n
 }
 
 // prepare splits msg into the message header, which stays outside, and the
 // content entity (its Content-* fields and body), canonicalised. A message
-// that would exceed lim once wrapped in wrap more levels is refused with a
-// *LimitError. With hp, the content entity is the payload of header
+// that would exceed lim once wrapped in wrap more levels of multipart/signed
+// is refused with a *LimitError. With hp, the content entity is the payload of header
 // protection (protect.go).
 func prepare(msg []byte, lim *Limits, wrap int, hp HeaderProtection) (*prepared, error) {
 	l := lim.orDefault()
 	walk := l
 	walk.MaxDepth = max(l.MaxDepth-wrap, 1)
+	walk.MaxParts = max(l.MaxParts-2*wrap, 1) // the wrapper and the signature part
 	t := Walk(msg, &walk)
+	if t.Limit == nil && wrap > 0 && t.Parts+2 >= l.MaxParts {
+		// The close delimiter of multipart/signed counts only while one
+		// more part would fit, as every delimiter does.
+		t.Limit = &LimitError{Bound: BoundParts}
+	}
 	if le := t.Limit; le != nil {
-		if le.Bound == BoundDepth {
+		switch le.Bound {
+		case BoundDepth:
 			le.Limit = l.MaxDepth
+		case BoundParts:
+			le.Limit = l.MaxParts
 		}
 		return nil, le
 	}
@@ -75,7 +106,10 @@ func prepare(msg []byte, lim *Limits, wrap int, hp HeaderProtection) (*prepared,
 	if err := c.entity(root, t.Root); err != nil {
 		return nil, err
 	}
-	p.innerContent = bytes.Join(c.out, nil)
+	p.inner = c.out
+	for _, piece := range c.out {
+		p.size += len(piece)
+	}
 	return p, nil
 }
 
@@ -118,19 +152,22 @@ func (c *canon) protect(msg, root *entity, p *Part, mode HeaderProtection) error
 }
 
 // writeOuter writes the outer header fields, then MIME-Version when the
-// message had none, then the given content fields and the blank line.
-func (p *prepared) writeOuter(b *bytes.Buffer, contentFields ...string) {
+// message had none, then the given content fields and the blank line. It
+// returns where in b the content fields begin.
+func (p *prepared) writeOuter(b *bytes.Buffer, contentFields ...string) int {
 	for _, f := range p.outer {
 		b.Write(f)
 	}
 	if !p.hasMIMEVer {
 		b.WriteString("MIME-Version: 1.0\r\n")
 	}
+	header := b.Len()
 	for _, f := range contentFields {
 		b.WriteString(f)
 		b.WriteString("\r\n")
 	}
 	b.WriteString("\r\n")
+	return header
 }
 
 // crlfField returns a header field in CRLF form, ending in CRLF.
@@ -396,12 +433,17 @@ func encodeQP(text []byte) []byte {
 // breaks between them.
 func appendBase64(dst, data []byte) []byte {
 	const chunk = 57 // bytes per 76-character line
-	lines := (len(data) + chunk - 1) / chunk
-	dst = slices.Grow(dst, base64.StdEncoding.EncodedLen(len(data))+2*lines)
+	dst = slices.Grow(dst, base64Len(len(data)))
 	for len(data) > chunk {
 		dst = base64.StdEncoding.AppendEncode(dst, data[:chunk])
 		dst = append(dst, '\r', '\n')
 		data = data[chunk:]
 	}
 	return base64.StdEncoding.AppendEncode(dst, data)
+}
+
+// base64Len is how long appendBase64 makes n bytes.
+func base64Len(n int) int {
+	lines := (n + 56) / 57
+	return base64.StdEncoding.EncodedLen(n) + 2*max(lines-1, 0)
 }

@@ -220,6 +220,10 @@ func TestPrepare(t *testing.T) {
 			if err != nil {
 				t.Fatalf("prepare: %v", err)
 			}
+			content := p.content()
+			if len(content) != p.size {
+				t.Errorf("prepare: size %d, content %d bytes", p.size, len(content))
+			}
 			// Outside: every non-content field, in order, bytes unchanged but for CRLF.
 			src, _ := parseEntity(msg, DefaultLimits.MaxHeaderBytes)
 			var want [][]byte
@@ -232,7 +236,7 @@ func TestPrepare(t *testing.T) {
 				t.Errorf("outer fields changed:\n%s", bytes.Join(p.outer, nil))
 			}
 			// Inside: only content fields, CRLF everywhere, no epilogue.
-			in, err := parseEntity(p.innerContent, DefaultLimits.MaxHeaderBytes)
+			in, err := parseEntity(content, DefaultLimits.MaxHeaderBytes)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -241,19 +245,19 @@ func TestPrepare(t *testing.T) {
 					t.Errorf("field %s inside the signed entity", f.name)
 				}
 			}
-			if bytes.Count(p.innerContent, []byte("\n")) != bytes.Count(p.innerContent, []byte("\r\n")) {
+			if bytes.Count(content, []byte("\n")) != bytes.Count(content, []byte("\r\n")) {
 				t.Error("bare LF in the signed entity")
 			}
-			if bytes.Contains(p.innerContent, []byte("epilogue")) {
+			if bytes.Contains(content, []byte("epilogue")) {
 				t.Error("epilogue inside the signed entity")
 			}
-			if !bytes.Contains(msg, []byte("multipart/signed")) && !sevenBitSafe(p.innerContent) {
+			if !bytes.Contains(msg, []byte("multipart/signed")) && !sevenBitSafe(content) {
 				t.Error("signed entity is not 7-bit safe")
 			}
 			var b bytes.Buffer
 			p.writeOuter(&b, "Content-Type: x-test/wrapper")
 			b.WriteString("=== signed entity ===\r\n")
-			b.Write(p.innerContent)
+			b.Write(content)
 			golden(t, "canon/"+name+".golden", b.Bytes())
 		})
 	}
