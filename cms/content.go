@@ -8,6 +8,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"slices"
 
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
@@ -20,54 +21,72 @@ const (
 	gcmTagSize   = 16
 )
 
-// sealed is encrypted content with what the EncryptedContentInfo and the
-// AuthEnvelopedData need to describe it.
-type sealed struct {
-	params     []byte // DER parameters of the content cipher
-	ciphertext []byte
-	tag        []byte // AEAD only
+// sealer encrypts content under a content key, with the IV or nonce it
+// chose.
+type sealer struct {
+	block  cipher.Block
+	aead   cipher.AEAD // nil for CBC
+	iv     []byte      // the CBC IV or the GCM nonce
+	params []byte      // DER parameters of the content cipher
 }
 
-// seal encrypts content under cek.
-func seal(ci cipherInfo, cek, content []byte) (*sealed, error) {
+func newSealer(ci cipherInfo, cek []byte) (*sealer, error) {
 	block, err := newBlock(ci.cipher, cek)
 	if err != nil {
 		return nil, err
 	}
+	s := &sealer{block: block}
 	if ci.cipher.AEAD() {
-		aead, err := cipher.NewGCM(block)
-		if err != nil {
+		if s.aead, err = cipher.NewGCM(block); err != nil {
 			return nil, err
 		}
-		nonce := make([]byte, gcmNonceSize)
-		rand.Read(nonce)
-		out := aead.Seal(nil, nonce, content, nil)
-		params, err := build(func(b *cryptobyte.Builder) {
+		s.iv = make([]byte, gcmNonceSize)
+		rand.Read(s.iv)
+		s.params, err = build(func(b *cryptobyte.Builder) {
 			b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-				b.AddASN1OctetString(nonce)
+				b.AddASN1OctetString(s.iv)
 				b.AddASN1Int64(gcmTagSize) // not the DEFAULT 12, so it is written
 			})
 		})
-		if err != nil {
-			return nil, err
-		}
+		return s, err
+	}
+	s.iv = make([]byte, block.BlockSize())
+	rand.Read(s.iv)
+	s.params, err = build(func(b *cryptobyte.Builder) { b.AddASN1OctetString(s.iv) })
+	return s, err
+}
+
+// size is the length of the ciphertext of n bytes of content, the AEAD tag
+// not included.
+func (s *sealer) size(n int) int {
+	if s.aead != nil {
+		return n
+	}
+	bs := s.block.BlockSize()
+	return n + bs - n%bs // PKCS #7 padding, a whole block when n is a multiple
+}
+
+// seal appends the ciphertext of content to dst; it returns that and the
+// AEAD tag. It writes the ciphertext where it goes, so that a dst with room
+// for it costs no copy.
+func (s *sealer) seal(dst, content []byte) ([]byte, []byte) {
+	if s.aead != nil {
+		out := s.aead.Seal(dst, s.iv, content, nil)
 		n := len(out) - gcmTagSize
-		return &sealed{params: params, ciphertext: out[:n], tag: out[n:]}, nil
+		return out[:n], append([]byte(nil), out[n:]...)
 	}
-	iv := make([]byte, block.BlockSize())
-	rand.Read(iv)
-	pad := block.BlockSize() - len(content)%block.BlockSize()
-	buf := make([]byte, len(content)+pad)
-	copy(buf, content)
-	for i := len(content); i < len(buf); i++ {
-		buf[i] = byte(pad)
+	bs := s.block.BlockSize()
+	start, full := len(dst), len(content)-len(content)%bs
+	dst = slices.Grow(dst, s.size(len(content)))[:start+s.size(len(content))]
+	enc := cipher.NewCBCEncrypter(s.block, s.iv)
+	enc.CryptBlocks(dst[start:start+full], content[:full])
+	last := dst[start+full:]
+	n := copy(last, content[full:])
+	for i := n; i < bs; i++ {
+		last[i] = byte(bs - n)
 	}
-	cipher.NewCBCEncrypter(block, iv).CryptBlocks(buf, buf)
-	params, err := build(func(b *cryptobyte.Builder) { b.AddASN1OctetString(iv) })
-	if err != nil {
-		return nil, err
-	}
-	return &sealed{params: params, ciphertext: buf}, nil
+	enc.CryptBlocks(last, last)
+	return dst, nil
 }
 
 func newBlock(c Cipher, key []byte) (cipher.Block, error) {

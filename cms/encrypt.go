@@ -52,9 +52,11 @@ func Encrypt(content []byte, recipients []*x509.Certificate, opts *EncryptOption
 }
 
 // envelope encrypts content under cek and wraps it with the recipient
-// infos into a ContentInfo.
+// infos into a ContentInfo. The content is large and the rest small, so the
+// DER is written by hand into one buffer of its exact size, the ciphertext
+// encrypted straight into it.
 func envelope(ci cipherInfo, cek, content []byte, version int64, infos [][]byte) ([]byte, error) {
-	sealed, err := seal(ci, cek, content)
+	s, err := newSealer(ci, cek)
 	if err != nil {
 		return nil, fmt.Errorf("cms: encrypt: %w", err)
 	}
@@ -62,27 +64,48 @@ func envelope(ci cipherInfo, cek, content []byte, version int64, infos [][]byte)
 	if ci.cipher.AEAD() {
 		contentType, version = oidAuthEnvelopedData, 0
 	}
-	out, err := build(func(b *cryptobyte.Builder) {
-		b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-			b.AddASN1ObjectIdentifier(contentType)
-			b.AddASN1(constructedTag(0), func(b *cryptobyte.Builder) {
-				b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-					b.AddASN1Int64(version)
-					addSetOf(b, cbasn1.SET, infos)
-					b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-						b.AddASN1ObjectIdentifier(oidData)
-						addAlgorithm(b, ci.oid, sealed.params)
-						b.AddASN1(implicitTag(0), func(b *cryptobyte.Builder) { b.AddBytes(sealed.ciphertext) })
-					})
-					if ci.cipher.AEAD() {
-						b.AddASN1OctetString(sealed.tag)
-					}
-				})
-			})
-		})
+	// What comes before the EncryptedContentInfo, inside it before the
+	// ciphertext, and the ContentInfo's content type.
+	head, err := build(func(b *cryptobyte.Builder) {
+		b.AddASN1Int64(version)
+		addSetOf(b, cbasn1.SET, infos)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cms: encrypt: encode: %w", err)
+	}
+	eciHead, err := build(func(b *cryptobyte.Builder) {
+		b.AddASN1ObjectIdentifier(oidData)
+		addAlgorithm(b, ci.oid, s.params)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cms: encrypt: encode: %w", err)
+	}
+	typeOID, err := build(func(b *cryptobyte.Builder) { b.AddASN1ObjectIdentifier(contentType) })
+	if err != nil {
+		return nil, fmt.Errorf("cms: encrypt: encode: %w", err)
+	}
+	ctLen := s.size(len(content))
+	tagLen := 0 // the OCTET STRING of the AEAD tag
+	if ci.cipher.AEAD() {
+		tagLen = elementLen(gcmTagSize)
+	}
+	eciLen := len(eciHead) + elementLen(ctLen)
+	dataLen := len(head) + elementLen(eciLen) + tagLen
+	ciLen := len(typeOID) + elementLen(elementLen(dataLen))
+
+	out := make([]byte, 0, elementLen(ciLen))
+	out = appendHeader(out, cbasn1.SEQUENCE, ciLen)
+	out = append(out, typeOID...)
+	out = appendHeader(out, constructedTag(0), elementLen(dataLen))
+	out = appendHeader(out, cbasn1.SEQUENCE, dataLen)
+	out = append(out, head...)
+	out = appendHeader(out, cbasn1.SEQUENCE, eciLen)
+	out = append(out, eciHead...)
+	out = appendHeader(out, implicitTag(0), ctLen)
+	out, tag := s.seal(out, content)
+	if tag != nil {
+		out = appendHeader(out, cbasn1.OCTET_STRING, len(tag))
+		out = append(out, tag...)
 	}
 	return out, nil
 }
