@@ -147,6 +147,20 @@ func elementLen(n int) int {
 	return 2 + (bits.Len(uint(n))+7)/8 + n
 }
 
+// The DER of the object identifiers that every signature has.
+var (
+	derOIDData       = must(build(func(b *cryptobyte.Builder) { b.AddASN1ObjectIdentifier(oidData) }))
+	derOIDSignedData = must(build(func(b *cryptobyte.Builder) { b.AddASN1ObjectIdentifier(oidSignedData) }))
+)
+
+// must is for DER that the package encodes from constants at start-up.
+func must(der []byte, err error) []byte {
+	if err != nil {
+		panic("cms: encoding a constant: " + err.Error())
+	}
+	return der
+}
+
 // build runs f on a fresh builder and returns what it wrote.
 func build(f func(b *cryptobyte.Builder)) ([]byte, error) {
 	b := cryptobyte.NewBuilder(nil)
