@@ -296,12 +296,15 @@ func (c *canon) multipart(e *entity, p *Part) error {
 func (c *canon) leaf(e *entity, t string) error {
 	cte := transferEncoding(e.header)
 	body := e.body
-	if sevenBitSafe(body) {
+	if safe, crlf := scan7bit(body); safe {
 		newCTE := ""
 		if cte == "8bit" || cte == "binary" {
 			newCTE = "7bit"
 		}
-		c.join(e.fields, newCTE, toCRLF(body), true)
+		if !crlf {
+			body = toCRLF(body)
+		}
+		c.join(e.fields, newCTE, body, true)
 		return nil
 	}
 	switch cte {
@@ -360,26 +363,50 @@ func (c *canon) fields(fields []field, cte string) {
 
 // sevenBitSafe reports whether b can travel as 7bit once bare LFs become
 // CRLF: no 8-bit bytes, no NUL, no CR outside CRLF, no line over 998 octets.
-// It goes a line at a time with the library's vectorised searches: byte by
-// byte it was much of the cost of signing a large message.
 func sevenBitSafe(b []byte) bool {
+	safe, _ := scan7bit(b)
+	return safe
+}
+
+// scan7bit is sevenBitSafe, and says too whether every line break in b is
+// a CRLF already, so that a body that needs nothing is read once. It checks
+// the bytes of the whole of b at once and then goes a line at a time, with
+// the library's vectorised searches: byte by byte it was much of the cost
+// of signing a large message.
+func scan7bit(b []byte) (safe, crlf bool) {
+	if !isASCII(b) || bytes.IndexByte(b, 0) >= 0 {
+		return false, false
+	}
+	crlf = true
 	for len(b) > 0 {
 		line := b
 		if i := bytes.IndexByte(b, '\n'); i >= 0 {
 			line, b = b[:i], b[i+1:]
-			line = bytes.TrimSuffix(line, []byte("\r"))
+			if n := len(line); n > 0 && line[n-1] == '\r' {
+				line = line[:n-1]
+			} else {
+				crlf = false
+			}
 		} else {
 			b = nil
 		}
-		if len(line) > maxLine || !isASCII(line) || bytes.IndexByte(line, 0) >= 0 || bytes.IndexByte(line, '\r') >= 0 {
-			return false
+		if len(line) > maxLine || bytes.IndexByte(line, '\r') >= 0 {
+			return false, false
 		}
 	}
-	return true
+	return true, crlf
 }
 
-// isASCII reports whether b has no byte over 0x7f, eight bytes at a time.
+// isASCII reports whether b has no byte over 0x7f, 32 bytes at a time.
 func isASCII(b []byte) bool {
+	for len(b) >= 32 {
+		w := binary.LittleEndian.Uint64(b) | binary.LittleEndian.Uint64(b[8:]) |
+			binary.LittleEndian.Uint64(b[16:]) | binary.LittleEndian.Uint64(b[24:])
+		if w&0x8080808080808080 != 0 {
+			return false
+		}
+		b = b[32:]
+	}
 	for len(b) >= 8 {
 		if binary.LittleEndian.Uint64(b)&0x8080808080808080 != 0 {
 			return false

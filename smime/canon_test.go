@@ -62,12 +62,15 @@ func sevenBitSafeBytewise(b []byte) bool {
 }
 
 func FuzzSevenBitSafe(f *testing.F) {
-	for _, s := range []string{"", "a\r\nb", "a\rb", "\r", "gr\xc3\xbc\r\n", "a\x00", strings.Repeat("x", 998) + "\r\n", strings.Repeat("y", 999) + "\n"} {
+	for _, s := range []string{"", "a\r\nb", "a\nb\r\n", "\n", "a\rb", "\r", "gr\xc3\xbc\r\n", "a\x00", strings.Repeat("x", 998) + "\r\n", strings.Repeat("y", 999) + "\n"} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if got, want := sevenBitSafe(b), sevenBitSafeBytewise(b); got != want {
 			t.Fatalf("sevenBitSafe(%q) = %v, want %v", b, got, want)
+		}
+		if safe, crlf := scan7bit(b); safe && crlf != bytes.Equal(toCRLF(b), b) {
+			t.Fatalf("scan7bit(%q) says CRLF %v", b, crlf)
 		}
 	})
 }
@@ -91,6 +94,7 @@ func TestSevenBitSafe(t *testing.T) {
 		{"998 octets and a lone cr", strings.Repeat("x", 998) + "\r\r\n", false},
 		{"8-bit after 8 bytes", "abcdefgh\x80", false},
 		{"8-bit in a long line", strings.Repeat("abcdefgh", 20) + "\xff" + "\r\n", false},
+		{"8-bit in a block of 32", strings.Repeat("a", 50) + "\x80" + strings.Repeat("a", 20) + "\r\n", false},
 		{"cr lf cr lf", "\r\n\r\n", true},
 		{"del", "\x7f\r\n", true},
 	}
