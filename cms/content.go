@@ -8,7 +8,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
-	"slices"
+	"io"
 
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
@@ -66,28 +66,46 @@ func (s *sealer) size(n int) int {
 	return n + bs - n%bs // PKCS #7 padding, a whole block when n is a multiple
 }
 
-// seal appends the ciphertext of content to dst; it returns that and the
-// AEAD tag. It writes the ciphertext where it goes, so that a dst with room
-// for it costs no copy.
-func (s *sealer) seal(dst, content []byte) ([]byte, []byte) {
+// writeTo writes the ciphertext of content to w, and returns the AEAD tag.
+// CBC goes in pieces: the ciphertext is never held whole.
+func (s *sealer) writeTo(w io.Writer, content []byte) (int64, []byte, error) {
 	if s.aead != nil {
-		out := s.aead.Seal(dst, s.iv, content, nil)
+		out := s.aead.Seal(nil, s.iv, content, nil)
 		n := len(out) - gcmTagSize
-		return out[:n], append([]byte(nil), out[n:]...)
+		written, err := w.Write(out[:n])
+		return int64(written), out[n:], err
 	}
 	bs := s.block.BlockSize()
-	start, full := len(dst), len(content)-len(content)%bs
-	dst = slices.Grow(dst, s.size(len(content)))[:start+s.size(len(content))]
 	enc := cipher.NewCBCEncrypter(s.block, s.iv)
-	enc.CryptBlocks(dst[start:start+full], content[:full])
-	last := dst[start+full:]
-	n := copy(last, content[full:])
+	buf := make([]byte, min(cbcChunk, s.size(len(content))))
+	var total int64
+	for {
+		n := min(len(content)-len(content)%bs, len(buf))
+		if n == 0 {
+			break
+		}
+		enc.CryptBlocks(buf[:n], content[:n])
+		written, err := w.Write(buf[:n])
+		total += int64(written)
+		if err != nil {
+			return total, nil, err
+		}
+		content = content[n:]
+	}
+	// The last block, padded (PKCS #7): a whole block of padding when the
+	// content fills its blocks.
+	last := buf[:bs]
+	n := copy(last, content)
 	for i := n; i < bs; i++ {
 		last[i] = byte(bs - n)
 	}
 	enc.CryptBlocks(last, last)
-	return dst, nil
+	written, err := w.Write(last)
+	return total + int64(written), nil, err
 }
+
+// cbcChunk is how much CBC ciphertext writeTo holds at a time.
+const cbcChunk = 4 << 10
 
 func newBlock(c Cipher, key []byte) (cipher.Block, error) {
 	if c == DES3CBC {

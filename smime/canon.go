@@ -469,6 +469,52 @@ func appendBase64(dst, data []byte) []byte {
 	return base64.StdEncoding.AppendEncode(dst, data)
 }
 
+// base64Lines writes to b in base64 what is written to it, in whatever
+// pieces, broken into lines as appendBase64 breaks them; finish writes the
+// last line.
+type base64Lines struct {
+	b       *bytes.Buffer
+	partial [57]byte // the start of a line, not yet encoded
+	n       int
+	started bool
+}
+
+func (w *base64Lines) Write(p []byte) (int, error) {
+	written := len(p)
+	if w.n > 0 {
+		k := copy(w.partial[w.n:], p)
+		w.n += k
+		p = p[k:]
+		if w.n < len(w.partial) {
+			return written, nil
+		}
+		w.line(w.partial[:])
+		w.n = 0
+	}
+	for len(p) >= len(w.partial) {
+		w.line(p[:len(w.partial)])
+		p = p[len(w.partial):]
+	}
+	w.n = copy(w.partial[:], p)
+	return written, nil
+}
+
+func (w *base64Lines) line(data []byte) {
+	if w.started {
+		w.b.WriteString("\r\n")
+	}
+	w.started = true
+	w.b.Write(base64.StdEncoding.AppendEncode(w.b.AvailableBuffer(), data))
+}
+
+// finish writes what is left, the last line.
+func (w *base64Lines) finish() {
+	if w.n > 0 {
+		w.line(w.partial[:w.n])
+		w.n = 0
+	}
+}
+
 // base64Len is how long appendBase64 makes n bytes.
 func base64Len(n int) int {
 	lines := (n + 56) / 57

@@ -332,3 +332,32 @@ func TestDecodeBase64(t *testing.T) {
 		}
 	}
 }
+
+// TestBase64Lines: base64 written in pieces of any size is what
+// appendBase64 writes of the whole.
+func TestBase64Lines(t *testing.T) {
+	data := make([]byte, 3000)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	for _, n := range []int{0, 1, 56, 57, 58, 114, 1000, 3000} {
+		for _, piece := range []int{1, 3, 56, 57, 58, 200, 4096} {
+			var b bytes.Buffer
+			w := &base64Lines{b: &b}
+			for rest := data[:n]; len(rest) > 0; {
+				k := min(piece, len(rest))
+				if m, err := w.Write(rest[:k]); m != k || err != nil {
+					t.Fatalf("Write = %d, %v", m, err)
+				}
+				rest = rest[k:]
+			}
+			w.finish()
+			if want := appendBase64(nil, data[:n]); !bytes.Equal(b.Bytes(), want) {
+				t.Errorf("%d bytes in pieces of %d:\n%s\nwant\n%s", n, piece, b.Bytes(), want)
+			}
+			if got := base64Len(n); got != len(b.Bytes()) {
+				t.Errorf("base64Len(%d) = %d, want %d", n, got, len(b.Bytes()))
+			}
+		}
+	}
+}

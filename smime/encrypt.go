@@ -66,7 +66,7 @@ func (s *SignedMessage) Encrypt(recipients []*x509.Certificate, opts *EncryptOpt
 
 // encrypt encrypts content, the canonical entity of p, and writes the message.
 func encrypt(p *prepared, content []byte, recipients []*x509.Certificate, opts *EncryptOptions) ([]byte, error) {
-	der, err := cms.Encrypt(content, recipients, &cms.EncryptOptions{Cipher: opts.Cipher, OAEP: opts.OAEP})
+	sealed, err := cms.Seal(content, recipients, &cms.EncryptOptions{Cipher: opts.Cipher, OAEP: opts.OAEP})
 	if err != nil {
 		return nil, fmt.Errorf("smime: encrypt: %w", err)
 	}
@@ -75,12 +75,17 @@ func encrypt(p *prepared, content []byte, recipients []*x509.Certificate, opts *
 		smimeType = "authEnveloped-data" // RFC 8551 3.4
 	}
 	var b bytes.Buffer
-	b.Grow(p.outerSize() + 256 + base64Len(len(der)))
+	b.Grow(p.outerSize() + 256 + base64Len(sealed.Len()))
 	p.writeOuter(&b,
 		"Content-Type: application/pkcs7-mime; smime-type="+smimeType+"; name=smime.p7m",
 		"Content-Transfer-Encoding: base64",
 		"Content-Disposition: attachment; filename=smime.p7m")
-	b.Write(appendBase64(b.AvailableBuffer(), der))
+	// The DER goes into base64 as it is made, never held whole.
+	w := &base64Lines{b: &b}
+	if _, err := sealed.WriteTo(w); err != nil {
+		return nil, fmt.Errorf("smime: encrypt: %w", err)
+	}
+	w.finish()
 	b.WriteString("\r\n")
 	return b.Bytes(), nil
 }
