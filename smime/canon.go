@@ -491,20 +491,22 @@ func (w *base64Lines) Write(p []byte) (int, error) {
 		w.line(w.partial[:])
 		w.n = 0
 	}
-	for len(p) >= len(w.partial) {
-		w.line(p[:len(w.partial)])
-		p = p[len(w.partial):]
+	if whole := len(p) - len(p)%len(w.partial); whole > 0 {
+		w.line(p[:whole])
+		p = p[whole:]
 	}
 	w.n = copy(w.partial[:], p)
 	return written, nil
 }
 
+// line writes data, whole lines but for the last, after the break that
+// ends the line before.
 func (w *base64Lines) line(data []byte) {
 	if w.started {
 		w.b.WriteString("\r\n")
 	}
 	w.started = true
-	w.b.Write(base64.StdEncoding.AppendEncode(w.b.AvailableBuffer(), data))
+	w.b.Write(appendBase64(w.b.AvailableBuffer(), data))
 }
 
 // finish writes what is left, the last line.
