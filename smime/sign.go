@@ -34,8 +34,8 @@ type SignOptions struct {
 	Capabilities []cms.Capability
 	PSS          bool // RSASSA-PSS for RSA keys
 	// Limits bound the message; nil: DefaultLimits. A message that would
-	// be past them once signed (multipart/signed adds a level) is refused
-	// with a *LimitError.
+	// be past them once signed (multipart/signed adds a level and two
+	// parts) is refused with a *LimitError.
 	Limits *Limits
 	// HeaderProtection puts the header fields inside the signature too
 	// (RFC 9788): ProtectClear for mail that is only signed, ProtectCipher
@@ -72,9 +72,9 @@ func Sign(msg []byte, id *Identity, opts *SignOptions) ([]byte, error) {
 	return s.Bytes(), nil
 }
 
-// SignedMessage is a message that SignMessage made, which knows where its outer
-// header ends, so that encrypting it next needs no second reading: what
-// Sign writes is canonical already.
+// SignedMessage is a message that SignMessage made, which knows where its
+// outer header ends, so that encrypting it next needs no second reading:
+// what Sign writes is canonical already.
 type SignedMessage struct {
 	msg    []byte
 	header int // msg[:header] is the outer header, MIME-Version included
@@ -84,8 +84,8 @@ type SignedMessage struct {
 func (s *SignedMessage) Bytes() []byte { return s.msg }
 
 // SignMessage is Sign for a message that may be encrypted next: its result
-// encrypts with SignedMessage.Encrypt, which gives what Encrypt(Sign(msg)) gives
-// without reading and canonicalising the signed message again.
+// encrypts with SignedMessage.Encrypt, which gives what Encrypt(Sign(msg))
+// gives without reading and canonicalising the signed message again.
 func SignMessage(msg []byte, id *Identity, opts *SignOptions) (*SignedMessage, error) {
 	if id == nil || id.Cert == nil || id.Key == nil {
 		return nil, errors.New("smime: sign: identity without certificate or key")
@@ -121,13 +121,6 @@ func SignMessage(msg []byte, id *Identity, opts *SignOptions) (*SignedMessage, e
 		copts.Certificates = append([]*x509.Certificate{ec}, id.Chain...)
 		copts.EncryptionKeyPreference = ec
 	}
-	// What the signature adds: the certificates, and at most a few
-	// kilobytes of attributes, names and signature value.
-	derSize := len(id.Cert.Raw) + 4096
-	for _, c := range copts.Certificates {
-		derSize += len(c.Raw)
-	}
-
 	var b bytes.Buffer
 	if opts.Opaque {
 		der, err := cms.Sign(p.content(), id.Cert, id.Key, copts)
@@ -145,7 +138,12 @@ func SignMessage(msg []byte, id *Identity, opts *SignOptions) (*SignedMessage, e
 	}
 
 	// The entity is written once, where it goes in the message, and
-	// signed there.
+	// signed there. The signature adds the certificates, and at most a
+	// few kilobytes of attributes, names and signature value.
+	derSize := len(id.Cert.Raw) + 4096
+	for _, c := range copts.Certificates {
+		derSize += len(c.Raw)
+	}
 	boundary := newBoundary()
 	b.Grow(p.outerSize() + p.size + 1024 + base64Len(derSize))
 	header := p.writeOuter(&b,
