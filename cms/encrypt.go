@@ -138,7 +138,7 @@ func seal(ci cipherInfo, cek, content []byte, version int64, infos [][]byte) (*S
 // Len is the length of the DER that WriteTo writes.
 func (e *Sealed) Len() int { return e.size }
 
-// WriteTo writes the DER to w; it can be called once.
+// WriteTo writes the DER to w.
 func (e *Sealed) WriteTo(w io.Writer) (int64, error) {
 	n, err := w.Write(e.head)
 	total := int64(n)
