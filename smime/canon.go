@@ -50,9 +50,9 @@ func (p *prepared) outerSize() int {
 
 // prepare splits msg into the message header, which stays outside, and the
 // content entity (its Content-* fields and body), canonicalised. A message
-// that would exceed lim once wrapped in wrap more levels of multipart/signed
-// is refused with a *LimitError. With hp, the content entity is the payload of header
-// protection (protect.go).
+// that would exceed lim once wrapped in wrap more levels of
+// multipart/signed is refused with a *LimitError. With hp, the content
+// entity is the payload of header protection (protect.go).
 func prepare(msg []byte, lim *Limits, wrap int, hp HeaderProtection) (*prepared, error) {
 	l := lim.orDefault()
 	walk := l
