@@ -5,6 +5,7 @@ import (
 	"encoding/asn1"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"golang.org/x/crypto/cryptobyte"
@@ -118,16 +119,12 @@ func readKeyPreference(values cryptobyte.String) *CertID {
 }
 
 // signedAttrs builds the signed attributes of a new signature: the contents
-// of their DER SET OF.
-func signedAttrs(digest []byte, when time.Time, caps []Capability, pref *x509.Certificate) ([]byte, error) {
+// of their DER SET OF. capsAttr is the SMIMECapabilities attribute; nil:
+// none.
+func signedAttrs(digest []byte, when time.Time, capsAttr []byte, pref *x509.Certificate) ([]byte, error) {
 	var err error
 	attr := func(oid asn1.ObjectIdentifier, value func(b *cryptobyte.Builder)) []byte {
-		out, e := build(func(b *cryptobyte.Builder) {
-			b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-				b.AddASN1ObjectIdentifier(oid)
-				b.AddASN1(cbasn1.SET, value)
-			})
-		})
+		out, e := encodeAttr(oid, value)
 		if e != nil {
 			err = e
 		}
@@ -135,7 +132,7 @@ func signedAttrs(digest []byte, when time.Time, caps []Capability, pref *x509.Ce
 	}
 	when = when.UTC().Truncate(time.Second)
 	attrs := [][]byte{
-		attr(oidAttrContentType, func(b *cryptobyte.Builder) { b.AddASN1ObjectIdentifier(oidData) }),
+		derAttrContentTypeData,
 		attr(oidAttrMessageDigest, func(b *cryptobyte.Builder) { b.AddASN1OctetString(digest) }),
 		attr(oidAttrSigningTime, func(b *cryptobyte.Builder) {
 			// RFC 5652 11.3: UTCTime up to 2049, GeneralizedTime from 2050.
@@ -146,14 +143,8 @@ func signedAttrs(digest []byte, when time.Time, caps []Capability, pref *x509.Ce
 			}
 		}),
 	}
-	if len(caps) > 0 {
-		attrs = append(attrs, attr(oidAttrSMIMECapabilities, func(b *cryptobyte.Builder) {
-			b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-				for _, c := range caps {
-					addAlgorithm(b, c.Algorithm, c.Parameters)
-				}
-			})
-		}))
+	if capsAttr != nil {
+		attrs = append(attrs, capsAttr)
 	}
 	if pref != nil {
 		id := certIDOf(pref, false)
@@ -172,3 +163,44 @@ func signedAttrs(digest []byte, when time.Time, caps []Capability, pref *x509.Ce
 	}
 	return setContents(attrs), nil
 }
+
+// encodeAttr encodes an Attribute with one value.
+func encodeAttr(oid asn1.ObjectIdentifier, value func(b *cryptobyte.Builder)) ([]byte, error) {
+	return build(func(b *cryptobyte.Builder) {
+		b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+			b.AddASN1ObjectIdentifier(oid)
+			b.AddASN1(cbasn1.SET, value)
+		})
+	})
+}
+
+// capabilitiesAttr is the SMIMECapabilities attribute for caps: nil for
+// none, and for nil that of DefaultCapabilities, encoded once.
+func capabilitiesAttr(caps []Capability) ([]byte, error) {
+	switch {
+	case caps == nil:
+		return defaultCapabilitiesAttr()
+	case len(caps) == 0:
+		return nil, nil
+	}
+	return encodeCapabilities(caps)
+}
+
+var defaultCapabilitiesAttr = sync.OnceValues(func() ([]byte, error) { return encodeCapabilities(DefaultCapabilities()) })
+
+func encodeCapabilities(caps []Capability) ([]byte, error) {
+	out, err := encodeAttr(oidAttrSMIMECapabilities, func(b *cryptobyte.Builder) {
+		b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+			for _, c := range caps {
+				addAlgorithm(b, c.Algorithm, c.Parameters)
+			}
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cms: encode signed attributes: %w", err)
+	}
+	return out, nil
+}
+
+// derAttrContentTypeData is the contentType attribute of id-data content.
+var derAttrContentTypeData = must(encodeAttr(oidAttrContentType, func(b *cryptobyte.Builder) { b.AddASN1ObjectIdentifier(oidData) }))

@@ -8,6 +8,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"io"
 
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
@@ -20,55 +21,91 @@ const (
 	gcmTagSize   = 16
 )
 
-// sealed is encrypted content with what the EncryptedContentInfo and the
-// AuthEnvelopedData need to describe it.
-type sealed struct {
-	params     []byte // DER parameters of the content cipher
-	ciphertext []byte
-	tag        []byte // AEAD only
+// sealer encrypts content under a content key, with the IV or nonce it
+// chose.
+type sealer struct {
+	block  cipher.Block
+	aead   cipher.AEAD // nil for CBC
+	iv     []byte      // the CBC IV or the GCM nonce
+	params []byte      // DER parameters of the content cipher
 }
 
-// seal encrypts content under cek.
-func seal(ci cipherInfo, cek, content []byte) (*sealed, error) {
+func newSealer(ci cipherInfo, cek []byte) (*sealer, error) {
 	block, err := newBlock(ci.cipher, cek)
 	if err != nil {
 		return nil, err
 	}
+	s := &sealer{block: block}
 	if ci.cipher.AEAD() {
-		aead, err := cipher.NewGCM(block)
-		if err != nil {
+		if s.aead, err = cipher.NewGCM(block); err != nil {
 			return nil, err
 		}
-		nonce := make([]byte, gcmNonceSize)
-		rand.Read(nonce)
-		out := aead.Seal(nil, nonce, content, nil)
-		params, err := build(func(b *cryptobyte.Builder) {
+		s.iv = make([]byte, gcmNonceSize)
+		rand.Read(s.iv)
+		s.params, err = build(func(b *cryptobyte.Builder) {
 			b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-				b.AddASN1OctetString(nonce)
+				b.AddASN1OctetString(s.iv)
 				b.AddASN1Int64(gcmTagSize) // not the DEFAULT 12, so it is written
 			})
 		})
-		if err != nil {
-			return nil, err
-		}
-		n := len(out) - gcmTagSize
-		return &sealed{params: params, ciphertext: out[:n], tag: out[n:]}, nil
+		return s, err
 	}
-	iv := make([]byte, block.BlockSize())
-	rand.Read(iv)
-	pad := block.BlockSize() - len(content)%block.BlockSize()
-	buf := make([]byte, len(content)+pad)
-	copy(buf, content)
-	for i := len(content); i < len(buf); i++ {
-		buf[i] = byte(pad)
-	}
-	cipher.NewCBCEncrypter(block, iv).CryptBlocks(buf, buf)
-	params, err := build(func(b *cryptobyte.Builder) { b.AddASN1OctetString(iv) })
-	if err != nil {
-		return nil, err
-	}
-	return &sealed{params: params, ciphertext: buf}, nil
+	s.iv = make([]byte, block.BlockSize())
+	rand.Read(s.iv)
+	s.params, err = build(func(b *cryptobyte.Builder) { b.AddASN1OctetString(s.iv) })
+	return s, err
 }
+
+// size is the length of the ciphertext of n bytes of content, the AEAD tag
+// not included.
+func (s *sealer) size(n int) int {
+	if s.aead != nil {
+		return n
+	}
+	bs := s.block.BlockSize()
+	return n + bs - n%bs // PKCS #7 padding, a whole block when n is a multiple
+}
+
+// writeTo writes the ciphertext of content to w, and returns the AEAD tag.
+// CBC goes in pieces: the ciphertext is never held whole.
+func (s *sealer) writeTo(w io.Writer, content []byte) (int64, []byte, error) {
+	if s.aead != nil {
+		out := s.aead.Seal(nil, s.iv, content, nil)
+		n := len(out) - gcmTagSize
+		written, err := w.Write(out[:n])
+		return int64(written), out[n:], err
+	}
+	bs := s.block.BlockSize()
+	enc := cipher.NewCBCEncrypter(s.block, s.iv)
+	buf := make([]byte, min(cbcChunk, s.size(len(content))))
+	var total int64
+	for {
+		n := min(len(content)-len(content)%bs, len(buf))
+		if n == 0 {
+			break
+		}
+		enc.CryptBlocks(buf[:n], content[:n])
+		written, err := w.Write(buf[:n])
+		total += int64(written)
+		if err != nil {
+			return total, nil, err
+		}
+		content = content[n:]
+	}
+	// The last block, padded (PKCS #7): a whole block of padding when the
+	// content fills its blocks.
+	last := buf[:bs]
+	n := copy(last, content)
+	for i := n; i < bs; i++ {
+		last[i] = byte(bs - n)
+	}
+	enc.CryptBlocks(last, last)
+	written, err := w.Write(last)
+	return total + int64(written), nil, err
+}
+
+// cbcChunk is how much CBC ciphertext writeTo holds at a time.
+const cbcChunk = 4 << 10
 
 func newBlock(c Cipher, key []byte) (cipher.Block, error) {
 	if c == DES3CBC {

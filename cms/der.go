@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/asn1"
 	"math/big"
+	"math/bits"
 	"slices"
 
 	"golang.org/x/crypto/cryptobyte"
@@ -120,6 +121,44 @@ func setContents(elems [][]byte) []byte {
 // addSetOf writes a SET OF (or an implicitly tagged one) in DER order.
 func addSetOf(b *cryptobyte.Builder, tag cbasn1.Tag, elems [][]byte) {
 	b.AddASN1(tag, func(b *cryptobyte.Builder) { b.AddBytes(setContents(elems)) })
+}
+
+// appendHeader appends the identifier and length octets of a DER element
+// with a low tag number and n bytes of contents.
+func appendHeader(dst []byte, tag cbasn1.Tag, n int) []byte {
+	dst = append(dst, byte(tag))
+	if n < 0x80 {
+		return append(dst, byte(n))
+	}
+	k := (bits.Len(uint(n)) + 7) / 8
+	dst = append(dst, 0x80|byte(k))
+	for i := k - 1; i >= 0; i-- {
+		dst = append(dst, byte(n>>(8*i)))
+	}
+	return dst
+}
+
+// elementLen is the length of a DER element with a low tag number and n
+// bytes of contents.
+func elementLen(n int) int {
+	if n < 0x80 {
+		return 2 + n
+	}
+	return 2 + (bits.Len(uint(n))+7)/8 + n
+}
+
+// The DER of the object identifiers that every signature has.
+var (
+	derOIDData       = must(build(func(b *cryptobyte.Builder) { b.AddASN1ObjectIdentifier(oidData) }))
+	derOIDSignedData = must(build(func(b *cryptobyte.Builder) { b.AddASN1ObjectIdentifier(oidSignedData) }))
+)
+
+// must is for DER that the package encodes from constants at start-up.
+func must(der []byte, err error) []byte {
+	if err != nil {
+		panic("cms: encoding a constant: " + err.Error())
+	}
+	return der
 }
 
 // build runs f on a fresh builder and returns what it wrote.

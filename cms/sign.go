@@ -43,27 +43,22 @@ func Sign(content []byte, cert *x509.Certificate, key crypto.Signer, opts *SignO
 		return nil, fmt.Errorf("cms: sign: %w", err)
 	}
 
-	caps := opts.Capabilities
-	if caps == nil {
-		caps = DefaultCapabilities()
+	capsAttr, err := capabilitiesAttr(opts.Capabilities)
+	if err != nil {
+		return nil, err
 	}
 	when := opts.SigningTime
 	if when.IsZero() {
 		when = time.Now()
 	}
-	attrs, err := signedAttrs(hashOf(h, content), when, caps, opts.EncryptionKeyPreference)
+	attrs, err := signedAttrs(hashOf(h, content), when, capsAttr, opts.EncryptionKeyPreference)
 	if err != nil {
 		return nil, err
 	}
 	// The signature covers the attributes tagged as a SET; the SignerInfo
 	// carries them as [0] IMPLICIT.
-	signed, err := build(func(b *cryptobyte.Builder) {
-		b.AddASN1(cbasn1.SET, func(b *cryptobyte.Builder) { b.AddBytes(attrs) })
-	})
-	if err != nil {
-		return nil, fmt.Errorf("cms: sign: encode signed attributes: %w", err)
-	}
-	sig, err := sc.sign(key, signed)
+	signed := appendHeader(make([]byte, 0, elementLen(len(attrs))), cbasn1.SET, len(attrs))
+	sig, err := sc.sign(key, append(signed, attrs...))
 	if err != nil {
 		return nil, fmt.Errorf("cms: sign: %w", err)
 	}
@@ -74,42 +69,63 @@ func Sign(content []byte, cert *x509.Certificate, key crypto.Signer, opts *SignO
 			certs = append(certs, c.Raw)
 		}
 	}
-	signerInfo, err := build(func(b *cryptobyte.Builder) {
-		b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-			b.AddASN1Int64(1)
-			b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-				addIssuerAndSerial(b, certIDOf(cert, false))
-			})
-			addAlgorithm(b, digestOID, nil)
-			b.AddASN1(constructedTag(0), func(b *cryptobyte.Builder) { b.AddBytes(attrs) })
-			addAlgorithm(b, sigAlg.oid, sigAlg.params)
-			b.AddASN1OctetString(sig)
-		})
-	})
+	slices.SortFunc(certs, bytes.Compare) // a SET OF, in DER order
+	certsLen := 0
+	for _, c := range certs {
+		certsLen += len(c)
+	}
+	ias, err := build(func(b *cryptobyte.Builder) { addIssuerAndSerial(b, certIDOf(cert, false)) })
 	if err != nil {
 		return nil, fmt.Errorf("cms: sign: encode SignerInfo: %w", err)
 	}
-	out, err := build(func(b *cryptobyte.Builder) {
-		b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-			b.AddASN1ObjectIdentifier(oidSignedData)
-			b.AddASN1(constructedTag(0), func(b *cryptobyte.Builder) {
-				b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-					b.AddASN1Int64(1)
-					b.AddASN1(cbasn1.SET, func(b *cryptobyte.Builder) { addAlgorithm(b, digestOID, nil) })
-					b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-						b.AddASN1ObjectIdentifier(oidData)
-						if !opts.Detached {
-							b.AddASN1(constructedTag(0), func(b *cryptobyte.Builder) { b.AddASN1OctetString(content) })
-						}
-					})
-					addSetOf(b, constructedTag(0), certs)
-					b.AddASN1(cbasn1.SET, func(b *cryptobyte.Builder) { b.AddBytes(signerInfo) })
-				})
-			})
-		})
-	})
+	digestAlg, err := build(func(b *cryptobyte.Builder) { addAlgorithm(b, digestOID, nil) })
 	if err != nil {
-		return nil, fmt.Errorf("cms: sign: encode SignedData: %w", err)
+		return nil, fmt.Errorf("cms: sign: encode SignerInfo: %w", err)
 	}
-	return out, nil
+	sigAlgDER, err := build(func(b *cryptobyte.Builder) { addAlgorithm(b, sigAlg.oid, sigAlg.params) })
+	if err != nil {
+		return nil, fmt.Errorf("cms: sign: encode SignerInfo: %w", err)
+	}
+
+	// The SignedData is written by hand into a buffer of its exact size:
+	// a builder would copy an encapsulated content once per level.
+	version1 := []byte{0x02, 0x01, 0x01} // INTEGER 1
+	siLen := len(version1) + elementLen(len(ias)) + len(digestAlg) + elementLen(len(attrs)) + len(sigAlgDER) + elementLen(len(sig))
+	eciLen := len(derOIDData)
+	if !opts.Detached {
+		eciLen += elementLen(elementLen(len(content)))
+	}
+	sdLen := len(version1) + elementLen(len(digestAlg)) + elementLen(eciLen) + elementLen(certsLen) + elementLen(elementLen(siLen))
+	ciLen := len(derOIDSignedData) + elementLen(elementLen(sdLen))
+
+	out := make([]byte, 0, elementLen(ciLen))
+	out = appendHeader(out, cbasn1.SEQUENCE, ciLen)
+	out = append(out, derOIDSignedData...)
+	out = appendHeader(out, constructedTag(0), elementLen(sdLen))
+	out = appendHeader(out, cbasn1.SEQUENCE, sdLen)
+	out = append(out, version1...)
+	out = appendHeader(out, cbasn1.SET, len(digestAlg))
+	out = append(out, digestAlg...)
+	out = appendHeader(out, cbasn1.SEQUENCE, eciLen)
+	out = append(out, derOIDData...)
+	if !opts.Detached {
+		out = appendHeader(out, constructedTag(0), elementLen(len(content)))
+		out = appendHeader(out, cbasn1.OCTET_STRING, len(content))
+		out = append(out, content...)
+	}
+	out = appendHeader(out, constructedTag(0), certsLen)
+	for _, c := range certs {
+		out = append(out, c...)
+	}
+	out = appendHeader(out, cbasn1.SET, elementLen(siLen))
+	out = appendHeader(out, cbasn1.SEQUENCE, siLen)
+	out = append(out, version1...)
+	out = appendHeader(out, cbasn1.SEQUENCE, len(ias))
+	out = append(out, ias...)
+	out = append(out, digestAlg...)
+	out = appendHeader(out, constructedTag(0), len(attrs))
+	out = append(out, attrs...)
+	out = append(out, sigAlgDER...)
+	out = appendHeader(out, cbasn1.OCTET_STRING, len(sig))
+	return append(out, sig...), nil
 }

@@ -21,24 +21,55 @@ const maxLine = 998
 // prepared is an outgoing message split for wrapping: the header fields that
 // stay outside, in CRLF form, and the canonical MIME entity that goes inside.
 type prepared struct {
-	outer        [][]byte
-	hasMIMEVer   bool
-	innerContent []byte
+	outer      [][]byte
+	hasMIMEVer bool
+	// inner is the canonical entity in pieces, size bytes in all: each
+	// caller writes them once where they are to go.
+	inner [][]byte
+	size  int
+}
+
+// content is the canonical entity in one slice.
+func (p *prepared) content() []byte { return bytes.Join(p.inner, nil) }
+
+// writeContent writes the canonical entity to b.
+func (p *prepared) writeContent(b *bytes.Buffer) {
+	for _, piece := range p.inner {
+		b.Write(piece)
+	}
+}
+
+// outerSize is how many bytes writeOuter writes besides the content fields.
+func (p *prepared) outerSize() int {
+	n := len("MIME-Version: 1.0\r\n\r\n")
+	for _, f := range p.outer {
+		n += len(f)
+	}
+	return n
 }
 
 // prepare splits msg into the message header, which stays outside, and the
 // content entity (its Content-* fields and body), canonicalised. A message
-// that would exceed lim once wrapped in wrap more levels is refused with a
-// *LimitError. With hp, the content entity is the payload of header
-// protection (protect.go).
+// that would exceed lim once wrapped in wrap more levels of
+// multipart/signed is refused with a *LimitError. With hp, the content
+// entity is the payload of header protection (protect.go).
 func prepare(msg []byte, lim *Limits, wrap int, hp HeaderProtection) (*prepared, error) {
 	l := lim.orDefault()
 	walk := l
 	walk.MaxDepth = max(l.MaxDepth-wrap, 1)
+	walk.MaxParts = max(l.MaxParts-2*wrap, 1) // the wrapper and the signature part
 	t := Walk(msg, &walk)
+	if t.Limit == nil && wrap > 0 && t.Parts+2 >= l.MaxParts {
+		// The close delimiter of multipart/signed counts only while one
+		// more part would fit, as every delimiter does.
+		t.Limit = &LimitError{Bound: BoundParts}
+	}
 	if le := t.Limit; le != nil {
-		if le.Bound == BoundDepth {
+		switch le.Bound {
+		case BoundDepth:
 			le.Limit = l.MaxDepth
+		case BoundParts:
+			le.Limit = l.MaxParts
 		}
 		return nil, le
 	}
@@ -75,7 +106,10 @@ func prepare(msg []byte, lim *Limits, wrap int, hp HeaderProtection) (*prepared,
 	if err := c.entity(root, t.Root); err != nil {
 		return nil, err
 	}
-	p.innerContent = bytes.Join(c.out, nil)
+	p.inner = c.out
+	for _, piece := range c.out {
+		p.size += len(piece)
+	}
 	return p, nil
 }
 
@@ -118,19 +152,22 @@ func (c *canon) protect(msg, root *entity, p *Part, mode HeaderProtection) error
 }
 
 // writeOuter writes the outer header fields, then MIME-Version when the
-// message had none, then the given content fields and the blank line.
-func (p *prepared) writeOuter(b *bytes.Buffer, contentFields ...string) {
+// message had none, then the given content fields and the blank line. It
+// returns where in b the content fields begin.
+func (p *prepared) writeOuter(b *bytes.Buffer, contentFields ...string) int {
 	for _, f := range p.outer {
 		b.Write(f)
 	}
 	if !p.hasMIMEVer {
 		b.WriteString("MIME-Version: 1.0\r\n")
 	}
+	header := b.Len()
 	for _, f := range contentFields {
 		b.WriteString(f)
 		b.WriteString("\r\n")
 	}
 	b.WriteString("\r\n")
+	return header
 }
 
 // crlfField returns a header field in CRLF form, ending in CRLF.
@@ -259,12 +296,15 @@ func (c *canon) multipart(e *entity, p *Part) error {
 func (c *canon) leaf(e *entity, t string) error {
 	cte := transferEncoding(e.header)
 	body := e.body
-	if sevenBitSafe(body) {
+	if safe, crlf := scan7bit(body); safe {
 		newCTE := ""
 		if cte == "8bit" || cte == "binary" {
 			newCTE = "7bit"
 		}
-		c.join(e.fields, newCTE, toCRLF(body), true)
+		if !crlf {
+			body = toCRLF(body)
+		}
+		c.join(e.fields, newCTE, body, true)
 		return nil
 	}
 	switch cte {
@@ -323,26 +363,50 @@ func (c *canon) fields(fields []field, cte string) {
 
 // sevenBitSafe reports whether b can travel as 7bit once bare LFs become
 // CRLF: no 8-bit bytes, no NUL, no CR outside CRLF, no line over 998 octets.
-// It goes a line at a time with the library's vectorised searches: byte by
-// byte it was much of the cost of signing a large message.
 func sevenBitSafe(b []byte) bool {
+	safe, _ := scan7bit(b)
+	return safe
+}
+
+// scan7bit is sevenBitSafe, and says too whether every line break in b is
+// a CRLF already, so that a body that needs nothing is read once. It checks
+// the bytes of the whole of b at once and then goes a line at a time, with
+// the library's vectorised searches: byte by byte it was much of the cost
+// of signing a large message.
+func scan7bit(b []byte) (safe, crlf bool) {
+	if !isASCII(b) || bytes.IndexByte(b, 0) >= 0 {
+		return false, false
+	}
+	crlf = true
 	for len(b) > 0 {
 		line := b
 		if i := bytes.IndexByte(b, '\n'); i >= 0 {
 			line, b = b[:i], b[i+1:]
-			line = bytes.TrimSuffix(line, []byte("\r"))
+			if n := len(line); n > 0 && line[n-1] == '\r' {
+				line = line[:n-1]
+			} else {
+				crlf = false
+			}
 		} else {
 			b = nil
 		}
-		if len(line) > maxLine || !isASCII(line) || bytes.IndexByte(line, 0) >= 0 || bytes.IndexByte(line, '\r') >= 0 {
-			return false
+		if len(line) > maxLine || bytes.IndexByte(line, '\r') >= 0 {
+			return false, false
 		}
 	}
-	return true
+	return true, crlf
 }
 
-// isASCII reports whether b has no byte over 0x7f, eight bytes at a time.
+// isASCII reports whether b has no byte over 0x7f, 32 bytes at a time.
 func isASCII(b []byte) bool {
+	for len(b) >= 32 {
+		w := binary.LittleEndian.Uint64(b) | binary.LittleEndian.Uint64(b[8:]) |
+			binary.LittleEndian.Uint64(b[16:]) | binary.LittleEndian.Uint64(b[24:])
+		if w&0x8080808080808080 != 0 {
+			return false
+		}
+		b = b[32:]
+	}
 	for len(b) >= 8 {
 		if binary.LittleEndian.Uint64(b)&0x8080808080808080 != 0 {
 			return false
@@ -396,12 +460,65 @@ func encodeQP(text []byte) []byte {
 // breaks between them.
 func appendBase64(dst, data []byte) []byte {
 	const chunk = 57 // bytes per 76-character line
-	lines := (len(data) + chunk - 1) / chunk
-	dst = slices.Grow(dst, base64.StdEncoding.EncodedLen(len(data))+2*lines)
+	dst = slices.Grow(dst, base64Len(len(data)))
 	for len(data) > chunk {
 		dst = base64.StdEncoding.AppendEncode(dst, data[:chunk])
 		dst = append(dst, '\r', '\n')
 		data = data[chunk:]
 	}
 	return base64.StdEncoding.AppendEncode(dst, data)
+}
+
+// base64Lines writes to b in base64 what is written to it, in whatever
+// pieces, broken into lines as appendBase64 breaks them; finish writes the
+// last line.
+type base64Lines struct {
+	b       *bytes.Buffer
+	partial [57]byte // the start of a line, not yet encoded
+	n       int
+	started bool
+}
+
+func (w *base64Lines) Write(p []byte) (int, error) {
+	written := len(p)
+	if w.n > 0 {
+		k := copy(w.partial[w.n:], p)
+		w.n += k
+		p = p[k:]
+		if w.n < len(w.partial) {
+			return written, nil
+		}
+		w.line(w.partial[:])
+		w.n = 0
+	}
+	if whole := len(p) - len(p)%len(w.partial); whole > 0 {
+		w.line(p[:whole])
+		p = p[whole:]
+	}
+	w.n = copy(w.partial[:], p)
+	return written, nil
+}
+
+// line writes data, whole lines but for the last, after the break that
+// ends the line before.
+func (w *base64Lines) line(data []byte) {
+	if w.started {
+		w.b.WriteString("\r\n")
+	}
+	w.started = true
+	w.b.Write(appendBase64(w.b.AvailableBuffer(), data))
+}
+
+// finish writes what is left, the last line.
+func (w *base64Lines) finish() {
+	if w.n > 0 {
+		w.line(w.partial[:w.n])
+		w.n = 0
+	}
+}
+
+// base64Len is how long appendBase64 makes n bytes.
+func base64Len(n int) int {
+	lines := (n + 56) / 57
+	return base64.StdEncoding.EncodedLen(n) + 2*max(lines-1, 0)
 }

@@ -62,12 +62,15 @@ func sevenBitSafeBytewise(b []byte) bool {
 }
 
 func FuzzSevenBitSafe(f *testing.F) {
-	for _, s := range []string{"", "a\r\nb", "a\rb", "\r", "gr\xc3\xbc\r\n", "a\x00", strings.Repeat("x", 998) + "\r\n", strings.Repeat("y", 999) + "\n"} {
+	for _, s := range []string{"", "a\r\nb", "a\nb\r\n", "\n", "a\rb", "\r", "gr\xc3\xbc\r\n", "a\x00", strings.Repeat("x", 998) + "\r\n", strings.Repeat("y", 999) + "\n"} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if got, want := sevenBitSafe(b), sevenBitSafeBytewise(b); got != want {
 			t.Fatalf("sevenBitSafe(%q) = %v, want %v", b, got, want)
+		}
+		if safe, crlf := scan7bit(b); safe && crlf != bytes.Equal(toCRLF(b), b) {
+			t.Fatalf("scan7bit(%q) says CRLF %v", b, crlf)
 		}
 	})
 }
@@ -91,6 +94,7 @@ func TestSevenBitSafe(t *testing.T) {
 		{"998 octets and a lone cr", strings.Repeat("x", 998) + "\r\r\n", false},
 		{"8-bit after 8 bytes", "abcdefgh\x80", false},
 		{"8-bit in a long line", strings.Repeat("abcdefgh", 20) + "\xff" + "\r\n", false},
+		{"8-bit in a block of 32", strings.Repeat("a", 50) + "\x80" + strings.Repeat("a", 20) + "\r\n", false},
 		{"cr lf cr lf", "\r\n\r\n", true},
 		{"del", "\x7f\r\n", true},
 	}
@@ -220,6 +224,10 @@ func TestPrepare(t *testing.T) {
 			if err != nil {
 				t.Fatalf("prepare: %v", err)
 			}
+			content := p.content()
+			if len(content) != p.size {
+				t.Errorf("prepare: size %d, content %d bytes", p.size, len(content))
+			}
 			// Outside: every non-content field, in order, bytes unchanged but for CRLF.
 			src, _ := parseEntity(msg, DefaultLimits.MaxHeaderBytes)
 			var want [][]byte
@@ -232,7 +240,7 @@ func TestPrepare(t *testing.T) {
 				t.Errorf("outer fields changed:\n%s", bytes.Join(p.outer, nil))
 			}
 			// Inside: only content fields, CRLF everywhere, no epilogue.
-			in, err := parseEntity(p.innerContent, DefaultLimits.MaxHeaderBytes)
+			in, err := parseEntity(content, DefaultLimits.MaxHeaderBytes)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -241,19 +249,19 @@ func TestPrepare(t *testing.T) {
 					t.Errorf("field %s inside the signed entity", f.name)
 				}
 			}
-			if bytes.Count(p.innerContent, []byte("\n")) != bytes.Count(p.innerContent, []byte("\r\n")) {
+			if bytes.Count(content, []byte("\n")) != bytes.Count(content, []byte("\r\n")) {
 				t.Error("bare LF in the signed entity")
 			}
-			if bytes.Contains(p.innerContent, []byte("epilogue")) {
+			if bytes.Contains(content, []byte("epilogue")) {
 				t.Error("epilogue inside the signed entity")
 			}
-			if !bytes.Contains(msg, []byte("multipart/signed")) && !sevenBitSafe(p.innerContent) {
+			if !bytes.Contains(msg, []byte("multipart/signed")) && !sevenBitSafe(content) {
 				t.Error("signed entity is not 7-bit safe")
 			}
 			var b bytes.Buffer
 			p.writeOuter(&b, "Content-Type: x-test/wrapper")
 			b.WriteString("=== signed entity ===\r\n")
-			b.Write(p.innerContent)
+			b.Write(content)
 			golden(t, "canon/"+name+".golden", b.Bytes())
 		})
 	}
@@ -321,6 +329,35 @@ func TestDecodeBase64(t *testing.T) {
 		got, err := decodeBase64([]byte(tc.in))
 		if err != nil || string(got) != tc.want {
 			t.Errorf("decodeBase64(%s) = %q, %v; want %q", tc.name, got, err, tc.want)
+		}
+	}
+}
+
+// TestBase64Lines: base64 written in pieces of any size is what
+// appendBase64 writes of the whole.
+func TestBase64Lines(t *testing.T) {
+	data := make([]byte, 3000)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	for _, n := range []int{0, 1, 56, 57, 58, 114, 1000, 3000} {
+		for _, piece := range []int{1, 3, 56, 57, 58, 200, 4096} {
+			var b bytes.Buffer
+			w := &base64Lines{b: &b}
+			for rest := data[:n]; len(rest) > 0; {
+				k := min(piece, len(rest))
+				if m, err := w.Write(rest[:k]); m != k || err != nil {
+					t.Fatalf("Write = %d, %v", m, err)
+				}
+				rest = rest[k:]
+			}
+			w.finish()
+			if want := appendBase64(nil, data[:n]); !bytes.Equal(b.Bytes(), want) {
+				t.Errorf("%d bytes in pieces of %d:\n%s\nwant\n%s", n, piece, b.Bytes(), want)
+			}
+			if got := base64Len(n); got != len(b.Bytes()) {
+				t.Errorf("base64Len(%d) = %d, want %d", n, got, len(b.Bytes()))
+			}
 		}
 	}
 }

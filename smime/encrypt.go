@@ -41,7 +41,32 @@ func Encrypt(msg []byte, recipients []*x509.Certificate, opts *EncryptOptions) (
 	if err != nil {
 		return nil, err // ErrMalformed, a *LimitError or errProtectedContent, which name the package already
 	}
-	der, err := cms.Encrypt(p.innerContent, recipients, &cms.EncryptOptions{Cipher: opts.Cipher, OAEP: opts.OAEP})
+	return encrypt(p, p.content(), recipients, opts)
+}
+
+// Encrypt encrypts s to every recipient certificate: it gives what
+// Encrypt(s.Bytes(), recipients, opts) gives, reading only the header that
+// stays outside. The limits were applied when s was signed, so
+// opts.Limits is not used; opts.ProtectHeaders cannot apply to signed
+// content.
+func (s *SignedMessage) Encrypt(recipients []*x509.Certificate, opts *EncryptOptions) ([]byte, error) {
+	if len(recipients) == 0 {
+		return nil, errors.New("smime: encrypt: no recipients")
+	}
+	if opts == nil {
+		opts = &EncryptOptions{}
+	}
+	if opts.ProtectHeaders {
+		return nil, errProtectedContent
+	}
+	// The outer header, MIME-Version included, as prepare would split it.
+	p := &prepared{outer: [][]byte{s.msg[:s.header]}, hasMIMEVer: true}
+	return encrypt(p, s.msg[s.header:], recipients, opts)
+}
+
+// encrypt encrypts content, the canonical entity of p, and writes the message.
+func encrypt(p *prepared, content []byte, recipients []*x509.Certificate, opts *EncryptOptions) ([]byte, error) {
+	sealed, err := cms.Seal(content, recipients, &cms.EncryptOptions{Cipher: opts.Cipher, OAEP: opts.OAEP})
 	if err != nil {
 		return nil, fmt.Errorf("smime: encrypt: %w", err)
 	}
@@ -50,12 +75,17 @@ func Encrypt(msg []byte, recipients []*x509.Certificate, opts *EncryptOptions) (
 		smimeType = "authEnveloped-data" // RFC 8551 3.4
 	}
 	var b bytes.Buffer
-	b.Grow(len(der)*4/3 + len(der)/28 + 4096)
+	b.Grow(p.outerSize() + 256 + base64Len(sealed.Len()))
 	p.writeOuter(&b,
 		"Content-Type: application/pkcs7-mime; smime-type="+smimeType+"; name=smime.p7m",
 		"Content-Transfer-Encoding: base64",
 		"Content-Disposition: attachment; filename=smime.p7m")
-	b.Write(appendBase64(b.AvailableBuffer(), der))
+	// The DER goes into base64 as it is made, never held whole.
+	w := &base64Lines{b: &b}
+	if _, err := sealed.WriteTo(w); err != nil {
+		return nil, fmt.Errorf("smime: encrypt: %w", err)
+	}
+	w.finish()
 	b.WriteString("\r\n")
 	return b.Bytes(), nil
 }

@@ -229,9 +229,12 @@ func (c *canon) legacyLeaf(e *entity, t string) (bool, error) {
 		return false, nil // it has one already
 	}
 	set := [][2]string{{legacyDisplayParam, "1"}}
-	var text []byte
+	// The text is the element and then the body, which is not copied to
+	// join them unless it must be encoded: the element ends in a line
+	// break, so each is 7-bit safe alone if the whole is.
+	var text [][]byte
 	if t == "text/html" {
-		text = insertHTML(body, legacyHTML(c.legacy))
+		text = [][]byte{insertHTML(body, legacyHTML(c.legacy))}
 	} else {
 		elem := legacyText(c.legacy, true)
 		if !isASCII(elem) {
@@ -243,7 +246,7 @@ func (c *canon) legacyLeaf(e *entity, t string) (bool, error) {
 				elem = legacyText(c.legacy, false)
 			}
 		}
-		text = append(elem, body...)
+		text = [][]byte{elem, body}
 	}
 	raw, ok := withParams(fields[ct].raw, set...)
 	if !ok {
@@ -253,15 +256,19 @@ func (c *canon) legacyLeaf(e *entity, t string) (bool, error) {
 	cte := transferEncoding(e.header)
 	switch {
 	case cte == "base64":
-		c.join(fields, "base64", appendBase64(nil, text), true)
-	case sevenBitSafe(text) && cte != "quoted-printable":
+		c.join(fields, "base64", appendBase64(nil, bytes.Join(text, nil)), true)
+	case cte != "quoted-printable" && !slices.ContainsFunc(text, func(b []byte) bool { return !sevenBitSafe(b) }):
 		newCTE := ""
 		if cte == "8bit" || cte == "binary" {
 			newCTE = "7bit"
 		}
-		c.join(fields, newCTE, toCRLF(text), true)
+		c.fields(fields, newCTE)
+		c.put(crlf, true)
+		for _, b := range text {
+			c.put(toCRLF(b), true)
+		}
 	default:
-		c.join(fields, "quoted-printable", encodeQP(text), true)
+		c.join(fields, "quoted-printable", encodeQP(bytes.Join(text, nil)), true)
 	}
 	return true, nil
 }

@@ -34,8 +34,8 @@ type SignOptions struct {
 	Capabilities []cms.Capability
 	PSS          bool // RSASSA-PSS for RSA keys
 	// Limits bound the message; nil: DefaultLimits. A message that would
-	// be past them once signed (multipart/signed adds a level) is refused
-	// with a *LimitError.
+	// be past them once signed (multipart/signed adds a level and two
+	// parts) is refused with a *LimitError.
 	Limits *Limits
 	// HeaderProtection puts the header fields inside the signature too
 	// (RFC 9788): ProtectClear for mail that is only signed, ProtectCipher
@@ -65,6 +65,28 @@ var newBoundary = func() string {
 // that line breaks become CRLF. MIME-Version: 1.0 is added when missing.
 // The result is multipart/signed, or application/pkcs7-mime when opts.Opaque.
 func Sign(msg []byte, id *Identity, opts *SignOptions) ([]byte, error) {
+	s, err := SignMessage(msg, id, opts)
+	if err != nil {
+		return nil, err
+	}
+	return s.Bytes(), nil
+}
+
+// SignedMessage is a message that SignMessage made, which knows where its
+// outer header ends, so that encrypting it next needs no second reading:
+// what Sign writes is canonical already.
+type SignedMessage struct {
+	msg    []byte
+	header int // msg[:header] is the outer header, MIME-Version included
+}
+
+// Bytes returns the signed message, as Sign does.
+func (s *SignedMessage) Bytes() []byte { return s.msg }
+
+// SignMessage is Sign for a message that may be encrypted next: its result
+// encrypts with SignedMessage.Encrypt, which gives what Encrypt(Sign(msg))
+// gives without reading and canonicalising the signed message again.
+func SignMessage(msg []byte, id *Identity, opts *SignOptions) (*SignedMessage, error) {
 	if id == nil || id.Cert == nil || id.Key == nil {
 		return nil, errors.New("smime: sign: identity without certificate or key")
 	}
@@ -99,32 +121,45 @@ func Sign(msg []byte, id *Identity, opts *SignOptions) ([]byte, error) {
 		copts.Certificates = append([]*x509.Certificate{ec}, id.Chain...)
 		copts.EncryptionKeyPreference = ec
 	}
-	der, err := cms.Sign(p.innerContent, id.Cert, id.Key, copts)
-	if err != nil {
-		return nil, fmt.Errorf("smime: sign: %w", err)
-	}
-
 	var b bytes.Buffer
-	b.Grow(len(p.innerContent) + len(der)*4/3 + len(der)/28 + 4096)
 	if opts.Opaque {
-		p.writeOuter(&b,
+		der, err := cms.Sign(p.content(), id.Cert, id.Key, copts)
+		if err != nil {
+			return nil, fmt.Errorf("smime: sign: %w", err)
+		}
+		b.Grow(p.outerSize() + 256 + base64Len(len(der)))
+		header := p.writeOuter(&b,
 			"Content-Type: application/pkcs7-mime; smime-type=signed-data; name=smime.p7m",
 			"Content-Transfer-Encoding: base64",
 			"Content-Disposition: attachment; filename=smime.p7m")
 		b.Write(appendBase64(b.AvailableBuffer(), der))
 		b.WriteString("\r\n")
-		return b.Bytes(), nil
+		return &SignedMessage{msg: b.Bytes(), header: header}, nil
 	}
 
-	boundary := newBoundary()
-	if bytes.Contains(p.innerContent, []byte("--"+boundary)) {
-		return nil, errors.New("smime: sign: boundary occurs in the content")
+	// The entity is written once, where it goes in the message, and
+	// signed there. The signature adds the certificates, and at most a
+	// few kilobytes of attributes, names and signature value.
+	derSize := len(id.Cert.Raw) + 4096
+	for _, c := range copts.Certificates {
+		derSize += len(c.Raw)
 	}
-	p.writeOuter(&b,
+	boundary := newBoundary()
+	b.Grow(p.outerSize() + p.size + 1024 + base64Len(derSize))
+	header := p.writeOuter(&b,
 		"Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; micalg="+micalg+";\r\n\tboundary=\""+boundary+"\"")
 	b.WriteString("This is a cryptographically signed message in MIME format.\r\n\r\n")
 	b.WriteString("--" + boundary + "\r\n")
-	b.Write(p.innerContent)
+	start := b.Len()
+	p.writeContent(&b)
+	content := b.Bytes()[start:]
+	if bytes.Contains(content, []byte("--"+boundary)) {
+		return nil, errors.New("smime: sign: boundary occurs in the content")
+	}
+	der, err := cms.Sign(content, id.Cert, id.Key, copts)
+	if err != nil {
+		return nil, fmt.Errorf("smime: sign: %w", err)
+	}
 	b.WriteString("\r\n--" + boundary + "\r\n")
 	b.WriteString("Content-Type: application/pkcs7-signature; name=smime.p7s\r\n" +
 		"Content-Transfer-Encoding: base64\r\n" +
@@ -132,5 +167,5 @@ func Sign(msg []byte, id *Identity, opts *SignOptions) ([]byte, error) {
 		"Content-Description: S/MIME Cryptographic Signature\r\n\r\n")
 	b.Write(appendBase64(b.AvailableBuffer(), der))
 	b.WriteString("\r\n--" + boundary + "--\r\n")
-	return b.Bytes(), nil
+	return &SignedMessage{msg: b.Bytes(), header: header}, nil
 }

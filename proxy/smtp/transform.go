@@ -65,9 +65,10 @@ type plan struct {
 	action  string
 	cipher  string // of the main copy, when encrypted
 	msgID   string
-	copies  []msgCopy // the main copy first
-	content []byte    // what the Bcc copies encrypt
-	held    int64     // reserved in the memory budget for the transform
+	copies  []msgCopy            // the main copy first
+	content []byte               // what the Bcc copies encrypt
+	signed  *smime.SignedMessage // content, when the proxy signed it
+	held    int64                // reserved in the memory budget for the transform
 }
 
 // msgCopy is one upstream transaction.
@@ -228,15 +229,17 @@ func (s *session) plan(raw []byte, held int64, txn *transaction) (*plan, error) 
 	}
 	now := g.opts.Time()
 	content := edited
+	var signed *smime.SignedMessage
 	if d.Sign {
 		sg, err := g.opts.Keys.Signer(from, now)
 		if err != nil {
 			return p, &keyError{addr: from, purpose: "signing", err: err}
 		}
 		id := &smime.Identity{Cert: sg.Cert, Key: sg.Key, Chain: sg.Chain, EncryptionCert: sg.EncryptionCert}
-		if content, err = smime.Sign(edited, id, &smime.SignOptions{Opaque: g.policy.Opaque, Time: now, HeaderProtection: signProtection(d)}); err != nil {
+		if signed, err = smime.SignMessage(edited, id, &smime.SignOptions{Opaque: g.policy.Opaque, Time: now, HeaderProtection: signProtection(d)}); err != nil {
 			return p, transformError(err)
 		}
+		content = signed.Bytes()
 	}
 	if !d.Encrypt {
 		p.copies = []msgCopy{{rcpts: txn.rcpts, msg: content, reuse: true}}
@@ -265,12 +268,12 @@ func (s *session) plan(raw []byte, held int64, txn *transaction) (*plan, error) 
 		p.copies = append(p.copies, grp)
 	}
 	p.cipher = p.copies[0].cipher
-	p.content = content
-	if err := p.copies[0].seal(content); err != nil {
+	p.content, p.signed = content, signed
+	if err := p.copies[0].seal(p); err != nil {
 		return p, transformError(err)
 	}
 	if len(p.copies) == 1 {
-		p.content = nil
+		p.content, p.signed = nil, nil
 	}
 	return p, nil
 }
@@ -307,9 +310,17 @@ func (s *session) recipientCert(r string) (*certcache.Entry, error) {
 	return nil, refused
 }
 
-// seal encrypts content into c.msg, for c's certificates.
-func (c *msgCopy) seal(content []byte) error {
-	msg, err := smime.Encrypt(content, c.certs, &smime.EncryptOptions{Cipher: c.alg, ProtectHeaders: c.protect})
+// seal encrypts p's content into c.msg, for c's certificates; content the
+// proxy signed is canonical already, and is not read again.
+func (c *msgCopy) seal(p *plan) error {
+	opts := &smime.EncryptOptions{Cipher: c.alg, ProtectHeaders: c.protect}
+	var msg []byte
+	var err error
+	if p.signed != nil {
+		msg, err = p.signed.Encrypt(c.certs, opts)
+	} else {
+		msg, err = smime.Encrypt(p.content, c.certs, opts)
+	}
 	if err != nil {
 		return err
 	}
@@ -418,7 +429,7 @@ func (s *session) send(p *plan, txn *transaction) (*gosmtp.SMTPError, []failedCo
 	var failed []failedCopy
 	for i := range p.copies[1:] {
 		c := &p.copies[i+1]
-		err := c.seal(p.content)
+		err := c.seal(p)
 		if err == nil {
 			_, err = s.transaction(*c, txn)
 			c.msg = nil
