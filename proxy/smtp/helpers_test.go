@@ -572,6 +572,13 @@ func (c *testClient) send(from string, rcpts []string, msg string) string {
 // data writes msg with dot-stuffing and the final dot, and returns the reply.
 func (c *testClient) data(msg string) string {
 	c.t.Helper()
+	c.write(dotStuffed(msg))
+	lines := c.read()
+	return lines[len(lines)-1]
+}
+
+// dotStuffed is msg as DATA sends it: leading dots doubled, then the final dot.
+func dotStuffed(msg string) string {
 	var b strings.Builder
 	for line := range strings.Lines(msg) {
 		if strings.HasPrefix(line, ".") {
@@ -583,9 +590,7 @@ func (c *testClient) data(msg string) string {
 		b.WriteString("\r\n")
 	}
 	b.WriteString(".\r\n")
-	c.write(b.String())
-	lines := c.read()
-	return lines[len(lines)-1]
+	return b.String()
 }
 
 func plain(user, pass string) string {
