@@ -169,6 +169,7 @@ type recorded struct {
 	rcpts []string
 	notes []string // RCPT parameters, as "NOTIFY=..." and "ORCPT=..."
 	data  []byte
+	bdat  bool // the message came in BDAT chunks, not as DATA
 }
 
 // recorder is the upstream: a go-smtp server that records what reaches
@@ -203,6 +204,10 @@ type upstreamOptions struct {
 	noDSN    bool
 	noUTF8   bool
 	mechs    []string // default PLAIN
+	// noChunking hides CHUNKING, which go-smtp's server always offers, by
+	// editing its EHLO reply on the way out; then TLS, if any, is implicit
+	// (under the edit), not STARTTLS.
+	noChunking bool
 }
 
 func newSMTPRecorder(t testing.TB, p *pki, o upstreamOptions) *recorder {
@@ -228,6 +233,11 @@ func newSMTPRecorder(t testing.TB, p *pki, o upstreamOptions) *recorder {
 		t.Fatal(err)
 	}
 	r.addr = ln.Addr().String()
+	if o.noChunking {
+		ln = &chunklessListener{Listener: ln, tls: r.srv.TLSConfig}
+		r.srv.TLSConfig = nil
+		r.srv.AllowInsecureAuth = true // TLS is under go-smtp's connection, where it cannot see it
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -238,6 +248,33 @@ func newSMTPRecorder(t testing.TB, p *pki, o upstreamOptions) *recorder {
 		<-done
 	})
 	return r
+}
+
+// chunklessListener's connections, TLS when tls is set, write go-smtp's
+// EHLO reply without CHUNKING.
+type chunklessListener struct {
+	net.Listener
+	tls *tls.Config
+}
+
+func (l *chunklessListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	if l.tls != nil {
+		c = tls.Server(c, l.tls)
+	}
+	return chunklessConn{c}, nil
+}
+
+type chunklessConn struct{ net.Conn }
+
+func (c chunklessConn) Write(p []byte) (int, error) {
+	if _, err := c.Conn.Write(bytes.Replace(p, []byte("250-CHUNKING\r\n"), []byte("250-X-NO-CHUNKING\r\n"), 1)); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 func (r *recorder) transactions() []recorded {
@@ -389,6 +426,7 @@ func (s *recorderSession) Data(r io.Reader) error {
 	s.r.queued++
 	if s.r.keep {
 		s.cur.data = data
+		_, s.cur.bdat = r.(*io.PipeReader)
 		s.r.txns = append(s.r.txns, *s.cur)
 	}
 	return &gosmtp.SMTPError{Code: 250, EnhancedCode: gosmtp.EnhancedCode{2, 0, 0}, Message: fmt.Sprintf("Ok: queued as Q%04d", s.r.queued)}
@@ -488,6 +526,9 @@ func newEnv(t testing.TB, o envOptions) *env {
 		c.SMTP.Listen = o.listen
 	}
 	c.SMTP.Upstream = config.Upstream{Addr: e.up.addr, TLS: config.TLSStartTLS, CAFile: p.caFile}
+	if o.upstream.noChunking && !o.upstream.noTLS {
+		c.SMTP.Upstream.TLS = config.TLSImplicit
+	}
 	if o.upAddr != "" {
 		c.SMTP.Upstream.Addr = o.upAddr
 	}
@@ -572,6 +613,13 @@ func (c *testClient) send(from string, rcpts []string, msg string) string {
 // data writes msg with dot-stuffing and the final dot, and returns the reply.
 func (c *testClient) data(msg string) string {
 	c.t.Helper()
+	c.write(dotStuffed(msg))
+	lines := c.read()
+	return lines[len(lines)-1]
+}
+
+// dotStuffed is msg as DATA sends it: leading dots doubled, then the final dot.
+func dotStuffed(msg string) string {
 	var b strings.Builder
 	for line := range strings.Lines(msg) {
 		if strings.HasPrefix(line, ".") {
@@ -583,9 +631,7 @@ func (c *testClient) data(msg string) string {
 		b.WriteString("\r\n")
 	}
 	b.WriteString(".\r\n")
-	c.write(b.String())
-	lines := c.read()
-	return lines[len(lines)-1]
+	return b.String()
 }
 
 func plain(user, pass string) string {

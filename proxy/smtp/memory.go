@@ -129,15 +129,25 @@ func has8bit(b []byte) bool {
 // fails with errMemory when b cannot hold more, having released what it
 // reserved; the caller leaves the rest of the message unread, for go-smtp
 // to discard.
-func readMessage(r io.Reader, b *proxy.Budget, cost int64) (msg []byte, held int64, err error) {
+//
+// declared is the size the client said the message has (MAIL's SIZE=), 0
+// when it said none. The first chunk is made large enough for that much,
+// so that such a message is read whole into it with no copy, but never
+// larger than maxChunk, and only when b has room for it now: a client
+// that declares more than it sends holds at most a chunk, as any other,
+// and never fails for having declared it.
+func readMessage(r io.Reader, b *proxy.Budget, cost, declared int64) (msg []byte, held int64, err error) {
+	size := int64(firstChunk)
+	// One more byte than declared, for io.ReadFull to find the end in it.
+	if want := min(declared+1, maxChunk); want > size && b.TryAcquire(want) {
+		size = want
+	} else if !b.TryAcquire(size) {
+		return nil, 0, errMemory
+	}
+	held = size
 	var chunks [][]byte
-	size, total := int64(firstChunk), 0
+	total := 0
 	for {
-		if !b.TryAcquire(size) {
-			b.Release(held)
-			return nil, 0, errMemory
-		}
-		held += size
 		c := make([]byte, size)
 		n, err := io.ReadFull(r, c)
 		chunks = append(chunks, c[:n])
@@ -155,6 +165,11 @@ func readMessage(r io.Reader, b *proxy.Budget, cost int64) (msg []byte, held int
 			return nil, 0, err
 		}
 		size = min(2*size, maxChunk)
+		if !b.TryAcquire(size) {
+			b.Release(held)
+			return nil, 0, errMemory
+		}
+		held += size
 	}
 	msg = chunks[0]
 	if len(chunks) > 1 {

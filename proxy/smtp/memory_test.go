@@ -16,6 +16,7 @@ import (
 
 	"smimeproxy/config"
 	"smimeproxy/policy"
+	"smimeproxy/proxy"
 )
 
 // attachmentMessage is a message of about size bytes from alice to bob as
@@ -244,5 +245,51 @@ func TestHas8bit(t *testing.T) {
 		if got := has8bit([]byte(tc.in)); got != tc.want {
 			t.Errorf("has8bit(%q) = %v, want %v", tc.in, got, tc.want)
 		}
+	}
+}
+
+// TestReadMessage: a message is read whole, declared size or not; one as
+// large as declared is read into one chunk, with no copy; a declared size
+// never costs more than a chunk, nor makes a message fail that fits; what
+// stays reserved is cost for each byte.
+func TestReadMessage(t *testing.T) {
+	const cost = 7
+	msg := strings.Repeat("The quick brown fox jumps over the lazy dog, again and again.\r\n", 20000) // 1.2 MB
+	for _, tc := range []struct {
+		name     string
+		declared int64
+		budget   int64 // free in the budget; 0: plenty
+		oneChunk bool  // read into one chunk of declared+1 bytes
+	}{
+		{"no SIZE", 0, 0, false},
+		{"SIZE as sent", int64(len(msg)), 0, true},
+		{"SIZE too small", int64(len(msg)) / 2, 0, false},
+		{"SIZE too large", 1 << 40, 0, false},
+		{"SIZE beyond what the budget has now", int64(len(msg)), 1 << 20, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			total := int64(1 << 30)
+			b := proxy.NewBudget(total, proxy.NewMetrics(nil))
+			if tc.budget > 0 && !b.TryAcquire(total-tc.budget) {
+				t.Fatal("TryAcquire refused")
+			}
+			m := msg
+			if tc.budget > 0 {
+				m = msg[:4096] // what fits, SIZE as for the whole
+			}
+			got, held, err := readMessage(strings.NewReader(m), b, cost, tc.declared)
+			if err != nil || string(got) != m {
+				t.Fatalf("readMessage = %d bytes, %v; want the %d sent", len(got), err, len(m))
+			}
+			if held != cost*int64(len(m)) {
+				t.Errorf("held %d, want %d", held, cost*int64(len(m)))
+			}
+			if one := cap(got) == int(tc.declared)+1; one != tc.oneChunk {
+				t.Errorf("read into one chunk of the declared size: %v, want %v (cap %d)", one, tc.oneChunk, cap(got))
+			}
+			if cap(got) > max(len(m), maxChunk) {
+				t.Errorf("a chunk of %d bytes for %d", cap(got), len(m))
+			}
+		})
 	}
 }

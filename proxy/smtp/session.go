@@ -184,7 +184,11 @@ func (s *session) Data(r io.Reader) error {
 		return s.reply(errSMTPUpstreamLost)
 	}
 	_ = s.conn.Conn().SetReadDeadline(start.Add(s.gen.timeouts.Data.D()))
-	raw, held, err := readMessage(r, s.gen.budget, readCost(s.gen.policy.Opaque))
+	var declared int64
+	if s.txn.opts != nil {
+		declared = s.txn.opts.Size
+	}
+	raw, held, err := readMessage(r, s.gen.budget, readCost(s.gen.policy.Opaque), declared)
 	if err != nil {
 		// Nothing went upstream but MAIL and RCPT; Reset or Logout abort them.
 		var se *gosmtp.SMTPError

@@ -313,8 +313,8 @@ func baseline(t *testing.T) int {
 	return runtime.NumGoroutine()
 }
 
-// TestSMTPChunking: BDAT (go-smtp always offers CHUNKING) goes the same way
-// as DATA; the upstream gets DATA.
+// TestChunking: BDAT in several chunks (go-smtp always offers CHUNKING)
+// goes the same way as DATA; the upstream gets one chunk.
 func TestChunking(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	c := e.login()
@@ -325,7 +325,7 @@ func TestChunking(t *testing.T) {
 	c.expect("250 *")
 	c.write(fmt.Sprintf("BDAT %d LAST\r\n%s", len(msg)-40, msg[40:]))
 	c.expect("250 2.0.0 Ok: queued as Q0001")
-	if txns := e.up.transactions(); len(txns) != 1 || !strings.Contains(string(txns[0].data), "multipart/signed") {
-		t.Errorf("upstream got %+v, want one signed message", txns)
+	if txns := e.up.transactions(); len(txns) != 1 || !strings.Contains(string(txns[0].data), "multipart/signed") || !txns[0].bdat {
+		t.Errorf("upstream got %+v, want one signed message in one BDAT chunk", txns)
 	}
 }

@@ -599,6 +599,11 @@ type conn struct {
 	smtp       *gosmtp.Conn
 	tlsStarted bool // a STARTTLS handshake began
 	closing    sync.Once
+
+	// Read's buffer; only its caller, go-smtp's (or TLS's) reader, uses it.
+	rbuf  []byte  // read from the connection, not yet by the caller
+	rpool *[]byte // what rbuf is in, from readBufs, while it holds anything
+	full  bool    // the last read filled what it was given: more may be waiting
 }
 
 const (
@@ -617,7 +622,7 @@ func (c *conn) Read(p []byte) (int, error) {
 	case state == connDraining && !busy:
 		return 0, c.bye(errSMTPShuttingDown)
 	}
-	n, err := c.Conn.Read(p)
+	n, err := c.read(p)
 	if err != nil && !dataRead && isTimeout(err) {
 		c.mu.Lock()
 		draining := c.state == connDraining
@@ -628,6 +633,47 @@ func (c *conn) Read(p []byte) (int, error) {
 		return n, c.bye(err)
 	}
 	return n, err
+}
+
+// readChunk is how much read takes from the connection at once while a
+// message arrives.
+const readChunk = 64 << 10
+
+var readBufs = sync.Pool{New: func() any { b := make([]byte, readChunk); return &b }}
+
+// read serves p from what an earlier read took beyond it, or from the
+// connection. go-smtp reads in 4 KiB: when a read fills p, more is likely
+// waiting (a message arrives), and the next read takes up to readChunk at
+// once into a pooled buffer, given back once the caller has read it all.
+// A message costs a system call per readChunk, not per 4 KiB, and a
+// connection waiting for a command holds no buffer. The bytes reach the
+// caller in the order they came, whoever it is (TLS after STARTTLS).
+func (c *conn) read(p []byte) (int, error) {
+	if len(c.rbuf) > 0 {
+		n := copy(p, c.rbuf)
+		c.rbuf = c.rbuf[n:]
+		if len(c.rbuf) == 0 {
+			readBufs.Put(c.rpool)
+			c.rbuf, c.rpool = nil, nil
+		}
+		return n, nil
+	}
+	if !c.full || len(p) >= readChunk {
+		n, err := c.Conn.Read(p)
+		c.full = n == len(p)
+		return n, err
+	}
+	bp := readBufs.Get().(*[]byte)
+	n, err := c.Conn.Read(*bp)
+	c.full = n == len(*bp)
+	m := copy(p, (*bp)[:n])
+	if m == n {
+		readBufs.Put(bp)
+		return m, err
+	}
+	// The rest comes with the next reads, and err, if any, after it.
+	c.rbuf, c.rpool = (*bp)[m:n], bp
+	return m, nil
 }
 
 // bye ends the session from inside a read that timed out or was cut short

@@ -23,8 +23,9 @@ import (
 // and the final reply. Any failure other than a reply leaves it broken.
 type upstream struct {
 	c        *gosmtp.Client
-	conn     net.Conn // under c: closing it ends every wait at once
-	plain    net.Conn // what c writes its plaintext to: conn, or TLS over it
+	conn     net.Conn  // under c: closing it ends every wait at once
+	plain    *lineConn // what c reads and writes its plaintext through: conn, or TLS over it
+	chunking bool      // the upstream offers CHUNKING (BDAT)
 	timeouts config.Timeouts
 	stop     func() bool // undoes closing conn when the session's context ends
 	broken   bool
@@ -63,17 +64,18 @@ func dialSMTPUpstream(ctx context.Context, g *gen) (*upstream, error) {
 	g.metrics.UpstreamSeconds.WithLabelValues("smtp", "connect").Observe(time.Since(start).Seconds())
 	c.CommandTimeout = g.timeouts.Command.D()
 	c.SubmissionTimeout = g.timeouts.Data.D()
-	u := &upstream{c: c, conn: conn, plain: plain, timeouts: g.timeouts, metrics: g.metrics}
+	chunking, _ := c.Extension("CHUNKING")
+	u := &upstream{c: c, conn: conn, plain: plain, chunking: chunking, timeouts: g.timeouts, metrics: g.metrics}
 	u.stop = context.AfterFunc(ctx, func() { abort(conn) })
 	return u, nil
 }
 
 // handshake reads the greeting and says EHLO, with STARTTLS between
 // them when the upstream is configured for it. It returns the client and
-// the plaintext side of its connection (see writeBody), or the stage that
-// failed, for the metric.
-func handshake(ctx context.Context, conn net.Conn, g *gen) (*gosmtp.Client, net.Conn, string, error) {
-	plain := conn
+// the plaintext side of its connection (see writeBody and lineConn), or
+// the stage that failed, for the metric.
+func handshake(ctx context.Context, conn net.Conn, g *gen) (*gosmtp.Client, *lineConn, string, error) {
+	var plain net.Conn = conn
 	if g.up.Mode == config.TLSStartTLS {
 		tc, stage, err := startTLS(ctx, conn, g.up.TLS, g.name)
 		if err != nil {
@@ -81,7 +83,8 @@ func handshake(ctx context.Context, conn net.Conn, g *gen) (*gosmtp.Client, net.
 		}
 		plain = newGreeted(tc)
 	}
-	c := gosmtp.NewClient(plain)
+	lc := newLineConn(plain)
+	c := gosmtp.NewClient(lc)
 	if err := c.Hello(g.name); err != nil {
 		var se *gosmtp.SMTPError
 		if g.up.Mode == config.TLSStartTLS && !errors.As(err, &se) {
@@ -89,7 +92,7 @@ func handshake(ctx context.Context, conn net.Conn, g *gen) (*gosmtp.Client, net.
 		}
 		return nil, nil, stageConnect, err
 	}
-	return c, plain, "", nil
+	return c, lc, "", nil
 }
 
 // fail records err: a reply from the upstream is returned as it is; any
@@ -173,10 +176,15 @@ func (u *upstream) reset() error {
 
 // data sends msg and returns the upstream's final reply: a 250 as a
 // *smtp.SMTPError with Code 250, which go-smtp writes to the client as it
-// is, or the upstream's refusal as an error.
+// is, or the upstream's refusal as an error. It goes as one BDAT chunk
+// when the upstream takes them and that stores the same bytes as DATA
+// (see crlfLines), else as DATA.
 func (u *upstream) data(msg []byte) (*gosmtp.SMTPError, error) {
 	start := time.Now()
 	defer func() { u.metrics.UpstreamSeconds.WithLabelValues("smtp", "data").Observe(time.Since(start).Seconds()) }()
+	if u.chunking && crlfLines(msg) {
+		return u.bdat(msg)
+	}
 	w, err := u.c.Data()
 	if err != nil {
 		return nil, u.fail(stageData, err)
@@ -194,6 +202,29 @@ func (u *upstream) data(msg []byte) (*gosmtp.SMTPError, error) {
 		return nil, u.fail(stageData, err)
 	}
 	return parseOK(resp.StatusText), nil
+}
+
+// bdat sends msg as one BDAT LAST chunk, in as few writes as it can, and
+// reads the reply itself: go-smtp's client has no BDAT. Its deadlines are
+// those go-smtp's client sets for DATA: the data timeout for the message,
+// again for the reply, none after it.
+func (u *upstream) bdat(msg []byte) (*gosmtp.SMTPError, error) {
+	if err := u.conn.SetDeadline(time.Now().Add(u.timeouts.Data.D())); err != nil {
+		return nil, u.fail(stageData, err)
+	}
+	if err := writeChunk(u.plain, msg); err != nil {
+		return nil, u.fail(stageData, err)
+	}
+	if err := u.conn.SetDeadline(time.Now().Add(u.timeouts.Data.D())); err != nil {
+		return nil, u.fail(stageData, err)
+	}
+	text, err := u.plain.readReply(250)
+	u.open = false                      // accepted or refused, the transaction is over
+	_ = u.conn.SetDeadline(time.Time{}) // as go-smtp does after a reply
+	if err != nil {
+		return nil, u.fail(stageData, err)
+	}
+	return parseOK(text), nil
 }
 
 // quit ends the session politely, if the connection still works, and closes it.

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/textproto"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -105,6 +106,118 @@ func (g *greeted) Read(p []byte) (int, error) {
 		return n, nil
 	}
 	return g.Conn.Read(p)
+}
+
+// lineConn is the connection under go-smtp's client. Its reads stop at
+// the end of a line, so that go-smtp's buffered reader, which fills only
+// when it holds no whole line, never holds more than the reply it reads:
+// once it has read one, whatever the server sends next is in br, where
+// readReply reads the reply to BDAT, which go-smtp's client cannot send,
+// and go-smtp reads on after it, as if it had read that reply itself.
+type lineConn struct {
+	net.Conn
+	br   *bufio.Reader
+	text *textproto.Reader
+}
+
+func newLineConn(c net.Conn) *lineConn {
+	br := bufio.NewReader(c)
+	return &lineConn{Conn: c, br: br, text: textproto.NewReader(br)}
+}
+
+func (c *lineConn) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if _, err := c.br.Peek(1); err != nil {
+		return 0, err
+	}
+	b, _ := c.br.Peek(min(c.br.Buffered(), len(p)))
+	if i := bytes.IndexByte(b, '\n'); i >= 0 {
+		b = b[:i+1]
+	}
+	n := copy(p, b)
+	_, _ = c.br.Discard(n)
+	return n, nil
+}
+
+// readReply reads a reply as go-smtp's client does: a code other than
+// want is an *smtp.SMTPError, as go-smtp makes it, which reaches the
+// client verbatim.
+func (c *lineConn) readReply(want int) (string, error) {
+	_, text, err := c.text.ReadResponse(want)
+	var te *textproto.Error
+	if errors.As(err, &te) {
+		return "", smtpError(te)
+	}
+	return text, err
+}
+
+// smtpError is what go-smtp's client makes of a refusal (its toSMTPErr):
+// the enhanced code, when there is one, apart from the text.
+func smtpError(te *textproto.Error) *gosmtp.SMTPError {
+	se := &gosmtp.SMTPError{Code: te.Code, Message: te.Msg}
+	code, text, ok := strings.Cut(te.Msg, " ")
+	if !ok {
+		return se
+	}
+	parts := strings.Split(code, ".")
+	if len(parts) != 3 {
+		return se
+	}
+	for i, p := range parts {
+		n, err := strconv.Atoi(p)
+		if err != nil {
+			return se
+		}
+		se.EnhancedCode[i] = n
+	}
+	// Continuation lines repeat the enhanced code; go-smtp writes it again.
+	se.Message = strings.ReplaceAll(text, "\n"+code+" ", "\n")
+	return se
+}
+
+// crlfLines reports whether every line of msg, the last one too, ends in
+// CRLF and no CR stands alone. DATA's dot writer (net/textproto's, which
+// go-smtp's client uses and writeBody copies) changes such a message only
+// by doubling leading dots, which the server takes away again, so that a
+// BDAT chunk of msg is stored as DATA would store it. Others go as DATA.
+func crlfLines(msg []byte) bool {
+	if !bytes.HasSuffix(msg, []byte("\r\n")) {
+		return false
+	}
+	lines := 0
+	for i := 0; i < len(msg); i++ {
+		j := bytes.IndexByte(msg[i:], '\n')
+		if j < 0 {
+			break
+		}
+		i += j
+		if i == 0 || msg[i-1] != '\r' {
+			return false
+		}
+		lines++
+	}
+	// Each LF has its own CR before it: any other CR stands alone.
+	return bytes.Count(msg, []byte("\r")) == lines
+}
+
+// writeChunk writes msg as one BDAT LAST chunk, command and all: the
+// command and the first stuffChunk bytes in one write, the rest in another.
+func writeChunk(w io.Writer, msg []byte) error {
+	bp := stuffBufs.Get().(*[]byte)
+	defer stuffBufs.Put(bp)
+	first := min(len(msg), stuffChunk)
+	buf := fmt.Appendf((*bp)[:0], "BDAT %d LAST\r\n", len(msg))
+	buf = append(buf, msg[:first]...)
+	if _, err := w.Write(buf); err != nil {
+		return err
+	}
+	if first < len(msg) {
+		_, err := w.Write(msg[first:])
+		return err
+	}
+	return nil
 }
 
 // stuffChunk is how much dot-stuffed body is written at once: a few TLS
