@@ -16,12 +16,24 @@ const memoryHeadroom = 96 << 20
 // budgetBytes is the memory budget of c in bytes.
 func budgetBytes(c *config.Config) int64 { return int64(c.MemoryBudgetMB) << 20 }
 
+// gcPercent is the collector's GOGC: a message's copies are garbage soon
+// after it is sent, and the heap that is live between messages is small,
+// so that with Go's default of 100 the collector runs every few messages.
+// At 400 it runs a quarter as often: measured with the real process under
+// submission load (16 KB messages, 16 connections), 15% less CPU per
+// message, for a peak of 40 MiB instead of 28; the memory limit still
+// bounds the heap.
+const gcPercent = 400
+
 // setMemoryLimit sets the Go runtime's soft memory limit to the budget,
-// the IMAP cache and the headroom. Below it the collector lets garbage pile
-// up to as much as is live (GOGC=100), so that a process holding 300 MiB of
-// messages could reach 600 MiB; near it, it collects sooner, and the
-// process stays near the limit. A GOMEMLIMIT set in the environment wins.
+// the IMAP cache and the headroom, and the collector's GOGC to gcPercent.
+// Below the limit the collector lets garbage pile up to four times what is
+// live; near it, it collects sooner, and the process stays near the
+// limit. A GOMEMLIMIT or GOGC set in the environment wins.
 func setMemoryLimit(c *config.Config, log *slog.Logger) {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(gcPercent)
+	}
 	if os.Getenv("GOMEMLIMIT") != "" {
 		return
 	}
