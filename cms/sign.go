@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"crypto/ed25519"
 	"crypto/x509"
+	"encoding/asn1"
 	"errors"
 	"fmt"
 	"slices"
@@ -21,6 +22,82 @@ func Sign(content []byte, cert *x509.Certificate, key crypto.Signer, opts *SignO
 	if opts == nil {
 		opts = &SignOptions{}
 	}
+	s, err := sign(content, cert, key, opts)
+	if err != nil {
+		return nil, err
+	}
+	certsLen := 0
+	for _, c := range s.certs {
+		certsLen += len(c)
+	}
+	ias, err := build(func(b *cryptobyte.Builder) { addIssuerAndSerial(b, certIDOf(cert, false)) })
+	if err != nil {
+		return nil, fmt.Errorf("cms: sign: encode SignerInfo: %w", err)
+	}
+	digestAlg, err := build(func(b *cryptobyte.Builder) { addAlgorithm(b, s.digestOID, nil) })
+	if err != nil {
+		return nil, fmt.Errorf("cms: sign: encode SignerInfo: %w", err)
+	}
+	sigAlgDER, err := build(func(b *cryptobyte.Builder) { addAlgorithm(b, s.sigAlg.oid, s.sigAlg.params) })
+	if err != nil {
+		return nil, fmt.Errorf("cms: sign: encode SignerInfo: %w", err)
+	}
+
+	// The SignedData is written by hand into a buffer of its exact size:
+	// a builder would copy an encapsulated content once per level.
+	version1 := []byte{0x02, 0x01, 0x01} // INTEGER 1
+	siLen := len(version1) + elementLen(len(ias)) + len(digestAlg) + elementLen(len(s.attrs)) + len(sigAlgDER) + elementLen(len(s.sig))
+	eciLen := len(derOIDData)
+	if !opts.Detached {
+		eciLen += elementLen(elementLen(len(content)))
+	}
+	sdLen := len(version1) + elementLen(len(digestAlg)) + elementLen(eciLen) + elementLen(certsLen) + elementLen(elementLen(siLen))
+	ciLen := len(derOIDSignedData) + elementLen(elementLen(sdLen))
+
+	out := make([]byte, 0, elementLen(ciLen))
+	out = appendHeader(out, cbasn1.SEQUENCE, ciLen)
+	out = append(out, derOIDSignedData...)
+	out = appendHeader(out, constructedTag(0), elementLen(sdLen))
+	out = appendHeader(out, cbasn1.SEQUENCE, sdLen)
+	out = append(out, version1...)
+	out = appendHeader(out, cbasn1.SET, len(digestAlg))
+	out = append(out, digestAlg...)
+	out = appendHeader(out, cbasn1.SEQUENCE, eciLen)
+	out = append(out, derOIDData...)
+	if !opts.Detached {
+		out = appendHeader(out, constructedTag(0), elementLen(len(content)))
+		out = appendHeader(out, cbasn1.OCTET_STRING, len(content))
+		out = append(out, content...)
+	}
+	out = appendHeader(out, constructedTag(0), certsLen)
+	for _, c := range s.certs {
+		out = append(out, c...)
+	}
+	out = appendHeader(out, cbasn1.SET, elementLen(siLen))
+	out = appendHeader(out, cbasn1.SEQUENCE, siLen)
+	out = append(out, version1...)
+	out = appendHeader(out, cbasn1.SEQUENCE, len(ias))
+	out = append(out, ias...)
+	out = append(out, digestAlg...)
+	out = appendHeader(out, constructedTag(0), len(s.attrs))
+	out = append(out, s.attrs...)
+	out = append(out, sigAlgDER...)
+	out = appendHeader(out, cbasn1.OCTET_STRING, len(s.sig))
+	return append(out, s.sig...), nil
+}
+
+// signature is what a SignedData carries besides its content, made.
+type signature struct {
+	digestOID asn1.ObjectIdentifier
+	sigAlg    algorithm
+	attrs     []byte   // the signed attributes: the contents of their SET OF
+	sig       []byte   // over attrs tagged as a SET
+	certs     [][]byte // cert and opts.Certificates, once each, in DER order
+}
+
+// sign checks the arguments of Sign, chooses the digest and the scheme,
+// and signs the attributes over content's digest.
+func sign(content []byte, cert *x509.Certificate, key crypto.Signer, opts *SignOptions) (*signature, error) {
 	if cert == nil || key == nil {
 		return nil, errors.New("cms: sign: no certificate or key")
 	}
@@ -70,62 +147,5 @@ func Sign(content []byte, cert *x509.Certificate, key crypto.Signer, opts *SignO
 		}
 	}
 	slices.SortFunc(certs, bytes.Compare) // a SET OF, in DER order
-	certsLen := 0
-	for _, c := range certs {
-		certsLen += len(c)
-	}
-	ias, err := build(func(b *cryptobyte.Builder) { addIssuerAndSerial(b, certIDOf(cert, false)) })
-	if err != nil {
-		return nil, fmt.Errorf("cms: sign: encode SignerInfo: %w", err)
-	}
-	digestAlg, err := build(func(b *cryptobyte.Builder) { addAlgorithm(b, digestOID, nil) })
-	if err != nil {
-		return nil, fmt.Errorf("cms: sign: encode SignerInfo: %w", err)
-	}
-	sigAlgDER, err := build(func(b *cryptobyte.Builder) { addAlgorithm(b, sigAlg.oid, sigAlg.params) })
-	if err != nil {
-		return nil, fmt.Errorf("cms: sign: encode SignerInfo: %w", err)
-	}
-
-	// The SignedData is written by hand into a buffer of its exact size:
-	// a builder would copy an encapsulated content once per level.
-	version1 := []byte{0x02, 0x01, 0x01} // INTEGER 1
-	siLen := len(version1) + elementLen(len(ias)) + len(digestAlg) + elementLen(len(attrs)) + len(sigAlgDER) + elementLen(len(sig))
-	eciLen := len(derOIDData)
-	if !opts.Detached {
-		eciLen += elementLen(elementLen(len(content)))
-	}
-	sdLen := len(version1) + elementLen(len(digestAlg)) + elementLen(eciLen) + elementLen(certsLen) + elementLen(elementLen(siLen))
-	ciLen := len(derOIDSignedData) + elementLen(elementLen(sdLen))
-
-	out := make([]byte, 0, elementLen(ciLen))
-	out = appendHeader(out, cbasn1.SEQUENCE, ciLen)
-	out = append(out, derOIDSignedData...)
-	out = appendHeader(out, constructedTag(0), elementLen(sdLen))
-	out = appendHeader(out, cbasn1.SEQUENCE, sdLen)
-	out = append(out, version1...)
-	out = appendHeader(out, cbasn1.SET, len(digestAlg))
-	out = append(out, digestAlg...)
-	out = appendHeader(out, cbasn1.SEQUENCE, eciLen)
-	out = append(out, derOIDData...)
-	if !opts.Detached {
-		out = appendHeader(out, constructedTag(0), elementLen(len(content)))
-		out = appendHeader(out, cbasn1.OCTET_STRING, len(content))
-		out = append(out, content...)
-	}
-	out = appendHeader(out, constructedTag(0), certsLen)
-	for _, c := range certs {
-		out = append(out, c...)
-	}
-	out = appendHeader(out, cbasn1.SET, elementLen(siLen))
-	out = appendHeader(out, cbasn1.SEQUENCE, siLen)
-	out = append(out, version1...)
-	out = appendHeader(out, cbasn1.SEQUENCE, len(ias))
-	out = append(out, ias...)
-	out = append(out, digestAlg...)
-	out = appendHeader(out, constructedTag(0), len(attrs))
-	out = append(out, attrs...)
-	out = append(out, sigAlgDER...)
-	out = appendHeader(out, cbasn1.OCTET_STRING, len(sig))
-	return append(out, sig...), nil
+	return &signature{digestOID: digestOID, sigAlg: sigAlg, attrs: attrs, sig: sig, certs: certs}, nil
 }
