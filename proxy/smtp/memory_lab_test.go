@@ -16,6 +16,7 @@ import (
 
 	"smimeproxy/internal/lab"
 	"smimeproxy/internal/serveproc"
+	"smimeproxy/internal/testpki"
 )
 
 // The memory budget, seen from outside: the real `smimeproxy serve`, in
@@ -37,27 +38,7 @@ func TestLabMemory(t *testing.T) {
 	l := lab.Start(t)
 	p := testPKI(t)
 	ids := labIdentities(t, p)
-	dir := t.TempDir()
-	newKeystoreAt(t, filepath.Join(dir, "state", "keystore"), ids.alice)
-	certCacheAt(t, filepath.Join(dir, "state", "certcache"), p, ids.bob.Cert)
-	cfg := filepath.Join(dir, "config.yaml")
-	err := os.WriteFile(cfg, fmt.Appendf(nil, `smtp:
-  listen: [{addr: "127.0.0.1:0", tls: none}]
-  upstream: {addr: %q, tls: starttls, ca_file: %q}
-imap:
-  listen: [{addr: "127.0.0.1:0", tls: none}]
-  upstream: {addr: %q, tls: starttls, ca_file: %q}
-  cache_mb: 0
-keystore: {dir: state/keystore}
-trust: {system_roots: false}
-metrics: {listen: ""}
-log: {format: json}
-memory_budget_mb: %d
-`, l.Submission, l.CA, l.IMAP, l.CA, memBudgetMB), 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proc := serveproc.Start(t, serveproc.Binary(t), cfg, "SMIMEPROXY_PASSPHRASE="+testPassphrase)
+	proc := serveLab(t, serveproc.Binary(t), l, p, ids.alice, ids.bob, memBudgetMB)
 	alice := l.User(t, "alice")
 	bound := int64(memBudgetMB+memHeadroomMB+memProgramMB) << 20
 	t.Logf("resident after start: %d MiB; bound: %d MiB", proc.RSS(t)>>20, bound>>20)
@@ -197,4 +178,32 @@ func messageID(f string) string {
 	}
 	id, _, _ := strings.Cut(rest, ">")
 	return id
+}
+
+// serveLab runs `smimeproxy serve` (bin) in front of the lab with sender's
+// key, the recipient's certificate, a memory budget of budgetMB and no
+// IMAP cache.
+func serveLab(tb testing.TB, bin string, l *lab.Lab, p *pki, sender, rcpt *testpki.Identity, budgetMB int) *serveproc.Proc {
+	tb.Helper()
+	dir := tb.TempDir()
+	newKeystoreAt(tb, filepath.Join(dir, "state", "keystore"), sender)
+	certCacheAt(tb, filepath.Join(dir, "state", "certcache"), p, rcpt.Cert)
+	cfg := filepath.Join(dir, "config.yaml")
+	err := os.WriteFile(cfg, fmt.Appendf(nil, `smtp:
+  listen: [{addr: "127.0.0.1:0", tls: none}]
+  upstream: {addr: %q, tls: starttls, ca_file: %q}
+imap:
+  listen: [{addr: "127.0.0.1:0", tls: none}]
+  upstream: {addr: %q, tls: starttls, ca_file: %q}
+  cache_mb: 0
+keystore: {dir: state/keystore}
+trust: {system_roots: false}
+metrics: {listen: ""}
+log: {format: json}
+memory_budget_mb: %d
+`, l.Submission, l.CA, l.IMAP, l.CA, budgetMB), 0o600)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return serveproc.Start(tb, bin, cfg, "SMIMEPROXY_PASSPHRASE="+testPassphrase)
 }

@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"os"
-	"path/filepath"
 	"runtime"
 	"syscall"
 	"testing"
@@ -69,7 +68,7 @@ func BenchmarkLab(b *testing.B) {
 			b.ReportMetric(keyops, "ops/s")
 			b.ReportMetric(msPer(keyCPU), "cpu_ms/op")
 		})
-		proc := serveLab(b, bin, l, p, a, bobID)
+		proc := serveLab(b, bin, l, p, a, bobID, 1024)
 		for _, size := range labBenchSizes {
 			b.Run(fmt.Sprintf("%s/%s", kt, sizeName(size)), func(b *testing.B) {
 				o := labLoad(b, proc.SMTP[0], alice, bob.Address, size)
@@ -141,31 +140,6 @@ func runLoad(b *testing.B, l *lab.Lab, o smtpload.Options, rcpt string) smtpload
 		}
 	}
 	return r
-}
-
-// serveLab runs `smimeproxy serve` in front of the lab with sender's key
-// and the recipient's certificate.
-func serveLab(b *testing.B, bin string, l *lab.Lab, p *pki, sender, rcpt *testpki.Identity) *serveproc.Proc {
-	dir := b.TempDir()
-	newKeystoreAt(b, filepath.Join(dir, "state", "keystore"), sender)
-	certCacheAt(b, filepath.Join(dir, "state", "certcache"), p, rcpt.Cert)
-	cfg := filepath.Join(dir, "config.yaml")
-	err := os.WriteFile(cfg, fmt.Appendf(nil, `smtp:
-  listen: [{addr: "127.0.0.1:0", tls: none}]
-  upstream: {addr: %q, tls: starttls, ca_file: %q}
-imap:
-  listen: [{addr: "127.0.0.1:0", tls: none}]
-  upstream: {addr: %q, tls: starttls, ca_file: %q}
-keystore: {dir: state/keystore}
-trust: {system_roots: false}
-metrics: {listen: ""}
-log: {format: json}
-memory_budget_mb: 1024
-`, l.Submission, l.CA, l.IMAP, l.CA), 0o600)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return serveproc.Start(b, bin, cfg, "SMIMEPROXY_PASSPHRASE="+testPassphrase)
 }
 
 // processCPU is this process's CPU time so far, user and system.
