@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strconv"
 	"strings"
 	"time"
 
@@ -240,23 +239,16 @@ func (u *upstream) quit() {
 // upstream's 250 reply ("2.0.0 Ok: queued as X"), keeping its enhanced code.
 func parseOK(text string) *gosmtp.SMTPError {
 	r := &gosmtp.SMTPError{Code: 250, Message: text}
-	code, rest, ok := strings.Cut(text, " ")
-	if !ok {
+	code, msg, ok := enhancedCode(text)
+	if !ok || !strings.HasPrefix(text, "2.") {
 		return r
 	}
-	parts := strings.Split(code, ".")
-	if len(parts) != 3 || parts[0] != "2" {
-		return r
-	}
-	for i, p := range parts {
-		n, err := strconv.Atoi(p)
-		if err != nil || n < 0 || n > 999 {
+	for _, n := range code {
+		if n < 0 || n > 999 {
 			return r
 		}
-		r.EnhancedCode[i] = n
 	}
-	// Continuation lines repeat the enhanced code; go-smtp writes it again.
-	r.Message = strings.ReplaceAll(rest, "\n"+code+" ", "\n")
+	r.EnhancedCode, r.Message = code, msg
 	return r
 }
 

@@ -157,24 +157,33 @@ func (c *lineConn) readReply(want int) (string, error) {
 // the enhanced code, when there is one, apart from the text.
 func smtpError(te *textproto.Error) *gosmtp.SMTPError {
 	se := &gosmtp.SMTPError{Code: te.Code, Message: te.Msg}
-	code, text, ok := strings.Cut(te.Msg, " ")
-	if !ok {
-		return se
+	if code, msg, ok := enhancedCode(te.Msg); ok {
+		se.EnhancedCode, se.Message = code, msg
 	}
-	parts := strings.Split(code, ".")
+	return se
+}
+
+// enhancedCode splits the enhanced status code (RFC 2034) off the start of
+// a reply's text, as go-smtp's client does: ok is false when the text
+// starts with none. Continuation lines repeat the code; go-smtp writes it
+// again, so msg is without it.
+func enhancedCode(text string) (code gosmtp.EnhancedCode, msg string, ok bool) {
+	first, rest, ok := strings.Cut(text, " ")
+	if !ok {
+		return code, "", false
+	}
+	parts := strings.Split(first, ".")
 	if len(parts) != 3 {
-		return se
+		return code, "", false
 	}
 	for i, p := range parts {
 		n, err := strconv.Atoi(p)
 		if err != nil {
-			return se
+			return code, "", false
 		}
-		se.EnhancedCode[i] = n
+		code[i] = n
 	}
-	// Continuation lines repeat the enhanced code; go-smtp writes it again.
-	se.Message = strings.ReplaceAll(text, "\n"+code+" ", "\n")
-	return se
+	return code, strings.ReplaceAll(rest, "\n"+first+" ", "\n"), true
 }
 
 // crlfLines reports whether every line of msg, the last one too, ends in

@@ -13,6 +13,8 @@ import (
 	"testing"
 
 	"smimeproxy/internal/testutil"
+
+	gosmtp "github.com/emersion/go-smtp"
 )
 
 // dotWritten is what net/textproto's dot writer, which go-smtp's client
@@ -173,4 +175,37 @@ func BenchmarkWriteBody(b *testing.B) {
 			_ = w.Close()
 		}
 	})
+}
+
+// TestReplyCodes: the upstream's final 250 and its refusals keep their
+// enhanced codes apart from the text, as go-smtp's client keeps them, so
+// that go-smtp's server writes them to the client as the upstream did.
+func TestReplyCodes(t *testing.T) {
+	for _, tc := range []struct {
+		text string
+		want gosmtp.SMTPError
+	}{
+		{"2.0.0 Ok: queued as X", gosmtp.SMTPError{Code: 250, EnhancedCode: gosmtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as X"}},
+		{"2.0.0 Ok\n2.0.0 queued", gosmtp.SMTPError{Code: 250, EnhancedCode: gosmtp.EnhancedCode{2, 0, 0}, Message: "Ok\nqueued"}},
+		{"Ok: queued as X", gosmtp.SMTPError{Code: 250, Message: "Ok: queued as X"}},
+		{"5.0.0 odd", gosmtp.SMTPError{Code: 250, Message: "5.0.0 odd"}},
+		{"2.0.1000 odd", gosmtp.SMTPError{Code: 250, Message: "2.0.1000 odd"}},
+		{"2.0 odd", gosmtp.SMTPError{Code: 250, Message: "2.0 odd"}},
+	} {
+		if got := parseOK(tc.text); *got != tc.want {
+			t.Errorf("parseOK(%q) = %+v, want %+v", tc.text, *got, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		te   textproto.Error
+		want gosmtp.SMTPError
+	}{
+		{textproto.Error{Code: 554, Msg: "5.7.1 no\n5.7.1 way"}, gosmtp.SMTPError{Code: 554, EnhancedCode: gosmtp.EnhancedCode{5, 7, 1}, Message: "no\nway"}},
+		{textproto.Error{Code: 451, Msg: "try later"}, gosmtp.SMTPError{Code: 451, Message: "try later"}},
+		{textproto.Error{Code: 552, Msg: "5.x.4 odd"}, gosmtp.SMTPError{Code: 552, Message: "5.x.4 odd"}},
+	} {
+		if got := smtpError(&tc.te); *got != tc.want {
+			t.Errorf("smtpError(%+v) = %+v, want %+v", tc.te, *got, tc.want)
+		}
+	}
 }
