@@ -202,58 +202,29 @@ func keyAgreementWith(pub *ecdh.PublicKey, id CertID, cek, wrapAlg []byte) ([]by
 	if err != nil {
 		return nil, err
 	}
-	return encodeKari(keyAlg, kdf, eph.PublicKey().Bytes(), wrapAlg, id, wrapped)
-}
-
-// encodeKari writes a KeyAgreeRecipientInfo, [1] IMPLICIT, for one
-// recipient: version 3, the ephemeral originator key, the key agreement
-// and key wrap algorithms, and the recipient's wrapped key. Its few
-// elements are written by hand: a DER builder allocates for each.
-func encodeKari(keyAlg, kdf asn1.ObjectIdentifier, ephKey, wrapAlg []byte, id CertID, wrapped []byte) ([]byte, error) {
-	keyAlgDER, err := build(func(b *cryptobyte.Builder) { addAlgorithm(b, keyAlg, nil) })
-	if err != nil {
-		return nil, err
-	}
-	kdfOID, err := build(func(b *cryptobyte.Builder) { b.AddASN1ObjectIdentifier(kdf) })
-	if err != nil {
-		return nil, err
-	}
-	// The recipient: [0] IMPLICIT RecipientKeyIdentifier, or an
-	// IssuerAndSerialNumber, whose contents these are.
-	var ridTag cbasn1.Tag
-	var rid []byte
-	if id.SubjectKeyID != nil {
-		ridTag = constructedTag(0)
-		rid = append(appendHeader(nil, cbasn1.OCTET_STRING, len(id.SubjectKeyID)), id.SubjectKeyID...)
-	} else {
-		ridTag = cbasn1.SEQUENCE
-		if rid, err = build(func(b *cryptobyte.Builder) { addIssuerAndSerial(b, id) }); err != nil {
-			return nil, err
-		}
-	}
-	version3 := []byte{0x02, 0x01, 0x03} // INTEGER 3
-	// The key's BIT STRING starts with one octet saying no bits are unused.
-	origLen := len(keyAlgDER) + elementLen(1+len(ephKey))
-	algLen := len(kdfOID) + len(wrapAlg)
-	rekLen := elementLen(len(rid)) + elementLen(len(wrapped))
-	kariLen := len(version3) + elementLen(elementLen(origLen)) + elementLen(algLen) + elementLen(elementLen(rekLen))
-
-	out := make([]byte, 0, elementLen(kariLen))
-	out = appendHeader(out, constructedTag(1), kariLen)
-	out = append(out, version3...)
-	out = appendHeader(out, constructedTag(0), elementLen(origLen))
-	out = appendHeader(out, constructedTag(1), origLen)
-	out = append(out, keyAlgDER...)
-	out = appendHeader(out, cbasn1.BIT_STRING, 1+len(ephKey))
-	out = append(out, 0)
-	out = append(out, ephKey...)
-	out = appendHeader(out, cbasn1.SEQUENCE, algLen)
-	out = append(out, kdfOID...)
-	out = append(out, wrapAlg...)
-	out = appendHeader(out, cbasn1.SEQUENCE, elementLen(rekLen))
-	out = appendHeader(out, cbasn1.SEQUENCE, rekLen)
-	out = appendHeader(out, ridTag, len(rid))
-	out = append(out, rid...)
-	out = appendHeader(out, cbasn1.OCTET_STRING, len(wrapped))
-	return append(out, wrapped...), nil
+	return build(func(b *cryptobyte.Builder) {
+		b.AddASN1(constructedTag(1), func(b *cryptobyte.Builder) {
+			b.AddASN1Int64(3)
+			b.AddASN1(constructedTag(0), func(b *cryptobyte.Builder) {
+				b.AddASN1(constructedTag(1), func(b *cryptobyte.Builder) {
+					addAlgorithm(b, keyAlg, nil)
+					b.AddASN1BitString(eph.PublicKey().Bytes())
+				})
+			})
+			b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+				b.AddASN1ObjectIdentifier(kdf)
+				b.AddBytes(wrapAlg)
+			})
+			b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+				b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+					if id.SubjectKeyID != nil {
+						b.AddASN1(constructedTag(0), func(b *cryptobyte.Builder) { b.AddASN1OctetString(id.SubjectKeyID) })
+					} else {
+						b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) { addIssuerAndSerial(b, id) })
+					}
+					b.AddASN1OctetString(wrapped)
+				})
+			})
+		})
+	})
 }
