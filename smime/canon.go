@@ -3,11 +3,12 @@ package smime
 import (
 	"bytes"
 	"encoding/base64"
-	"encoding/binary"
 	"fmt"
 	"slices"
 	"strings"
 	"unicode/utf8"
+
+	"smimeproxy/internal/ascii"
 )
 
 // Outgoing messages are put in the form RFC 8551 3.1 asks for before they are
@@ -374,7 +375,7 @@ func sevenBitSafe(b []byte) bool {
 // the library's vectorised searches: byte by byte it was much of the cost
 // of signing a large message.
 func scan7bit(b []byte) (safe, crlf bool) {
-	if !isASCII(b) || bytes.IndexByte(b, 0) >= 0 {
+	if !ascii.Valid(b) || bytes.IndexByte(b, 0) >= 0 {
 		return false, false
 	}
 	crlf = true
@@ -395,30 +396,6 @@ func scan7bit(b []byte) (safe, crlf bool) {
 		}
 	}
 	return true, crlf
-}
-
-// isASCII reports whether b has no byte over 0x7f, 32 bytes at a time.
-func isASCII(b []byte) bool {
-	for len(b) >= 32 {
-		w := binary.LittleEndian.Uint64(b) | binary.LittleEndian.Uint64(b[8:]) |
-			binary.LittleEndian.Uint64(b[16:]) | binary.LittleEndian.Uint64(b[24:])
-		if w&0x8080808080808080 != 0 {
-			return false
-		}
-		b = b[32:]
-	}
-	for len(b) >= 8 {
-		if binary.LittleEndian.Uint64(b)&0x8080808080808080 != 0 {
-			return false
-		}
-		b = b[8:]
-	}
-	for _, c := range b {
-		if c >= utf8.RuneSelf {
-			return false
-		}
-	}
-	return true
 }
 
 // encodeQP encodes text as quoted-printable (RFC 2045 6.7) with CRLF line

@@ -6,6 +6,8 @@ import (
 	"mime"
 	"slices"
 	"strings"
+
+	"smimeproxy/internal/ascii"
 )
 
 // Header protection (RFC 9788) puts a copy of the message's header fields
@@ -237,7 +239,7 @@ func (c *canon) legacyLeaf(e *entity, t string) (bool, error) {
 		text = [][]byte{insertHTML(body, legacyHTML(c.legacy))}
 	} else {
 		elem := legacyText(c.legacy, true)
-		if !isASCII(elem) {
+		if !ascii.Valid(elem) {
 			switch strings.ToLower(params["charset"]) {
 			case "", "us-ascii":
 				set = append(set, [2]string{"charset", "utf-8"})

@@ -2,10 +2,10 @@ package smtp
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"io"
 
+	"smimeproxy/internal/ascii"
 	"smimeproxy/proxy"
 )
 
@@ -76,7 +76,7 @@ func transformCost(sign, encrypt, opaque bool, msg []byte) int64 {
 	case sign:
 		k = signCost
 	}
-	if has8bit(messageBody(msg)) {
+	if !ascii.Valid(messageBody(msg)) {
 		k *= eightBitExpansion
 	}
 	return k * int64(len(msg))
@@ -106,22 +106,6 @@ func messageBody(msg []byte) []byte {
 		return msg[i+2:]
 	}
 	return nil
-}
-
-// has8bit reports whether b has a byte over 0x7f, eight bytes at a time.
-func has8bit(b []byte) bool {
-	for len(b) >= 8 {
-		if binary.LittleEndian.Uint64(b)&0x8080808080808080 != 0 {
-			return true
-		}
-		b = b[8:]
-	}
-	for _, c := range b {
-		if c >= 0x80 {
-			return true
-		}
-	}
-	return false
 }
 
 // readMessage reads a message from r, reserving in b each chunk it

@@ -233,21 +233,6 @@ func TestBudgetWhileReading(t *testing.T) {
 	e.waitMetric(0, "smimeproxy_memory_budget_used_bytes")
 }
 
-func TestHas8bit(t *testing.T) {
-	for _, tc := range []struct {
-		in   string
-		want bool
-	}{
-		{"", false}, {"plain text\r\n", false}, {"\x7f\x00", false}, {"\x80", true},
-		{"abcdefg\x80", true}, {"abcdefgh\xff", true}, {strings.Repeat("abcdefgh", 9) + "\xc3\xbc", true},
-		{strings.Repeat("abcdefgh", 9) + "tail", false},
-	} {
-		if got := has8bit([]byte(tc.in)); got != tc.want {
-			t.Errorf("has8bit(%q) = %v, want %v", tc.in, got, tc.want)
-		}
-	}
-}
-
 // TestReadMessage: a message is read whole, declared size or not; one as
 // large as declared is read into one chunk, with no copy; a declared size
 // never costs more than a chunk, nor makes a message fail that fits; what
