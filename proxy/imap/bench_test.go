@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"smimeproxy/config"
+	"smimeproxy/internal/lab"
 	"smimeproxy/keystore"
 	"smimeproxy/smime"
 )
@@ -101,12 +102,7 @@ func BenchmarkFetch(b *testing.B) {
 	}
 	run := func(b *testing.B, e *env, direct bool, box string) {
 		u := e.lab.User(b, "alice")
-		var c *client
-		if direct {
-			c = dialDirect(b, e.lab, u)
-		} else {
-			c = e.dialProxy(b, u)
-		}
+		c := e.dial(b, u, direct)
 		c.cmd("a EXAMINE "+box, "")
 		// The first FETCH fills the cache, when there is one.
 		c.cmd("w FETCH 1:* (BODY.PEEK[])", "")
@@ -178,12 +174,7 @@ func BenchmarkSearch(b *testing.B) {
 	box := fill(b, warm, "alice", benchMessages, mk)
 	run := func(b *testing.B, e *env, direct bool, want int) {
 		u := e.lab.User(b, "alice")
-		var c *client
-		if direct {
-			c = dialDirect(b, e.lab, u)
-		} else {
-			c = e.dialProxy(b, u)
-		}
+		c := e.dial(b, u, direct)
 		c.cmd("a EXAMINE "+box, "")
 		// The first search fills the cache, when there is one.
 		c.cmd("w SEARCH BODY needle", "")
@@ -197,4 +188,12 @@ func BenchmarkSearch(b *testing.B) {
 	b.Run("direct", func(b *testing.B) { run(b, warm, true, 100) })
 	b.Run("proxy/cold", func(b *testing.B) { run(b, cold, false, 200) })
 	b.Run("proxy/warm", func(b *testing.B) { run(b, warm, false, 200) })
+}
+
+// dial logs u in at the lab's Dovecot directly or through the proxy.
+func (e *env) dial(b *testing.B, u lab.User, direct bool) *client {
+	if direct {
+		return dialDirect(b, e.lab, u)
+	}
+	return e.dialProxy(b, u)
 }

@@ -30,20 +30,7 @@ func FuzzUpstream(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
-		client, far := net.Pipe()
-		go io.Copy(io.Discard, far)
-		defer far.Close()
-		cfg := config.Default()
-		s := &session{
-			opts: proxy.Options{Config: cfg, Metrics: proxy.NewMetrics(nil), Budget: proxy.NewBudget(1<<20, proxy.NewMetrics(nil))},
-			p:    &Proxy{cache: newMsgCache(0, proxy.NewMetrics(nil)), kinds: newKindCache(10)},
-			ctx:  context.Background(),
-			log:  slog.New(slog.DiscardHandler), conn: client,
-			up: &proxy.Upstream{},
-		}
-		s.bw = bufio.NewWriter(s.writer(client))
-		up := &upConn{br: bufio.NewReader(bytes.NewReader(in)), bw: bufio.NewWriter(io.Discard), conn: client}
-		r := newRelay(s, up, "alice@example.test", false)
+		r := fuzzRelay(t, in, proxy.Options{Config: config.Default(), Metrics: proxy.NewMetrics(nil), Budget: proxy.NewBudget(1<<20, proxy.NewMetrics(nil))})
 		sc, _ := scanTest("a FETCH 1:3 (UID RFC822.SIZE BODY.PEEK[] BODY.PEEK[HEADER.FIELDS (From)] BINARY.PEEK[1]<0.2> BODYSTRUCTURE PREVIEW)\r\n")
 		commandHead(sc)
 		fc, err := parseFetch(sc, false)
@@ -73,23 +60,29 @@ func FuzzUpstreamSearch(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
-		client, far := net.Pipe()
-		go io.Copy(io.Discard, far)
-		defer far.Close()
-		s := &session{
-			opts: proxy.Options{Config: config.Default(), Metrics: proxy.NewMetrics(nil)},
-			p:    &Proxy{cache: newMsgCache(0, proxy.NewMetrics(nil)), kinds: newKindCache(10)},
-			ctx:  context.Background(),
-			log:  slog.New(slog.DiscardHandler), conn: client,
-			up: &proxy.Upstream{},
-		}
-		s.bw = bufio.NewWriter(s.writer(client))
-		up := &upConn{br: bufio.NewReader(bytes.NewReader(in)), bw: bufio.NewWriter(io.Discard), conn: client}
-		r := newRelay(s, up, "alice@example.test", false)
+		r := fuzzRelay(t, in, proxy.Options{Config: config.Default(), Metrics: proxy.NewMetrics(nil)})
 		r.icpt = &searchAnswer{r: r}
 		r.register("spx1", "", true)
 		r.pump()
 	})
+}
+
+// fuzzRelay is alice's relay with opts, whose upstream sends in and whose
+// client reads all it is sent.
+func fuzzRelay(t *testing.T, in []byte, opts proxy.Options) *relay {
+	client, far := net.Pipe()
+	go io.Copy(io.Discard, far)
+	t.Cleanup(func() { far.Close() })
+	s := &session{
+		opts: opts,
+		p:    &Proxy{cache: newMsgCache(0, proxy.NewMetrics(nil)), kinds: newKindCache(10)},
+		ctx:  context.Background(),
+		log:  slog.New(slog.DiscardHandler), conn: client,
+		up: &proxy.Upstream{},
+	}
+	s.bw = bufio.NewWriter(s.writer(client))
+	up := &upConn{br: bufio.NewReader(bytes.NewReader(in)), bw: bufio.NewWriter(io.Discard), conn: client}
+	return newRelay(s, up, "alice@example.test", false)
 }
 
 // scanTest makes a scanner over a whole command or response.
